@@ -1,0 +1,48 @@
+"""The exception tree. Stages raise these deep down; the CLI edge (tasks.py) reports them once."""
+
+from __future__ import annotations
+
+
+class SmcpatchError(Exception):
+    """Base of every error smcpatch reports as a one-line message with a non-zero exit."""
+
+    exit_code = 2
+
+    def one_line(self) -> str:
+        return " ".join(str(self).split()) or type(self).__name__
+
+
+class BadInput(SmcpatchError):
+    """The user asked for something that cannot exist (unknown kernel, bad path, bad option)."""
+
+
+class ConfigError(SmcpatchError):
+    """kernels.toml, patches/series or another of our own inputs is malformed."""
+
+
+class ToolMissing(SmcpatchError):
+    """A host tool is missing; the message names the command that installs it."""
+
+
+class FetchError(SmcpatchError):
+    """The archive, apt or the network failed, or a package version is gone."""
+
+
+class ExtractError(SmcpatchError):
+    """A package or tarball could not be unpacked safely (hostile paths, truncated data, disk full)."""
+
+
+class PatchError(SmcpatchError):
+    """The fix neither applies nor reverts cleanly on the tree (names the rejected hunks)."""
+
+
+class BuildError(SmcpatchError):
+    """make failed; the message carries the tail of the build log and the log's path."""
+
+
+class InspectError(SmcpatchError):
+    """The module is not an ELF file, is truncated, is not smc.ko or lacks the function."""
+
+
+class VmError(SmcpatchError):
+    """The QEMU guest failed: panic, hang, module load failure, or an unexpected fallback."""
