@@ -1,0 +1,712 @@
+"""Classify and variants stages: which fixes a kernel tree lacks, and before/after sources.
+
+``load_series`` reads ``patches/series`` (format documented at the top of that file) into
+:class:`Fix` objects. ``classify`` dry-runs each fix's patch on a vendor tree with GNU patch:
+a clean forward dry-run means the tree is vulnerable, a clean reverse dry-run means it is
+already fixed, neither means unknown (and the detail names the rejected hunks).
+``make_variants`` copies ``net/smc`` into ``before/`` and ``after/`` and makes ``after``
+fixed and ``before`` vulnerable, never touching the vendor tree.
+
+Pitfall this module exists to avoid: ``patch --batch -R`` on a tree the patch has *not* been
+applied to silently assumes the patch is reversed and applies it forward ("Unreversed patch
+detected! Ignoring -R."), and ``-t``/``-f`` do the same in the other direction. Every call
+here therefore passes ``--forward`` (``-N``) together with ``--batch``, also for reverse runs,
+and ``--fuzz=0`` so a hunk never lands on look-alike code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from smcpatch.errors import ConfigError, PatchError, SmcpatchError, ToolMissing
+
+SERIES_NAME = "series"
+MARKER_NAME = ".smcpatch-variants.json"
+SMC_DIR = "net/smc"
+PATCH_TIMEOUT = 120.0
+_FORMAT_VERSION = 1
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")
+
+State = Literal["vulnerable", "fixed", "unknown"]
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class PatchVariant:
+    """One way of applying a fix: a -p1 patch file plus the probe saying when it fits."""
+
+    fix_id: str
+    name: str
+    path: Path
+    functions: tuple[str, ...]
+    files: tuple[str, ...]
+    #: (tree-relative file, symbol) pairs that must all be present; empty means fallback.
+    requires: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_fallback(self) -> bool:
+        return not self.requires
+
+    def describe_probe(self) -> str:
+        if self.is_fallback:
+            return "fallback"
+        return "requires " + ",".join(f"{p}:{s}" for p, s in self.requires)
+
+
+@dataclass(frozen=True)
+class Fix:
+    """A fix (one CVE) with its variants, ordered by preference."""
+
+    id: str
+    title: str
+    variants: tuple[PatchVariant, ...]
+
+    @property
+    def functions(self) -> tuple[str, ...]:
+        return self.variants[0].functions
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.variants[0].files
+
+
+@dataclass
+class FixState:
+    """Result of classifying one fix on one tree."""
+
+    fix_id: str
+    state: State
+    variant: PatchVariant
+    detail: str
+
+
+@dataclass
+class Variants:
+    """The before (vulnerable) and after (fixed) source roots; each holds net/smc."""
+
+    before: Path
+    after: Path
+    patch_action: Literal["applied", "already-present"]
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- patch files
+
+
+@dataclass(frozen=True)
+class _Hunk:
+    file: str
+    number: int  # 1-based within its file, as GNU patch counts
+    header: str
+    old_start: int
+    body: tuple[str, ...]
+
+
+def _strip_p1(raw: str) -> str | None:
+    name = raw.split("\t", 1)[0].strip()
+    if name == "/dev/null":
+        return None
+    parts = PurePosixPath(name).parts
+    if len(parts) < 2:
+        return None
+    return str(PurePosixPath(*parts[1:]))
+
+
+def _safe_relpath(rel: str) -> bool:
+    p = PurePosixPath(rel)
+    return bool(rel) and not p.is_absolute() and ".." not in p.parts and "\\" not in rel
+
+
+def _parse_patch(path: Path) -> list[_Hunk]:
+    """The hunks of a unified -p1 diff, with the file each belongs to."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise ConfigError(f"cannot read patch {path}: {e.strerror}") from e
+    hunks: list[_Hunk] = []
+    current: str | None = None
+    number = 0
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
+            target = _strip_p1(lines[i + 1][4:]) or _strip_p1(line[4:])
+            if target is None or not _safe_relpath(target):
+                raise ConfigError(f"{path.name}: unusable file name in {lines[i + 1]!r}")
+            current, number = target, 0
+            i += 2
+            continue
+        m = _HUNK_RE.match(line)
+        if m and current is not None:
+            old_len = int(m.group(2) or "1")
+            new_len = int(m.group(4) or "1")
+            body: list[str] = []
+            i += 1
+            while i < len(lines) and (old_len > 0 or new_len > 0):
+                b = lines[i]
+                tag = b[:1]
+                if tag in (" ", ""):
+                    old_len, new_len = old_len - 1, new_len - 1
+                elif tag == "-":
+                    old_len -= 1
+                elif tag == "+":
+                    new_len -= 1
+                elif tag == "\\":
+                    pass
+                else:
+                    break
+                body.append(b)
+                i += 1
+            if old_len > 0 or new_len > 0:
+                raise ConfigError(f"{path.name}: truncated hunk {line!r}")
+            number += 1
+            hunks.append(_Hunk(current, number, line, int(m.group(1)), tuple(body)))
+            continue
+        i += 1
+    if not hunks:
+        raise ConfigError(f"{path.name}: no unified diff hunks found")
+    return hunks
+
+
+# --------------------------------------------------------------------------- series
+
+
+def load_series(patches_dir: Path) -> list[Fix]:
+    """Parse ``patches_dir/series``; every referenced patch must exist and match its fix."""
+    patches_dir = Path(patches_dir).resolve()
+    series = patches_dir / SERIES_NAME
+    try:
+        text = series.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"patch series not found: {series}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read patch series {series}: {e}") from e
+
+    fixes: list[Fix] = []
+    cur: dict[str, Any] | None = None
+
+    def where(n: int) -> str:
+        return f"{series}:{n}"
+
+    def finish() -> None:
+        if cur is None:
+            return
+        loc = where(cur["line"])
+        if not cur["functions"]:
+            raise ConfigError(f"{loc}: fix {cur['id']} has no 'function' line")
+        if not cur["files"]:
+            raise ConfigError(f"{loc}: fix {cur['id']} has no 'file' line")
+        if not cur["variants"]:
+            raise ConfigError(f"{loc}: fix {cur['id']} has no 'variant' line")
+        variants: list[PatchVariant] = []
+        for n, name, patch_name, requires in cur["variants"]:
+            ppath = patches_dir / patch_name
+            if not ppath.is_file():
+                raise ConfigError(f"{where(n)}: patch file not found: {ppath}")
+            touched = sorted({h.file for h in _parse_patch(ppath)})
+            if touched != sorted(cur["files"]):
+                raise ConfigError(
+                    f"{where(n)}: {patch_name} changes {', '.join(touched)} but fix "
+                    f"{cur['id']} declares file {', '.join(cur['files'])}"
+                )
+            variants.append(
+                PatchVariant(
+                    fix_id=cur["id"],
+                    name=name,
+                    path=ppath,
+                    functions=tuple(cur["functions"]),
+                    files=tuple(cur["files"]),
+                    requires=requires,
+                )
+            )
+        fixes.append(Fix(id=cur["id"], title=cur["title"], variants=tuple(variants)))
+
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        key = words[0]
+        if key == "fix":
+            finish()
+            parts = line.split(None, 2)
+            if len(parts) < 3:
+                raise ConfigError(f"{where(n)}: expected 'fix <ID> <title>'")
+            fid = parts[1]
+            if not _ID_RE.match(fid):
+                raise ConfigError(f"{where(n)}: bad fix id {fid!r}")
+            if any(f.id == fid for f in fixes):
+                raise ConfigError(f"{where(n)}: duplicate fix id {fid}")
+            cur = {
+                "id": fid,
+                "title": parts[2],
+                "line": n,
+                "functions": [],
+                "files": [],
+                "variants": [],
+            }
+            continue
+        if cur is None:
+            raise ConfigError(f"{where(n)}: {key!r} line before any 'fix' line")
+        if key == "function":
+            if len(words) < 2 or not all(_IDENT_RE.match(w) for w in words[1:]):
+                raise ConfigError(f"{where(n)}: expected 'function <C identifier>...'")
+            cur["functions"].extend(w for w in words[1:] if w not in cur["functions"])
+        elif key == "file":
+            if len(words) < 2 or not all(_safe_relpath(w) for w in words[1:]):
+                raise ConfigError(f"{where(n)}: expected 'file <relative path>...'")
+            cur["files"].extend(w for w in words[1:] if w not in cur["files"])
+        elif key == "variant":
+            cur["variants"].append(_parse_variant(words, n, cur, where(n)))
+        else:
+            raise ConfigError(f"{where(n)}: unknown keyword {key!r}")
+    finish()
+    if not fixes:
+        raise ConfigError(f"{series}: no fixes defined")
+    return fixes
+
+
+def _parse_variant(
+    words: list[str], n: int, cur: dict[str, Any], loc: str
+) -> tuple[int, str, str, tuple[tuple[str, str], ...]]:
+    if len(words) < 4:
+        raise ConfigError(f"{loc}: expected 'variant <name> <patch> <probe>'")
+    name, patch_name, probe = words[1], words[2], words[3:]
+    if not _ID_RE.match(name):
+        raise ConfigError(f"{loc}: bad variant name {name!r}")
+    if any(v[1] == name for v in cur["variants"]):
+        raise ConfigError(f"{loc}: duplicate variant {name} in fix {cur['id']}")
+    if any(not v[3] for v in cur["variants"]):
+        raise ConfigError(f"{loc}: variant {name} comes after a fallback and can never be used")
+    if "/" in patch_name or not _safe_relpath(patch_name):
+        raise ConfigError(f"{loc}: patch must be a file name in the patches directory")
+    if probe == ["fallback"]:
+        return (n, name, patch_name, ())
+    if len(probe) != 2 or probe[0] != "requires":
+        raise ConfigError(f"{loc}: probe must be 'requires <path>:<symbol>[,...]' or 'fallback'")
+    reqs: list[tuple[str, str]] = []
+    for item in probe[1].split(","):
+        rel, sep, sym = item.rpartition(":")
+        if not sep or not _safe_relpath(rel) or not _IDENT_RE.match(sym):
+            raise ConfigError(f"{loc}: bad requirement {item!r}, expected <path>:<symbol>")
+        reqs.append((rel, sym))
+    return (n, name, patch_name, tuple(reqs))
+
+
+# --------------------------------------------------------------------------- probing
+
+
+def choose_variant(fix: Fix, tree: Path) -> PatchVariant:
+    """The first variant of ``fix`` whose probe holds on ``tree``.
+
+    A probe file that is missing from the tree is an error rather than a silent
+    fallback: without it we cannot tell which variant compiles.
+    """
+    tree = Path(tree)
+    for v in fix.variants:
+        if all(_has_symbol(tree, rel, sym, fix.id, v.name) for rel, sym in v.requires):
+            return v
+    probes = "; ".join(f"{v.name}: {v.describe_probe()}" for v in fix.variants)
+    raise PatchError(f"{fix.id}: no patch variant fits {tree} ({probes})")
+
+
+def _has_symbol(tree: Path, rel: str, sym: str, fix_id: str, variant: str) -> bool:
+    path = tree / rel
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise PatchError(
+            f"{fix_id}: cannot probe variant {variant}: {rel} missing or unreadable in {tree}"
+        ) from e
+    return re.search(rf"\b{re.escape(sym)}\b", text) is not None
+
+
+# --------------------------------------------------------------------------- running patch
+
+
+def patch_tool() -> str:
+    """Path of GNU patch, or ToolMissing naming the install command."""
+    exe = shutil.which("patch")
+    if exe is None:
+        raise ToolMissing("patch(1) not found; install it with: apt-get install patch")
+    return exe
+
+
+@dataclass(frozen=True)
+class _PatchRun:
+    ok: bool
+    returncode: int
+    output: str
+
+
+def _run_patch(tree: Path, patch: Path, *, reverse: bool, dry_run: bool) -> _PatchRun:
+    cmd = [
+        patch_tool(),
+        "-p1",
+        "--batch",
+        "--forward",  # with --batch, never "assume reversed" (see module docstring)
+        "--fuzz=0",
+        "--no-backup-if-mismatch",
+        "--reject-file=-",
+        "--quoting-style=literal",
+        "-d",
+        str(tree),
+        "-i",
+        str(patch),
+    ]
+    if reverse:
+        cmd.append("--reverse")
+    if dry_run:
+        cmd.append("--dry-run")
+    env = dict(os.environ, LC_ALL="C", LANG="C")
+    env.pop("POSIXLY_CORRECT", None)
+    env.pop("PATCH_GET", None)
+    env.pop("PATCH_VERSION_CONTROL", None)
+    env.pop("VERSION_CONTROL", None)
+    try:
+        proc = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=PATCH_TIMEOUT,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise PatchError(f"patch timed out after {PATCH_TIMEOUT:.0f}s on {patch.name}") from e
+    except FileNotFoundError as e:
+        raise ToolMissing("patch(1) not found; install it with: apt-get install patch") from e
+    out = (proc.stdout + proc.stderr).strip()
+    if "malformed patch" in out or "Only garbage was found" in out:
+        raise ConfigError(f"{patch.name} is not a usable patch: {_first_line(out)}")
+    return _PatchRun(proc.returncode == 0, proc.returncode, out)
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+_CHECK_RE = re.compile(r"^(?:checking|patching) file (.+)$")
+_FAILED_RE = re.compile(r"^Hunk #(\d+) FAILED at (\d+)")
+_MOVED_RE = re.compile(r"^Hunk #(\d+) succeeded at (\d+)(.*)$")
+_IGNORED_RE = re.compile(r"^(\d+) out of (\d+) hunks? ignored")
+
+
+def _describe_hunk(h: _Hunk, functions: Sequence[str]) -> str:
+    text = "\n".join(h.body)
+    fn = next((f for f in functions if re.search(rf"\b{re.escape(f)}\b", text)), None)
+    where = f" in {fn}()" if fn else ""
+    return f"{h.file} hunk #{h.number}{where}"
+
+
+def _summarise(run: _PatchRun, variant: PatchVariant, hunks: Sequence[_Hunk]) -> str:
+    """Which hunks patch rejected (or why it skipped a file), in one line."""
+    by_key = {(h.file, h.number): h for h in hunks}
+    msgs: list[str] = []
+    current = ""
+    for line in run.output.splitlines():
+        line = line.strip()
+        if m := _CHECK_RE.match(line):
+            current = m.group(1)
+        elif m := _FAILED_RE.match(line):
+            h = by_key.get((current, int(m.group(1))))
+            name = _describe_hunk(h, variant.functions) if h else f"{current} hunk #{m.group(1)}"
+            msgs.append(f"{name} rejected (expected at line {m.group(2)})")
+        elif line.startswith("Reversed (or previously applied) patch detected"):
+            msgs.append(f"{current}: looks already applied")
+        elif line.startswith("Unreversed patch detected"):
+            msgs.append(f"{current}: looks not applied")
+        elif line.startswith("No file to patch"):
+            msgs.append("a file to patch is not in the tree")
+    if not msgs:
+        msgs.append(_first_line(run.output) or f"patch exited {run.returncode}")
+    return "; ".join(msgs)
+
+
+def _offsets(run: _PatchRun) -> list[str]:
+    notes: list[str] = []
+    current = ""
+    for line in run.output.splitlines():
+        line = line.strip()
+        if m := _CHECK_RE.match(line):
+            current = m.group(1)
+        elif m := _MOVED_RE.match(line):
+            extra = m.group(3).strip().rstrip(".")
+            notes.append(f"{current} hunk #{m.group(1)} at line {m.group(2)} {extra}".rstrip())
+    return notes
+
+
+# --------------------------------------------------------------------------- classify
+
+
+def classify(tree: Path, fixes: list[Fix]) -> list[FixState]:
+    """Dry-run every fix on ``tree``: vulnerable, fixed or unknown. Never writes to ``tree``."""
+    tree = Path(tree)
+    if not tree.is_dir():
+        raise PatchError(f"kernel tree not found: {tree}")
+    patch_tool()
+    return [_classify_one(tree, fix) for fix in fixes]
+
+
+def _classify_one(tree: Path, fix: Fix) -> FixState:
+    try:
+        variant = choose_variant(fix, tree)
+    except PatchError as e:
+        return FixState(fix.id, "unknown", fix.variants[0], e.one_line())
+    missing = [f for f in variant.files if not (tree / f).is_file()]
+    if missing:
+        return FixState(fix.id, "unknown", variant, f"not in tree: {', '.join(missing)}")
+    hunks = _parse_patch(variant.path)
+    fwd = _run_patch(tree, variant.path, reverse=False, dry_run=True)
+    rev = _run_patch(tree, variant.path, reverse=True, dry_run=True)
+    if fwd.ok and rev.ok:
+        return FixState(
+            fix.id,
+            "unknown",
+            variant,
+            f"variant {variant.name} both applies and reverts: patch is ambiguous on this tree",
+        )
+    if fwd.ok:
+        where = _offsets(fwd)
+        extra = f" ({'; '.join(where)})" if where else ""
+        return FixState(
+            fix.id, "vulnerable", variant, f"variant {variant.name} applies forward{extra}"
+        )
+    if rev.ok:
+        return FixState(fix.id, "fixed", variant, f"variant {variant.name} reverts cleanly")
+    # The fix may be present in the form of another variant (e.g. our compat patch).
+    for other in fix.variants:
+        if other is variant:
+            continue
+        o_rev = _run_patch(tree, other.path, reverse=True, dry_run=True)
+        if o_rev.ok:
+            return FixState(
+                fix.id,
+                "fixed",
+                other,
+                f"variant {other.name} reverts cleanly (preferred {variant.name} does not fit)",
+            )
+    detail = (
+        f"variant {variant.name}: forward: {_summarise(fwd, variant, hunks)}; "
+        f"reverse: {_summarise(rev, variant, hunks)}"
+    )
+    return FixState(fix.id, "unknown", variant, detail)
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _source_files(tree: Path, states: Iterable[FixState]) -> tuple[list[str], list[str]]:
+    """Tree-relative regular files to copy (all of net/smc plus patched files), and notes."""
+    smc = tree / SMC_DIR
+    if not smc.is_dir():
+        raise PatchError(f"{SMC_DIR} not found in {tree}")
+    notes: list[str] = []
+    files: set[str] = set()
+    for p in sorted(smc.rglob("*")):
+        rel = p.relative_to(tree).as_posix()
+        if p.is_symlink() or (not p.is_file() and not p.is_dir()):
+            notes.append(f"skipped non-regular file {rel}")
+        elif p.is_file():
+            files.add(rel)
+    for st in states:
+        for rel in st.variant.files:
+            p = tree / rel
+            if p.is_symlink() or not p.is_file():
+                raise PatchError(f"{st.fix_id}: {rel} is not a regular file in {tree}")
+            files.add(rel)
+    return sorted(files), notes
+
+
+def _input_hash(tree: Path, files: Sequence[str], states: Sequence[FixState]) -> str:
+    h = hashlib.sha256()
+    h.update(f"smcpatch-variants/{_FORMAT_VERSION}\n".encode())
+    for rel in files:
+        h.update(f"file {rel}\n".encode())
+        with (tree / rel).open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\n")
+    for st in states:
+        h.update(f"fix {st.fix_id} {st.state} {st.variant.name}\n".encode())
+        h.update(hashlib.sha256(st.variant.path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _read_marker(dest: Path, want: str) -> Variants | None:
+    try:
+        data = json.loads((dest / MARKER_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("input_hash") != want:
+        return None
+    before, after = dest / "before", dest / "after"
+    if not (before / SMC_DIR).is_dir() or not (after / SMC_DIR).is_dir():
+        return None
+    action = data.get("patch_action")
+    notes = data.get("notes")
+    if action not in ("applied", "already-present") or not isinstance(notes, list):
+        return None
+    return Variants(before, after, action, [str(n) for n in notes])
+
+
+def make_variants(tree: Path, states: list[FixState], dest: Path) -> Variants:
+    """Build ``dest/before`` (vulnerable) and ``dest/after`` (fixed) copies of net/smc.
+
+    Vulnerable fixes are applied to ``after``; already-present fixes are reverted in
+    ``before``. ``tree`` is only read. Files not touched by a patch keep their vendor mtime
+    on both sides, so an incremental build of one side can reuse the other's objects.
+    The result is built in a temp dir beside ``dest`` and renamed into place; an existing
+    complete ``dest`` with the same input hash is reused as is.
+    """
+    tree, dest = Path(tree), Path(dest)
+    if not states:
+        raise PatchError("no fixes to make variants for")
+    unknown = [s for s in states if s.state == "unknown"]
+    if unknown:
+        raise PatchError(
+            "; ".join(
+                f"{s.fix_id} neither applies nor reverts on {tree}: {s.detail}" for s in unknown
+            )
+        )
+    patch_tool()
+    files, copy_notes = _source_files(tree, states)
+    want = _input_hash(tree, files, states)
+    reused = _read_marker(dest, want)
+    if reused is not None:
+        return reused
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        result = _build(tree, states, files, tmp, want, copy_notes)
+        return _install(tmp, dest, want, result)
+    except SmcpatchError:
+        raise
+    except OSError as e:
+        raise PatchError(f"making variants in {dest} failed: {e}") from e
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build(
+    tree: Path,
+    states: Sequence[FixState],
+    files: Sequence[str],
+    tmp: Path,
+    want: str,
+    notes: list[str],
+) -> Variants:
+    before, after = tmp / "before", tmp / "after"
+    for side in (before, after):
+        for rel in files:
+            target = side / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(tree / rel, target)
+
+    applied = False
+    # Forward in series order on after; reverse in reverse order on before.
+    for st in states:
+        if st.state == "vulnerable":
+            _apply(after, tree, st, reverse=False)
+            applied = True
+            notes.append(
+                f"{st.fix_id}: applied variant {st.variant.name} ({st.variant.path.name}) to after"
+            )
+    for st in reversed(states):
+        if st.state == "fixed":
+            _apply(before, tree, st, reverse=True)
+            notes.append(
+                f"{st.fix_id}: already present; reverted-for-before with variant "
+                f"{st.variant.name} ({st.variant.path.name})"
+            )
+    action: Literal["applied", "already-present"] = "applied" if applied else "already-present"
+    marker = {
+        "format": _FORMAT_VERSION,
+        "input_hash": want,
+        "tree": str(tree),
+        "patch_action": action,
+        "fixes": [{"id": s.fix_id, "state": s.state, "variant": s.variant.name} for s in states],
+        "notes": notes,
+    }
+    (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    return Variants(before, after, action, list(notes))
+
+
+def _apply(side: Path, tree: Path, st: FixState, *, reverse: bool) -> None:
+    v = st.variant
+    old_mtimes = {rel: (tree / rel).stat().st_mtime_ns for rel in v.files}
+    dry = _run_patch(side, v.path, reverse=reverse, dry_run=True)
+    if not dry.ok:
+        hunks = _parse_patch(v.path)
+        raise PatchError(
+            f"{st.fix_id}: variant {v.name} no longer {'reverts' if reverse else 'applies'} "
+            f"on the copy in {side.name}/: {_summarise(dry, v, hunks)}"
+        )
+    real = _run_patch(side, v.path, reverse=reverse, dry_run=False)
+    if not real.ok:
+        hunks = _parse_patch(v.path)
+        raise PatchError(f"{st.fix_id}: patch failed on {side.name}/: {_summarise(real, v, hunks)}")
+    # A patched file must not share its mtime with the unpatched copy (make would
+    # otherwise consider a stale object up to date); guard against clock skew.
+    now = time.time_ns()
+    for rel, old in old_mtimes.items():
+        new = max(now, old + 1_000_000_000)
+        os.utime(side / rel, ns=(new, new))
+
+
+def _install(tmp: Path, dest: Path, want: str, built: Variants) -> Variants:
+    final = Variants(dest / "before", dest / "after", built.patch_action, built.notes)
+    trash: Path | None = None
+    if dest.exists() or dest.is_symlink():
+        if dest.is_symlink() or not dest.is_dir():
+            raise PatchError(f"{dest} exists and is not a directory")
+        trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        os.rename(dest, trash / "old")
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        # Someone else installed a result at the same moment: use theirs if it matches.
+        other = _read_marker(dest, want)
+        if other is None:
+            raise
+        return other
+    finally:
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    return final
+
+
+__all__ = [
+    "Fix",
+    "FixState",
+    "PatchVariant",
+    "Variants",
+    "choose_variant",
+    "classify",
+    "load_series",
+    "make_variants",
+    "patch_tool",
+]
