@@ -1,0 +1,186 @@
+"""A private apt configuration over the host's own mirror list.
+
+We never edit /etc/apt: the host's source entries are copied into our cache, and apt-get / apt-cache
+run with APT_CONFIG pointing at a config whose state, cache and source list all live there. Mirror
+URIs are therefore read from the host at run time and never written into the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import TMP_PREFIX, Cache, hash_file, sweep_stale_temps
+from .errors import FetchError, ToolMissing
+
+HOST_APT_DIR = Path("/etc/apt")
+LISTS_MAX_AGE_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class PackageRecord:
+    name: str
+    version: str
+    filename: str  # pool path, e.g. pool/main/l/linux/linux-source-6.1_6.1.176-1_all.deb
+    size: int
+    sha256: str
+
+    @property
+    def deb_name(self) -> str:
+        return Path(self.filename).name
+
+
+class Apt:
+    """apt-get/apt-cache bound to a private configuration under the cache."""
+
+    def __init__(self, cache: Cache, host_apt_dir: Path = HOST_APT_DIR) -> None:
+        if not shutil.which("apt-get"):
+            raise ToolMissing("apt-get not found: smcpatch fetches kernels from a Debian archive "
+                              "(use --source/--kdir for a tree you already have)")
+        self.cache = cache
+        self.root = cache.dir("apt")
+        self.host_apt_dir = host_apt_dir
+        self.config = self.root / "apt.conf"
+        self._write_config()
+
+    # -- configuration ---------------------------------------------------------------------
+    def _write_config(self) -> None:
+        parts = self.root / "sources.list.d"
+        parts.mkdir(parents=True, exist_ok=True)
+        for sub in ("lists/partial", "archives/partial"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        copied = self._copy_host_sources(parts)
+        if not copied:
+            raise FetchError(f"no apt sources found in {self.host_apt_dir} (sources.list or "
+                             "sources.list.d/*.list|*.sources): cannot reach a Debian archive")
+        self.config.write_text(
+            f'Dir::State::Lists "{self.root}/lists";\n'
+            f'Dir::State::status "/dev/null";\n'
+            f'Dir::Cache "{self.root}";\n'
+            f'Dir::Cache::archives "{self.root}/archives";\n'
+            f'Dir::Etc::SourceList "/dev/null";\n'
+            f'Dir::Etc::SourceParts "{parts}";\n'
+            'Acquire::Check-Valid-Until "false";\n'
+            'Acquire::Languages "none";\n'
+            'APT::Get::List-Cleanup "false";\n'
+        )
+
+    def _copy_host_sources(self, parts: Path) -> int:
+        for old in parts.iterdir():
+            old.unlink()
+        count = 0
+        main_list = self.host_apt_dir / "sources.list"
+        if main_list.is_file() and _has_entries(main_list.read_text()):
+            shutil.copy(main_list, parts / "host-sources.list")
+            count += 1
+        host_parts = self.host_apt_dir / "sources.list.d"
+        if host_parts.is_dir():
+            for src in sorted(host_parts.iterdir()):
+                if src.suffix in (".list", ".sources") and src.is_file():
+                    shutil.copy(src, parts / f"host-{src.name}")
+                    count += 1
+        return count
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "APT_CONFIG": str(self.config), "LC_ALL": "C"}
+
+    def _run(self, args: list[str], cwd: Path | None = None, timeout: int = 600) -> str:
+        try:
+            proc = subprocess.run(args, cwd=cwd, env=self.env(), capture_output=True, text=True,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise FetchError(f"{' '.join(args[:2])} timed out after {timeout}s: "
+                             "is the archive reachable?") from exc
+        if proc.returncode != 0:
+            raise FetchError(f"{' '.join(args[:2])} failed: {_last_error(proc.stderr)}")
+        return proc.stdout
+
+    # -- index -----------------------------------------------------------------------------
+    def update(self, force: bool = False) -> None:
+        """apt-get update into our private lists, at most once a day unless forced."""
+        stamp = self.root / "lists" / ".updated"
+        if not force and stamp.exists() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE_S:
+            return
+        with self.cache.lock("apt-update"):
+            self._run(["apt-get", "-q", "update"], timeout=900)
+            stamp.touch()
+
+    def show(self, name: str, version: str) -> PackageRecord | None:
+        """The archive's record of name=version, or None when the archive doesn't have it."""
+        proc = subprocess.run(["apt-cache", "show", f"{name}={version}"], env=self.env(),
+                              capture_output=True, text=True, timeout=120, check=False)
+        fields = _parse_stanza(proc.stdout)
+        if not fields or fields.get("Version") != version:
+            return None
+        return PackageRecord(name=name, version=version, filename=fields.get("Filename", ""),
+                             size=int(fields.get("Size", "0")), sha256=fields.get("SHA256", ""))
+
+    def versions(self, name: str) -> list[str]:
+        """Every version of `name` the archive holds (newest first)."""
+        proc = subprocess.run(["apt-cache", "madison", name], env=self.env(), capture_output=True,
+                              text=True, timeout=120, check=False)
+        seen: list[str] = []
+        for line in proc.stdout.splitlines():
+            cols = [c.strip() for c in line.split("|")]
+            if len(cols) >= 2 and cols[1] not in seen:
+                seen.append(cols[1])
+        return seen
+
+    def search_names(self, regex: str) -> list[str]:
+        proc = subprocess.run(["apt-cache", "search", "--names-only", regex], env=self.env(),
+                              capture_output=True, text=True, timeout=120, check=False)
+        return sorted({line.split(" - ", 1)[0].strip() for line in proc.stdout.splitlines() if line})
+
+    # -- download --------------------------------------------------------------------------
+    def download(self, records: list[PackageRecord], dest: Path) -> list[Path]:
+        """Download the packages into dest (shared deb cache), verified against their SHA256.
+
+        A cached deb whose hash does not match (truncated, altered) is fetched again.
+        """
+        dest.mkdir(parents=True, exist_ok=True)
+        wanted = [r for r in records if not _deb_ok(dest / r.deb_name, r)]
+        if wanted:
+            tmp = dest / f"{TMP_PREFIX}download.{os.getpid()}.{time.monotonic_ns()}"
+            sweep_stale_temps(dest)
+            tmp.mkdir()
+            try:
+                specs = [f"{r.name}={r.version}" for r in wanted]
+                self._run(["apt-get", "-q", "download", *specs], cwd=tmp, timeout=3600)
+                for record in wanted:
+                    got = tmp / record.deb_name
+                    if not _deb_ok(got, record):
+                        raise FetchError(f"downloaded {record.name} {record.version} does not "
+                                         "match the archive's size and SHA256")
+                    got.rename(dest / record.deb_name)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return [dest / r.deb_name for r in records]
+
+
+def _deb_ok(path: Path, record: PackageRecord) -> bool:
+    if not path.is_file() or path.stat().st_size != record.size:
+        return False
+    return not record.sha256 or hash_file(path) == record.sha256
+
+
+def _has_entries(text: str) -> bool:
+    return any(line.strip().startswith(("deb ", "deb-src ")) for line in text.splitlines())
+
+
+def _parse_stanza(text: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        if line and not line[0].isspace() and ":" in line:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def _last_error(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip().startswith(("E:", "Err"))]
+    text = lines[-1] if lines else (stderr.strip().splitlines() or ["unknown error"])[-1]
+    return text[:300]

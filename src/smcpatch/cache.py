@@ -1,0 +1,175 @@
+"""The on-disk cache: where it lives, atomic entries (temp dir + rename) and locks.
+
+Every cache entry is a directory that either exists complete or not at all: it is built in a
+temporary sibling and renamed into place. Locks are fcntl.flock locks, which the kernel drops when
+the holding process dies, so a killed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput, ExtractError
+
+TMP_PREFIX = ".tmp-"
+MANIFEST = ".complete.json"
+
+
+def default_cache_root() -> Path:
+    """$SMCPATCH_CACHE, else $XDG_CACHE_HOME/smcpatch, else ~/.cache/smcpatch."""
+    env = os.environ.get("SMCPATCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "smcpatch"
+
+
+@dataclass(frozen=True)
+class Cache:
+    root: Path
+
+    @classmethod
+    def open(cls, root: Path | None = None) -> Cache:
+        path = (root or default_cache_root()).expanduser().resolve()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-probe"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise BadInput(f"cache directory {path} is not writable: {exc.strerror}") from exc
+        return cls(path)
+
+    def dir(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextlib.contextmanager
+    def lock(self, name: str, wait_message: str | None = None) -> Iterator[None]:
+        """Exclusive lock on `name` shared by every process using this cache."""
+        lock_path = self.dir("locks", safe_name(name) + ".lock")
+        with open(lock_path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if wait_message:
+                    print(wait_message, flush=True)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe rendering of a key (package versions contain ~ and +, which are fine)."""
+    return "".join(c if c.isalnum() or c in "-_.+~" else "_" for c in text)
+
+
+def hash_inputs(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable inputs, used as cache key component."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_tree(root: Path) -> str:
+    """Content hash of every regular file below root (names and bytes), for change detection."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def read_manifest(entry: Path) -> dict[str, Any] | None:
+    """The manifest of a complete entry, or None when the entry is absent or incomplete."""
+    try:
+        data = json.loads((entry / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def entry_is_current(entry: Path, key: str) -> bool:
+    manifest = read_manifest(entry)
+    return manifest is not None and manifest.get("key") == key
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, key: str, extra: dict[str, Any] | None = None) -> Iterator[Path]:
+    """Yield a fresh temp dir; on success it replaces `final` with a manifest carrying `key`.
+
+    On any exception (including KeyboardInterrupt) the temp dir is removed and `final` is untouched.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(final.parent)
+    tmp = final.parent / f"{TMP_PREFIX}{final.name}.{os.getpid()}.{time.monotonic_ns()}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        manifest = {"key": key, "created": time.time(), **(extra or {})}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        _replace_dir(tmp, final)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise ExtractError(f"no space left on device while writing {final.parent}") from exc
+        raise
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        old = final.parent / f"{TMP_PREFIX}{final.name}.old.{os.getpid()}.{time.monotonic_ns()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+
+
+def sweep_stale_temps(parent: Path) -> None:
+    """Remove temp dirs left by dead processes (a killed run), never those of live ones."""
+    for path in parent.glob(f"{TMP_PREFIX}*"):
+        pid = _pid_of_temp(path.name)
+        if pid is not None and not _pid_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_of_temp(name: str) -> int | None:
+    for part in reversed(name.split(".")):
+        if part.isdigit() and len(part) < 8:
+            return int(part)
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,319 @@
+"""Fetch stage: Debian packages of one kernel → a headers+kbuild tree (KDIR) and net/smc sources.
+
+Nothing is installed: packages are downloaded with a private apt configuration and unpacked with
+dpkg-deb -x into the cache. Each extracted entry is keyed by the exact package versions and written
+atomically, so a warm run touches neither apt nor the network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .apt import Apt, PackageRecord
+from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
+from .errors import BadInput, ExtractError, FetchError, ToolMissing
+from .targets import Target, parse_version
+
+# Bump when the way we extract changes, so old cache entries are rebuilt.
+EXTRACT_RECIPE = 3
+SOURCE_MEMBERS = ("net/smc/*", "include/net/dst.h")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Workspace:
+    """What the later stages need from one kernel's packages."""
+
+    target: Target
+    kdir: Path  # the prepared headers tree: make -C <kdir> M=...
+    source_tree: Path  # a partial kernel tree: net/smc/*, include/net/dst.h
+    shipped_module: Path | None  # Debian's own smc.ko / smc.ko.xz, the reference
+    image_deb: Path | None  # the linux-image package (for the VM stage)
+    timings: dict[str, float] = field(default_factory=dict)
+    downloaded_bytes: int = 0
+    from_cache: bool = False
+
+    @property
+    def symvers(self) -> Path:
+        return self.kdir / "Module.symvers"
+
+    @property
+    def kernel_config(self) -> Path:
+        return self.kdir / ".config"
+
+
+def _no_progress(_: str) -> None:
+    pass
+
+
+# -- resolving a version the matrix doesn't pin -------------------------------------------------
+def resolve_from_archive(apt: Apt, version: str, flavour: str) -> Target:
+    """Find the Debian packages of an upstream version that kernels.toml doesn't list."""
+    series, upstream = parse_version(version)
+    source = f"linux-source-{series}"
+    available = apt.versions(source)
+    if not available:
+        raise FetchError(f"the archive has no {source}: no Debian kernel of series {series}")
+    matching = [v for v in available if v.split("-")[0].split("+")[0] == upstream]
+    if not matching:
+        raise FetchError(f"kernel {version} is not in the archive; {source} versions available: "
+                         f"{', '.join(available)}")
+    package_version = matching[0]
+    abi = _find_abi(apt, series, upstream, package_version)
+    kbuild = f"linux-kbuild-{abi}"
+    if apt.show(kbuild, package_version) is None:
+        kbuild = f"linux-kbuild-{series}"
+    return Target(version=version, package_version=package_version, abi=abi, series=series,
+                  suite="archive", flavour=flavour, kbuild_package=kbuild,
+                  notes="resolved from the archive (not pinned in kernels.toml)")
+
+
+def _find_abi(apt: Apt, series: str, upstream: str, package_version: str) -> str:
+    pattern = rf"^linux-headers-({re.escape(series)}\.0-[0-9]+|{re.escape(upstream)}\+deb[0-9]+)-common$"
+    for name in reversed(apt.search_names(pattern)):
+        if package_version in apt.versions(name):
+            return name.removeprefix("linux-headers-").removesuffix("-common")
+    raise FetchError(f"no linux-headers-*-common package of version {package_version} found")
+
+
+# -- fetch -------------------------------------------------------------------------------------
+def package_records(apt: Apt, target: Target, with_image: bool = True) -> list[PackageRecord]:
+    names = [target.source_package, target.headers_package, target.common_headers_package,
+             target.kbuild]
+    if with_image:
+        names.append(target.image_package)
+    records: list[PackageRecord] = []
+    for name in names:
+        record = apt.show(name, target.package_version)
+        if record is None:
+            available = apt.versions(name) or apt.versions(target.source_package)
+            listing = ", ".join(available[:12]) or "none"
+            raise FetchError(f"{name} {target.package_version} is no longer in the archive; "
+                             f"available: {listing}")
+        records.append(record)
+    return records
+
+
+def _keys(target: Target) -> dict[str, str]:
+    ident = (target.package_version, target.abi, target.series, target.kbuild, EXTRACT_RECIPE)
+    return {
+        "source": hash_inputs("source", target.source_package, *ident),
+        "kdir": hash_inputs("kdir", target.flavour, *ident),
+        "shipped": hash_inputs("shipped", target.flavour, *ident),
+    }
+
+
+def _entries(cache: Cache, target: Target) -> dict[str, Path]:
+    return {
+        "source": cache.dir("sources", f"{target.source_package}_{target.package_version}"),
+        "kdir": cache.dir("kdir", target.key),
+        "shipped": cache.dir("shipped", target.key),
+    }
+
+
+def fetch(cache: Cache, target: Target, progress: Progress = _no_progress,
+          apt_factory: Callable[[Cache], Apt] = Apt) -> Workspace:
+    """Download and extract what one target needs, reusing every complete cache entry."""
+    entries, keys = _entries(cache, target), _keys(target)
+    with cache.lock(f"fetch-{target.key}", wait_message=f"waiting for another run fetching "
+                                                       f"{target.key} ..."):
+        timings: dict[str, float] = {"download": 0.0, "extract": 0.0}
+        downloaded = 0
+        missing = [name for name, path in entries.items() if not entry_is_current(path, keys[name])]
+        if missing:
+            _check_tools()
+            started = time.monotonic()
+            apt = apt_factory(cache)
+            progress(f"{target.version}: apt index")
+            apt.update()
+            records = {r.name: r for r in package_records(apt, target)}
+            needed = _records_for(target, records, missing)
+            downloaded = sum(r.size for r in needed if not (cache.root / "debs" / r.deb_name).exists())
+            progress(f"{target.version}: download {downloaded / 1e6:.0f} MB")
+            debs = dict(zip([r.name for r in needed], apt.download(needed, cache.dir("debs")),
+                            strict=True))
+            timings["download"] = time.monotonic() - started
+            started = time.monotonic()
+            for name in missing:
+                progress(f"{target.version}: extract {name}")
+                _EXTRACTORS[name](target, debs, entries[name], keys[name])
+            timings["extract"] = time.monotonic() - started
+        shipped = _shipped_module(entries["shipped"])
+        image_deb = cache.root / "debs" / _image_deb_name(entries["shipped"])
+        return Workspace(
+            target=target,
+            kdir=entries["kdir"] / "root" / "usr" / "src" / f"linux-headers-{target.release}",
+            source_tree=entries["source"] / "tree",
+            shipped_module=shipped,
+            image_deb=image_deb if image_deb.is_file() else None,
+            timings=timings,
+            downloaded_bytes=downloaded,
+            from_cache=not missing,
+        )
+
+
+def _records_for(target: Target, records: dict[str, PackageRecord],
+                 missing: list[str]) -> list[PackageRecord]:
+    wanted: set[str] = set()
+    if "source" in missing:
+        wanted.add(target.source_package)
+    if "kdir" in missing:
+        wanted |= {target.headers_package, target.common_headers_package, target.kbuild}
+    if "shipped" in missing:
+        wanted.add(target.image_package)
+    return [records[name] for name in records if name in wanted]
+
+
+def _check_tools() -> None:
+    for tool, package in (("dpkg-deb", "dpkg"), ("tar", "tar"), ("xz", "xz-utils")):
+        if not shutil.which(tool):
+            raise ToolMissing(f"{tool} not found: install it with `apt-get install {package}`")
+
+
+# -- extraction --------------------------------------------------------------------------------
+def _extract_source(target: Target, debs: dict[str, Path], entry: Path, key: str) -> None:
+    """Only net/smc and include/net/dst.h of the source tarball: xz -T0 decompresses in parallel."""
+    deb = debs[target.source_package]
+    inner = f"./usr/src/linux-source-{target.series}.tar.xz"
+    top = f"linux-source-{target.series}"
+    with atomic_dir(entry, key, {"deb": deb.name}) as tmp:
+        members = [f"{top}/{m}" for m in SOURCE_MEMBERS]
+        script = (
+            'set -o pipefail; dpkg-deb --fsys-tarfile "$1" | tar -xO "$2" | xz -T0 -dc | '
+            'tar -x --no-same-owner --wildcards -C "$3" "${@:4}"'
+        )
+        _run_shell(script, [str(deb), inner, str(tmp), *members], what=f"extract {deb.name}")
+        extracted = tmp / top
+        if not (extracted / "net" / "smc" / "smc_clc.c").is_file():
+            raise ExtractError(f"{deb.name} has no net/smc/smc_clc.c: not a kernel source package?")
+        check_links_inside(tmp)
+        extracted.rename(tmp / "tree")
+
+
+def _extract_kdir(target: Target, debs: dict[str, Path], entry: Path, key: str) -> None:
+    names = (target.headers_package, target.common_headers_package, target.kbuild)
+    with atomic_dir(entry, key, {"debs": [debs[n].name for n in names]}) as tmp:
+        root = tmp / "root"
+        root.mkdir()
+        for name in names:
+            _run(["dpkg-deb", "-x", str(debs[name]), str(root)], what=f"extract {debs[name].name}")
+        _drop_host_links(root)
+        check_links_inside(root)
+        _relocate_headers(root, target, final_root=entry / "root")
+
+
+def _relocate_headers(root: Path, target: Target, final_root: Path) -> None:
+    """The flavour Makefile includes /usr/src/...-common/Makefile by absolute path: point it at
+    the cache entry's final location (the temp dir is renamed there)."""
+    makefile = root / "usr" / "src" / f"linux-headers-{target.release}" / "Makefile"
+    if not makefile.is_file():
+        raise ExtractError(f"{target.headers_package} lacks {makefile.name}: unexpected layout")
+    text = makefile.read_text()
+    fixed = re.sub(r"(?m)^include /usr/src/", f"include {final_root}/usr/src/", text)
+    if fixed == text:
+        raise ExtractError(f"{makefile}: no absolute /usr/src include to relocate")
+    makefile.write_text(fixed)
+
+
+def _extract_shipped(target: Target, debs: dict[str, Path], entry: Path, key: str) -> None:
+    deb = debs[target.image_package]
+    with atomic_dir(entry, key, {"deb": deb.name}) as tmp:
+        prefix = f"./lib/modules/{target.release}/kernel/net/smc/"
+        script = ('set -o pipefail; dpkg-deb --fsys-tarfile "$1" | '
+                  'tar -x --no-same-owner --wildcards -C "$2" "$3smc.ko*"')
+        _run_shell(script, [str(deb), str(tmp), prefix], what=f"extract {deb.name}")
+        found = list(tmp.glob("lib/modules/*/kernel/net/smc/smc.ko*"))
+        if not found:
+            raise ExtractError(f"{deb.name} ships no smc.ko: SMC not built for {target.release}")
+        check_links_inside(tmp)
+        found[0].rename(tmp / found[0].name)
+        shutil.rmtree(tmp / "lib")
+
+
+def _shipped_module(entry: Path) -> Path | None:
+    found = sorted(entry.glob("smc.ko*"))
+    return found[0] if found else None
+
+
+def _image_deb_name(entry: Path) -> str:
+    manifest = read_manifest(entry) or {}
+    return str(manifest.get("deb", "-"))
+
+
+_EXTRACTORS = {"source": _extract_source, "kdir": _extract_kdir, "shipped": _extract_shipped}
+
+
+def _drop_host_links(root: Path) -> None:
+    """lib/modules/<rel>/{build,source} point at the host's /usr/src: meaningless here."""
+    for link in root.glob("lib/modules/*/*"):
+        if link.is_symlink() and os.readlink(link).startswith("/"):
+            link.unlink()
+
+
+def check_links_inside(root: Path) -> None:
+    """Refuse any symlink that resolves outside the extraction directory."""
+    base = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                target = os.readlink(path)
+                resolved = (path.parent / target).resolve() if not target.startswith("/") else None
+                if resolved is None or not resolved.is_relative_to(base):
+                    raise ExtractError(f"refusing {path.relative_to(root)}: a link to {target} "
+                                       "points outside the extraction directory")
+
+
+def _run(args: list[str], what: str, timeout: int = 1800) -> None:
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ExtractError(f"{what}: timed out after {timeout}s") from exc
+    if proc.returncode != 0:
+        raise ExtractError(f"{what} failed: {_tail(proc.stderr)}")
+
+
+def _run_shell(script: str, args: list[str], what: str) -> None:
+    _run(["bash", "-c", script, "smcpatch", *args], what)
+
+
+def _tail(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if any("No space left" in ln for ln in lines):
+        return "no space left on device"
+    return lines[-1][:300] if lines else "no error output"
+
+
+def user_tree(source: Path, kdir: Path, flavour: str) -> Workspace:
+    """A packager's own kernel tree (or just its net/smc) and a prepared build directory."""
+    source, kdir = source.expanduser().resolve(), kdir.expanduser().resolve()
+    if not (source / "net" / "smc" / "smc_clc.c").is_file():
+        raise BadInput(f"{source} has no net/smc/smc_clc.c: give a kernel tree containing net/smc")
+    for needed in ("Makefile", ".config", "Module.symvers"):
+        if not (kdir / needed).is_file():
+            raise BadInput(f"{kdir} lacks {needed}: give a prepared kernel build/headers directory")
+    release = _kdir_release(kdir)
+    target = Target(version=release, package_version=release, abi=release, series="",
+                    suite="local", flavour=flavour, notes=f"user tree {source}")
+    return Workspace(target=target, kdir=kdir, source_tree=source, shipped_module=None,
+                     image_deb=None, from_cache=True)
+
+
+def _kdir_release(kdir: Path) -> str:
+    for candidate in (kdir / "include" / "config" / "kernel.release",):
+        if candidate.is_file():
+            return candidate.read_text().strip()
+    variables = kdir / ".kernelvariables"
+    if variables.is_file():
+        match = re.search(r"KERNELRELEASE\s*=\s*(\S+)", variables.read_text())
+        if match:
+            return match.group(1)
+    raise BadInput(f"cannot tell the kernel release of {kdir} (no include/config/kernel.release)")

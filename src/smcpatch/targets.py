@@ -1,0 +1,142 @@
+"""Kernel targets: the default matrix in kernels.toml and the resolution of a user's --kernel."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput, ConfigError
+
+FLAVOURS = ("amd64", "cloud-amd64", "rt-amd64")
+EXPECTED_STATES = ("vulnerable", "fixed")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One Debian kernel build: exact package versions and the names derived from them."""
+
+    version: str  # upstream version as the user names it, e.g. "6.1.176"
+    package_version: str  # Debian version, e.g. "6.1.176-1" or "6.12.107-1~deb12u1"
+    abi: str  # "6.1.0-50" or "6.12.107+deb12"
+    series: str  # "6.1" / "6.12": names linux-source-<series>
+    suite: str = "bookworm"
+    flavour: str = "amd64"
+    compiler: str = "gcc-12"
+    kbuild_package: str = ""
+    expect: str | None = None  # what the archive's changelog says; checked, never used to decide
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def release(self) -> str:
+        return f"{self.abi}-{self.flavour}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.package_version}_{self.flavour}"
+
+    @property
+    def source_package(self) -> str:
+        return f"linux-source-{self.series}"
+
+    @property
+    def headers_package(self) -> str:
+        return f"linux-headers-{self.release}"
+
+    @property
+    def common_headers_package(self) -> str:
+        suffix = "common-rt" if self.flavour.startswith("rt") else "common"
+        return f"linux-headers-{self.abi}-{suffix}"
+
+    @property
+    def image_package(self) -> str:
+        return f"linux-image-{self.release}"
+
+    @property
+    def kbuild(self) -> str:
+        return self.kbuild_package or f"linux-kbuild-{self.series}"
+
+    def with_flavour(self, flavour: str) -> Target:
+        return Target(**{**self.__dict__, "flavour": flavour})
+
+
+def default_matrix_path() -> Path:
+    """kernels.toml at the project root (beside src/)."""
+    return Path(__file__).resolve().parents[2] / "kernels.toml"
+
+
+def load_matrix(path: Path | None = None) -> list[Target]:
+    path = path or default_matrix_path()
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"kernel matrix {path} not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"kernel matrix {path} is not valid TOML: {exc}") from exc
+    entries = data.get("kernel")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"kernel matrix {path} has no [[kernel]] entries")
+    defaults = data.get("defaults", {})
+    return [_target_from(entry, defaults, path) for entry in entries]
+
+
+_REQUIRED = ("version", "package_version", "abi", "series")
+
+
+def _target_from(entry: dict[str, Any], defaults: dict[str, Any], path: Path) -> Target:
+    merged = {**defaults, **entry}
+    missing = [k for k in _REQUIRED if k not in merged]
+    if missing:
+        raise ConfigError(f"{path}: kernel entry {entry.get('version', '?')} lacks "
+                          f"{', '.join(missing)}")
+    known = set(Target.__dataclass_fields__) - {"extra"}
+    unknown = {k: v for k, v in merged.items() if k not in known}
+    fields = {k: str(v) for k, v in merged.items() if k in known}
+    target = Target(**fields, extra=unknown)  # type: ignore[arg-type]
+    if target.flavour not in FLAVOURS:
+        raise ConfigError(f"{path}: kernel {target.version}: unknown flavour {target.flavour!r}")
+    if target.expect is not None and target.expect not in EXPECTED_STATES:
+        raise ConfigError(f"{path}: kernel {target.version}: expect must be one of "
+                          f"{EXPECTED_STATES}")
+    return target
+
+
+def check_flavour(flavour: str) -> str:
+    if flavour not in FLAVOURS:
+        raise BadInput(f"unknown flavour {flavour!r}: choose one of {', '.join(FLAVOURS)}")
+    return flavour
+
+
+_VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(\+deb\d+)?$")
+
+
+def parse_version(text: str) -> tuple[str, str]:
+    """'6.1.176' → ('6.1', '6.1.176'); refuses anything that isn't an upstream x.y.z version."""
+    match = _VERSION_RE.match(text.strip())
+    if not match:
+        raise BadInput(f"{text!r} is not a kernel version like 6.1.176 or 6.12.107")
+    return f"{match.group(1)}.{match.group(2)}", text.strip()
+
+
+def select(matrix: list[Target], versions: list[str], flavour: str) -> list[Target]:
+    """Targets for the user's --kernel list (all of the matrix when empty), in the given flavour.
+
+    Versions outside the matrix are returned as None placeholders by `unknown_versions` so the
+    caller can resolve them against the archive.
+    """
+    check_flavour(flavour)
+    if not versions:
+        return [t.with_flavour(flavour) for t in matrix]
+    chosen: list[Target] = []
+    for version in versions:
+        parse_version(version)
+        found = [t for t in matrix if version in (t.version, t.package_version)]
+        chosen.extend(t.with_flavour(flavour) for t in found)
+    return chosen
+
+
+def unmatched(matrix: list[Target], versions: list[str]) -> list[str]:
+    return [v for v in versions if not any(v in (t.version, t.package_version) for t in matrix)]
