@@ -39,6 +39,7 @@ _FORMAT_VERSION = 1
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_C_COMMENT_RE = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")
 
 State = Literal["vulnerable", "fixed", "unknown"]
@@ -334,7 +335,8 @@ def _has_symbol(tree: Path, rel: str, sym: str, fix_id: str, variant: str) -> bo
         raise PatchError(
             f"{fix_id}: cannot probe variant {variant}: {rel} missing or unreadable in {tree}"
         ) from e
-    return re.search(rf"\b{re.escape(sym)}\b", text) is not None
+    code = _C_COMMENT_RE.sub(" ", text)  # a mention in a comment is not a definition
+    return re.search(rf"\b{re.escape(sym)}\b", code) is not None
 
 
 # --------------------------------------------------------------------------- running patch
