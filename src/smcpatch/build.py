@@ -1,0 +1,281 @@
+"""Build stage: smc.ko out of tree against the exact kernel, before and after the fix.
+
+Both variants are built in one work directory: first the *before* sources, then only the files that
+differ are swapped in (with a fresh mtime) and make runs again, so the second build recompiles just
+the patched file and relinks. Outputs are copied into a cache entry keyed by the inputs' hashes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, hash_tree
+from .errors import BuildError, ToolMissing
+
+# Bump when the build recipe changes, so cached modules are rebuilt.
+BUILD_RECIPE = 2
+MODULE_SRC = Path(__file__).resolve().parents[2] / "module_src"
+SOURCE_SUFFIXES = (".c", ".h")
+SOURCE_NAMES = ("Makefile", "Kconfig", "Kbuild")
+OUTPUTS = ("smc.ko", "smc_clc.o", "smc_diag.ko")
+LOG_TAIL_LINES = 25
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BuiltModule:
+    variant: str
+    ko: Path
+    clc_object: Path  # smc_clc.o: small, carries DWARF for the patched function
+    log: Path
+    seconds: float
+    compiled: list[str]  # the .o files make recompiled in this build
+
+    def to_json(self) -> dict[str, object]:
+        return {"ko": str(self.ko), "clc_object": str(self.clc_object), "log": str(self.log),
+                "seconds": round(self.seconds, 2), "compiled": self.compiled}
+
+
+@dataclass
+class BuildResult:
+    before: BuiltModule
+    after: BuiltModule
+    from_cache: bool
+    compiler: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """The few facts of the kernel's .config that the build depends on."""
+
+    values: dict[str, str]
+
+    @classmethod
+    def read(cls, path: Path) -> KernelConfig:
+        values: dict[str, str] = {}
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("CONFIG_") and "=" in line:
+                key, _, value = line.partition("=")
+                values[key] = value.strip().strip('"')
+        return cls(values)
+
+    def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    @property
+    def compiler_command(self) -> str:
+        text = self.get("CONFIG_CC_VERSION_TEXT") or "gcc"
+        return text.split()[0]
+
+    @property
+    def compiler_version(self) -> str:
+        text = self.get("CONFIG_CC_VERSION_TEXT") or ""
+        return text.split()[-1] if text else ""
+
+    @property
+    def needs_pahole(self) -> bool:
+        return self.get("CONFIG_DEBUG_INFO_BTF_MODULES") == "y"
+
+
+def config_fragment() -> dict[str, str]:
+    """module_src/smc.config: the CONFIG_ options given to make for the out-of-tree build."""
+    values: dict[str, str] = {}
+    for line in (MODULE_SRC / "smc.config").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+# -- toolchain ---------------------------------------------------------------------------------
+def ensure_toolchain(config: KernelConfig, install: bool = True) -> str:
+    """Check make, the kernel's own compiler and pahole; install what's missing when root."""
+    wanted: dict[str, str] = {"make": "make"}
+    compiler = config.compiler_command
+    wanted[compiler] = _compiler_package(compiler)
+    if config.needs_pahole:
+        wanted["pahole"] = "dwarves"
+    missing = sorted({pkg for tool, pkg in wanted.items() if not shutil.which(tool)})
+    if missing:
+        command = f"apt-get install -y {' '.join(missing)}"
+        if not install or os.geteuid() != 0:
+            raise ToolMissing(f"missing build tools ({', '.join(missing)}): run `{command}` as root")
+        _apt_install(missing, command)
+    return _compiler_identity(compiler)
+
+
+def _compiler_package(command: str) -> str:
+    match = re.search(r"gcc-(\d+)$", command)
+    return f"gcc-{match.group(1)}" if match else "gcc"
+
+
+def _apt_install(packages: list[str], command: str) -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "-q", "update"], env=env, capture_output=True, timeout=1800,
+                   check=False)  # best effort: a stale index may still hold the packages
+    proc = subprocess.run(["apt-get", "-q", "install", "-y", *packages], env=env,
+                          capture_output=True, text=True, timeout=1800, check=False)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["apt-get failed"])[-1]
+        raise ToolMissing(f"`{command}` failed: {reason}")
+
+
+def _compiler_identity(compiler: str) -> str:
+    proc = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
+    return proc.stdout.splitlines()[0] if proc.stdout else compiler
+
+
+# -- build -------------------------------------------------------------------------------------
+def build_variants(cache: Cache, key: str, kdir: Path, before_src: Path, after_src: Path,
+                   progress: Progress = lambda _: None, jobs: int | None = None) -> BuildResult:
+    """Build smc.ko from before_src and after_src (dirs holding the net/smc files)."""
+    config = KernelConfig.read(kdir / ".config")
+    if config.get("CONFIG_SMC") not in ("m", "y"):
+        raise BuildError(f"SMC is not enabled in {kdir}/.config (CONFIG_SMC unset): "
+                         "this kernel cannot load an SMC module")
+    compiler = ensure_toolchain(config)
+    notes = _compiler_notes(config, compiler)
+    root = cache.dir("builds", key)
+    out = root / "out"
+    inputs = hash_inputs(BUILD_RECIPE, str(kdir), _kdir_identity(kdir), compiler,
+                         config_fragment(), hash_tree(before_src), hash_tree(after_src))
+    with cache.lock(f"build-{key}", wait_message=f"waiting for another run building {key} ..."):
+        if entry_is_current(out, inputs):
+            return _load_result(out, compiler, notes)
+        work = root / "work"
+        with atomic_dir(out, inputs, {"compiler": compiler}) as tmp:
+            before = _build_one("before", work, kdir, before_src, tmp, progress, jobs)
+            after = _build_one("after", work, kdir, after_src, tmp, progress, jobs)
+        return BuildResult(before=_relocated(before, tmp, out), after=_relocated(after, tmp, out),
+                           from_cache=False, compiler=compiler, notes=notes)
+
+
+def _kdir_identity(kdir: Path) -> str:
+    stat = (kdir / "Module.symvers").stat()
+    return f"{stat.st_size}:{int(stat.st_mtime)}"
+
+
+def _compiler_notes(config: KernelConfig, compiler: str) -> list[str]:
+    want = config.compiler_version
+    if want and want not in compiler:
+        return [f"kernel built with {config.get('CONFIG_CC_VERSION_TEXT')}, building with "
+                f"{compiler}: code may differ from Debian's"]
+    return []
+
+
+def _build_one(variant: str, work: Path, kdir: Path, src: Path, out_tmp: Path,
+               progress: Progress, jobs: int | None) -> BuiltModule:
+    marker = work / ".building"
+    if marker.exists():  # an interrupted build may have left truncated objects: start clean
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    changed = sync_sources(src, work)
+    progress(f"build {variant} ({len(changed)} changed files)")
+    dest = out_tmp / variant
+    dest.mkdir()
+    log = dest / "build.log"
+    marker.touch()
+    started = time.monotonic()
+    _make(kdir, work, log, jobs)
+    seconds = time.monotonic() - started
+    marker.unlink()
+    for name in OUTPUTS:
+        if (work / name).exists():
+            shutil.copy2(work / name, dest / name)
+    if not (dest / "smc.ko").exists():
+        raise BuildError(f"make succeeded but produced no smc.ko (see {log})")
+    return BuiltModule(variant=variant, ko=dest / "smc.ko", clc_object=dest / "smc_clc.o",
+                       log=log, seconds=seconds, compiled=_compiled_objects(log))
+
+
+def sync_sources(src: Path, work: Path) -> list[str]:
+    """Make work's source files equal to src's; touch only what changed (so make reuses objects)."""
+    wanted = {p.name: p for p in src.iterdir() if _is_source(p)}
+    changed: list[str] = []
+    for name, path in wanted.items():
+        dest = work / name
+        data = path.read_bytes()
+        if not dest.exists() or dest.read_bytes() != data:
+            dest.write_bytes(data)  # a fresh mtime: newer than the old object
+            changed.append(name)
+    for stale in work.iterdir():
+        if _is_source(stale) and stale.name not in wanted:
+            stale.unlink()
+            changed.append(stale.name)
+    return changed
+
+
+def _is_source(path: Path) -> bool:
+    return path.is_file() and (path.suffix in SOURCE_SUFFIXES or path.name in SOURCE_NAMES)
+
+
+def _make(kdir: Path, work: Path, log: Path, jobs: int | None) -> None:
+    options = [f"{k}={v}" for k, v in config_fragment().items()]
+    args = ["make", "-C", str(kdir), f"M={work}", f"-j{jobs or os.cpu_count() or 1}",
+            *options, "modules"]
+    env = {k: v for k, v in os.environ.items() if k not in ("ARCH", "CROSS_COMPILE", "KBUILD_OUTPUT")}
+    env["LC_ALL"] = "C"
+    with open(log, "w") as handle:
+        handle.write("$ " + " ".join(args) + "\n")
+        handle.flush()
+        proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=3600)
+        except BaseException:
+            _kill_group(proc)
+            raise
+    if code != 0:
+        kept = _keep_log(log, work)
+        tail = "\n".join(kept.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+        raise BuildError(f"make failed (exit {code}); full log: {kept}\n{tail}")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, 9)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _keep_log(log: Path, work: Path) -> Path:
+    """The output entry is discarded on failure: keep the log beside the work dir."""
+    kept = work.parent / "failed-build.log"
+    shutil.copy2(log, kept)
+    return kept
+
+
+def _compiled_objects(log: Path) -> list[str]:
+    found = re.findall(r"^\s*CC \[M\]\s+(\S+)", log.read_text(errors="replace"), re.M)
+    return sorted({Path(p).name for p in found})
+
+
+def _relocated(module: BuiltModule, tmp: Path, final: Path) -> BuiltModule:
+    def move(path: Path) -> Path:
+        return final / path.relative_to(tmp)
+
+    return BuiltModule(variant=module.variant, ko=move(module.ko),
+                       clc_object=move(module.clc_object), log=move(module.log),
+                       seconds=module.seconds, compiled=module.compiled)
+
+
+def _load_result(out: Path, compiler: str, notes: list[str]) -> BuildResult:
+    def load(variant: str) -> BuiltModule:
+        dest = out / variant
+        return BuiltModule(variant=variant, ko=dest / "smc.ko", clc_object=dest / "smc_clc.o",
+                           log=dest / "build.log", seconds=0.0,
+                           compiled=_compiled_objects(dest / "build.log"))
+
+    return BuildResult(before=load("before"), after=load("after"), from_cache=True,
+                       compiler=compiler, notes=notes)
