@@ -136,6 +136,27 @@ def test_load_series_real_patches(fixes: list[Fix]) -> None:
     assert all(v.fix_id == fix.id for v in fix.variants)
 
 
+def test_series_select() -> None:
+    assert [f.id for f in load_series(PATCHES)] == ["CVE-2025-40168"]
+    everything = load_series(PATCHES, "all")
+    assert [f.id for f in everything] == [
+        "CVE-2025-40168",
+        "CVE-2025-40139",
+        "CVE-2025-40064",
+        "smc_vlan_by_tcpsk-0b0e4d51c655",
+    ]
+    assert [f.default for f in everything] == [True, False, False, False]
+    assert [f.id for f in load_series(PATCHES, ["CVE-2025-40064"])] == ["CVE-2025-40064"]
+    assert [f.id for f in load_series(PATCHES, "CVE-2025-40139")] == ["CVE-2025-40139"]
+    with pytest.raises(ConfigError, match="no fix with id CVE-0000-1"):
+        load_series(PATCHES, ["CVE-0000-1"])
+
+
+def test_every_patch_is_in_the_series() -> None:
+    listed = {v.path.name for f in load_series(PATCHES, "all") for v in f.variants}
+    assert listed == {p.name for p in PATCHES.glob("*.patch")}
+
+
 def test_patch_headers_credit_upstream() -> None:
     for name in ("0001-smc-clc-prfx-match-rcu.patch", "0001-smc-clc-prfx-match-rcu-compat.patch"):
         text = (PATCHES / name).read_text()
@@ -194,6 +215,7 @@ def test_series_missing_patch_file(tmp_path: Path) -> None:
         (GOOD + GOOD, r"duplicate fix id"),
         (GOOD.replace("fallback", "requires nocolon"), r"bad requirement 'nocolon'"),
         (GOOD.replace("fallback", "whenever"), r"probe must be"),
+        (GOOD + "  default maybe\n", r"expected 'default yes' or 'default no'"),
         (GOOD.replace("  file net/smc/smc_clc.c\n", ""), r"has no 'file' line"),
         (GOOD.replace("  function smc_clc_prfx_match\n", ""), r"has no 'function' line"),
         (GOOD.split("  variant")[0], r"has no 'variant' line"),
@@ -531,3 +553,62 @@ def test_canary_on_synthetic_fixed_function(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "t", FIXED_C.read_text())
     r = _patch_dry(tree, CANARY)
     assert "Hunk #1 FAILED" in r.stdout and "Hunk #2 FAILED" not in r.stdout
+
+
+SIBLINGS = {
+    "CVE-2025-40139": ("net/smc/smc_clc.c", "smc_clc_prfx_set"),
+    "CVE-2025-40064": ("net/smc/smc_pnet.c", "smc_pnet_find_roce_resource"),
+    "smc_vlan_by_tcpsk-0b0e4d51c655": ("net/smc/smc_core.c", "smc_vlan_by_tcpsk"),
+}
+
+
+def _c_function(source: str, name: str) -> str:
+    m = re.search(rf"^(?:static )?[\w \*]+?\b{name}\([^;{{]*?\)\n\{{.*?^\}}\n", source, re.M | re.S)
+    assert m, f"{name} not found"
+    return m.group(0)
+
+
+@needs_patch
+def test_real_tree_all_fixes(real: tuple[str, Path], tmp_path: Path) -> None:
+    """All four fixes (main + siblings) classify as Debian has them; the variants carry
+    exactly Debian's fixed / vulnerable function texts for the same minor series."""
+    ver, tree = real
+    everything = load_series(PATCHES, "all")
+    states = classify(tree, everything)
+    assert [(s.state, s.variant.name) for s in states] == [(REAL_EXPECTED[ver], "main")] * 4
+    v = make_variants(tree, states, tmp_path / "v")
+    series = ver.split(".")[0] + "." + ver.split(".")[1]
+    ref = {
+        want: _real_tree(other)
+        for other, want in REAL_EXPECTED.items()
+        if other.startswith(series + ".")
+    }
+    checks = {"CVE-2025-40168": ("net/smc/smc_clc.c", "smc_clc_prfx_match"), **SIBLINGS}
+    for fid, (rel, fn) in checks.items():
+        after = _c_function((v.after / rel).read_text(), fn)
+        before = _c_function((v.before / rel).read_text(), fn)
+        assert after == _c_function((ref["fixed"] / rel).read_text(), fn), fid
+        assert before == _c_function((ref["vulnerable"] / rel).read_text(), fn), fid
+
+
+@needs_patch
+@pytest.mark.parametrize("fid", sorted(SIBLINGS))
+def test_sibling_compat_variant_on_old_dst_h(
+    fid: str, real: tuple[str, Path], tmp_path: Path
+) -> None:
+    """With dst_dev_rcu() hidden from dst.h the compat variant is chosen and applies."""
+    ver, tree = real
+    if REAL_EXPECTED[ver] != "vulnerable":
+        pytest.skip("compat variants target vulnerable trees")
+    copy = tmp_path / "t"
+    shutil.copytree(tree / "net", copy / "net")
+    inc_net = copy / "include" / "net"
+    inc_net.mkdir(parents=True)
+    (inc_net / "dst.h").write_text(DST_H_OLD)
+    [fix] = load_series(PATCHES, [fid])
+    [st] = classify(copy, [fix])
+    assert (st.state, st.variant.name) == ("vulnerable", "compat")
+    v = make_variants(copy, [st], tmp_path / "v")
+    rel, fn = SIBLINGS[fid]
+    after = _c_function((v.after / rel).read_text(), fn)
+    assert "READ_ONCE(dst->dev)" in after and "dst_dev_rcu" not in after

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -77,6 +77,8 @@ class Fix:
     id: str
     title: str
     variants: tuple[PatchVariant, ...]
+    #: False for fixes marked `default no` in the series: loaded only when asked for.
+    default: bool = True
 
     @property
     def functions(self) -> tuple[str, ...]:
@@ -188,8 +190,15 @@ def _parse_patch(path: Path) -> list[_Hunk]:
 # --------------------------------------------------------------------------- series
 
 
-def load_series(patches_dir: Path) -> list[Fix]:
-    """Parse ``patches_dir/series``; every referenced patch must exist and match its fix."""
+def load_series(
+    patches_dir: Path, select: Literal["default", "all"] | Collection[str] = "default"
+) -> list[Fix]:
+    """Parse ``patches_dir/series``; every referenced patch must exist and match its fix.
+
+    The whole file is always validated. ``select`` says which fixes are returned (in series
+    order): ``"default"`` those not marked ``default no``, ``"all"`` every fix, or a
+    collection of fix ids (an unknown id is a ConfigError).
+    """
     patches_dir = Path(patches_dir).resolve()
     series = patches_dir / SERIES_NAME
     try:
@@ -236,7 +245,9 @@ def load_series(patches_dir: Path) -> list[Fix]:
                     requires=requires,
                 )
             )
-        fixes.append(Fix(id=cur["id"], title=cur["title"], variants=tuple(variants)))
+        fixes.append(
+            Fix(id=cur["id"], title=cur["title"], variants=tuple(variants), default=cur["default"])
+        )
 
     for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -261,6 +272,7 @@ def load_series(patches_dir: Path) -> list[Fix]:
                 "functions": [],
                 "files": [],
                 "variants": [],
+                "default": True,
             }
             continue
         if cur is None:
@@ -275,12 +287,24 @@ def load_series(patches_dir: Path) -> list[Fix]:
             cur["files"].extend(w for w in words[1:] if w not in cur["files"])
         elif key == "variant":
             cur["variants"].append(_parse_variant(words, n, cur, where(n)))
+        elif key == "default":
+            if words[1:] not in (["yes"], ["no"]):
+                raise ConfigError(f"{where(n)}: expected 'default yes' or 'default no'")
+            cur["default"] = words[1] == "yes"
         else:
             raise ConfigError(f"{where(n)}: unknown keyword {key!r}")
     finish()
     if not fixes:
         raise ConfigError(f"{series}: no fixes defined")
-    return fixes
+    if select == "all":
+        return fixes
+    if select == "default":
+        return [f for f in fixes if f.default]
+    wanted = {select} if isinstance(select, str) else set(select)
+    unknown = sorted(wanted - {f.id for f in fixes})
+    if unknown:
+        raise ConfigError(f"{series}: no fix with id {', '.join(unknown)}")
+    return [f for f in fixes if f.id in wanted]
 
 
 def _parse_variant(
