@@ -394,7 +394,7 @@ def _run_patch(tree: Path, patch: Path, *, reverse: bool, dry_run: bool) -> _Pat
         "-d",
         str(tree),
         "-i",
-        str(patch),
+        str(patch.resolve()),  # -d changes directory first
     ]
     if reverse:
         cmd.append("--reverse")
