@@ -1,0 +1,155 @@
+"""The verify pipeline for one target: fetch → classify → variants → build → inspect → result.
+
+Each stage lives in its own module; this one only sequences them, times them and turns their
+results into a TargetReport. Errors raised by a stage end that target (recorded as its error), so a
+matrix run reports every target.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import build, elfinspect, patching, sources
+from .cache import Cache
+from .errors import BadInput, SmcpatchError
+from .report import ModuleReport, TargetReport
+from .targets import Target
+
+PATCHES_DIR = Path(__file__).resolve().parents[2] / "patches"
+PRIMARY_FUNCTION = "smc_clc_prfx_match"
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Options:
+    fixes: list[str] = field(default_factory=lambda: ["default"])
+    patches_dir: Path = PATCHES_DIR
+    jobs: int | None = None
+
+
+def select_fixes(all_fixes: list[patching.Fix], wanted: list[str]) -> list[patching.Fix]:
+    """`all`, `default` (the series' default set) or explicit fix ids."""
+    if "all" in wanted:
+        return all_fixes
+    if not wanted or wanted == ["default"]:
+        return [f for f in all_fixes if f.default]
+    known = {f.id: f for f in all_fixes}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise BadInput(f"unknown fix {', '.join(unknown)}: choose all, default or one of "
+                       f"{', '.join(known)}")
+    return [known[w] for w in wanted]
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.monotonic() - started, 3)
+
+
+def verify_target(cache: Cache, target: Target, options: Options,
+                  progress: Progress = lambda _: None,
+                  workspace: sources.Workspace | None = None) -> TargetReport:
+    """Run every stage for one target; stage errors become the report's error."""
+    report = TargetReport.for_target(target)
+    timer = _Timer()
+    started = time.monotonic()
+    try:
+        _run_stages(cache, target, options, progress, workspace, report, timer)
+    except SmcpatchError as exc:
+        report.error = exc.one_line()
+    report.timings = {**timer.timings, "total": round(time.monotonic() - started, 3)}
+    report.finish()
+    return report
+
+
+def _run_stages(cache: Cache, target: Target, options: Options, progress: Progress,
+                workspace: sources.Workspace | None, report: TargetReport, timer: _Timer) -> None:
+    fixes = select_fixes(patching.load_series(options.patches_dir, "all"), options.fixes)
+    with timer.stage("fetch"):
+        ws = workspace or sources.fetch(cache, target, lambda m: progress(f"fetch: {m}"))
+    report.timings_detail = dict(ws.timings)
+    report.from_cache["fetch"] = ws.from_cache
+
+    with timer.stage("classify"):
+        progress("classify")
+        states = patching.classify(ws.source_tree, fixes)
+    report.set_states(states)
+
+    with timer.stage("variants"):
+        variants = patching.make_variants(ws.source_tree, states,
+                                          cache.dir("variants", _variant_key(ws, fixes)))
+    report.patch = variants.patch_action
+    report.before_variant = ("reverted-for-before" if variants.patch_action == "already-present"
+                             else "as-shipped")
+    report.notes.extend(variants.notes)
+
+    with timer.stage("build"):
+        built = build.build_variants(cache, _variant_key(ws, fixes), ws.kdir,
+                                     _smc_dir(variants.before), _smc_dir(variants.after),
+                                     progress=progress, jobs=options.jobs)
+    report.from_cache["build"] = built.from_cache
+    report.compiler = built.compiler
+    report.notes.extend(built.notes)
+    report.timings_detail["build_before"] = round(built.before.seconds, 3)
+    report.timings_detail["build_after"] = round(built.after.seconds, 3)
+    report.recompiled_for_after = built.after.compiled
+
+    with timer.stage("inspect"):
+        progress("inspect")
+        _inspect(ws, built, states, report)
+
+
+def _inspect(ws: sources.Workspace, built: build.BuildResult,
+             states: list[patching.FixState], report: TargetReport) -> None:
+    symvers = elfinspect.read_module_symvers(ws.symvers)
+    before = elfinspect.inspect_module(built.before.ko, dwarf_object=built.before.clc_object)
+    after = elfinspect.inspect_module(built.after.ko, dwarf_object=built.after.clc_object)
+    report.before = ModuleReport.from_info(before, built.before.ko)
+    report.after = ModuleReport.from_info(after, built.after.ko)
+
+    report.vermagic_ok, report.vermagic_detail = elfinspect.check_vermagic(after, ws.target.release)
+    report.modversions_ok, report.modversions_mismatches = elfinspect.check_modversions(
+        after, symvers)
+
+    report.changed_functions = sorted(elfinspect.changed_functions(built.before.ko,
+                                                                   built.after.ko))
+    report.expected_changed_functions = sorted({f for s in states for f in s.variant.functions})
+
+    if ws.shipped_module is not None:
+        shipped = elfinspect.inspect_module(ws.shipped_module)
+        report.shipped = ModuleReport.from_info(shipped, ws.shipped_module)
+        fixed_side = built.after.ko if report.source_state == "fixed" else None
+        if fixed_side is not None:
+            report.shipped_same_as_after = elfinspect.same_function(
+                ws.shipped_module, fixed_side, PRIMARY_FUNCTION)
+        else:
+            report.shipped_same_as_before = elfinspect.same_function(
+                ws.shipped_module, built.before.ko, PRIMARY_FUNCTION)
+
+
+def _variant_key(ws: sources.Workspace, fixes: list[patching.Fix]) -> str:
+    ids = "+".join(sorted(f.id for f in fixes)) if fixes else "none"
+    return f"{ws.target.key}__{_short(ids)}"
+
+
+def _short(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _smc_dir(root: Path) -> Path:
+    return root / "net" / "smc" if (root / "net" / "smc").is_dir() else root

@@ -1,0 +1,224 @@
+"""Report stage: per-target results as JSON (for machines) and a table (for people).
+
+JSON schema "smcpatch-report/1" (documented in README.md): a top-level object with `schema`,
+`tool_version`, `generated`, `ok` and `targets`, a list of TargetReport.to_json() objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .elfinspect import ModuleInfo
+from .patching import FixState
+from .targets import Target
+
+SCHEMA = "smcpatch-report/1"
+
+
+@dataclass
+class ModuleReport:
+    path: str
+    verdict: str
+    reasons: list[str]
+    vermagic: str | None
+    has_dwarf: bool
+    evidence: dict[str, Any]
+
+    @classmethod
+    def from_info(cls, info: ModuleInfo, path: Path) -> ModuleReport:
+        ev = info.evidence
+        return cls(
+            path=str(path),
+            verdict=ev.verdict,
+            reasons=list(ev.reasons),
+            vermagic=info.vermagic,
+            has_dwarf=info.has_dwarf,
+            evidence=evidence_json(info),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def evidence_json(info: ModuleInfo) -> dict[str, Any]:
+    ev = info.evidence
+
+    def sites(items: Any) -> list[dict[str, Any]]:
+        return [{"fragment": s.fragment, "offset": s.offset, "target": s.target} for s in items]
+
+    return {
+        "function": ev.function,
+        "fragments": dict(ev.fragments),
+        "call_targets": sorted({s.target for s in ev.calls}),
+        "rcu_read_lock_sites": sites(ev.rcu_lock_sites),
+        "rcu_read_unlock_sites": sites(ev.rcu_unlock_sites),
+        "dst_reference_sites": sites(ev.dst_ref_sites),
+        "dwarf_inlined": ev.dwarf_inlined,
+    }
+
+
+@dataclass
+class TargetReport:
+    version: str
+    package_version: str
+    flavour: str
+    release: str
+    suite: str
+    expect: str | None
+    source_state: str = "unknown"
+    fixes: list[dict[str, str]] = field(default_factory=list)
+    patch: str | None = None  # applied | already-present
+    before_variant: str | None = None  # as-shipped | reverted-for-before
+    before: ModuleReport | None = None
+    after: ModuleReport | None = None
+    shipped: ModuleReport | None = None
+    shipped_same_as_after: bool | None = None
+    shipped_same_as_before: bool | None = None
+    vermagic_ok: bool | None = None
+    vermagic_detail: str = ""
+    modversions_ok: bool | None = None
+    modversions_mismatches: list[str] = field(default_factory=list)
+    changed_functions: list[str] = field(default_factory=list)
+    expected_changed_functions: list[str] = field(default_factory=list)
+    recompiled_for_after: list[str] = field(default_factory=list)
+    compiler: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    timings_detail: dict[str, float] = field(default_factory=dict)
+    from_cache: dict[str, bool] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None
+    ok: bool = False
+
+    @classmethod
+    def for_target(cls, target: Target) -> TargetReport:
+        return cls(version=target.version, package_version=target.package_version,
+                   flavour=target.flavour, release=target.release, suite=target.suite,
+                   expect=target.expect)
+
+    def set_states(self, states: list[FixState]) -> None:
+        self.fixes = [{"id": s.fix_id, "state": s.state, "variant": s.variant.name,
+                       "functions": ",".join(s.variant.functions), "detail": s.detail}
+                      for s in states]
+        kinds = {s.state for s in states}
+        if "unknown" in kinds:
+            self.source_state = "unknown"
+        elif kinds == {"vulnerable"}:
+            self.source_state = "vulnerable"
+        elif kinds == {"fixed"}:
+            self.source_state = "fixed"
+        else:
+            self.source_state = "partially-fixed"
+
+    @property
+    def changed_functions_ok(self) -> bool:
+        return set(self.changed_functions) == set(self.expected_changed_functions)
+
+    def finish(self) -> None:
+        """Decide `ok` from checks that can each fail; list every failed one in problems."""
+        checks: list[tuple[bool, str]] = [
+            (self.error is None, f"error: {self.error}"),
+            (self.after is not None and self.after.verdict == "fixed",
+             f"after-module verdict is {self.after.verdict if self.after else 'missing'}"),
+            (self.before is not None and self.before.verdict == "vulnerable",
+             f"before-module verdict is {self.before.verdict if self.before else 'missing'}"),
+            (self.vermagic_ok is True, f"vermagic mismatch: {self.vermagic_detail}"),
+            (self.modversions_ok is True,
+             f"modversions mismatch: {', '.join(self.modversions_mismatches[:5])}"),
+            (self.changed_functions_ok,
+             f"changed functions {self.changed_functions} != patched "
+             f"{self.expected_changed_functions}"),
+        ]
+        if self.expect is not None and self.source_state in ("vulnerable", "fixed"):
+            checks.append((self.expect == self.source_state,
+                           f"source is {self.source_state} but kernels.toml expects {self.expect}"))
+        if self.shipped is not None:
+            shipped_should = "fixed" if self.source_state == "fixed" else "vulnerable"
+            checks.append((self.shipped.verdict == shipped_should,
+                           f"Debian's shipped smc.ko is {self.shipped.verdict}, source says "
+                           f"{shipped_should}"))
+        if self.error is not None:
+            checks = checks[:1]
+        self.problems = [message for passed, message in checks if not passed]
+        self.ok = not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            data[key] = value.to_json() if isinstance(value, ModuleReport) else value
+        data["changed_functions_ok"] = self.changed_functions_ok
+        return data
+
+
+def document(reports: list[TargetReport]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "tool_version": __version__,
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "ok": bool(reports) and all(r.ok for r in reports),
+        "targets": [r.to_json() for r in reports],
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a reader never sees half a report."""
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _mark(value: bool | None) -> str:
+    return {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[value]
+
+
+def _verdict(module: ModuleReport | None) -> str:
+    if module is None:
+        return "-"
+    colour = {"fixed": "green", "vulnerable": "red"}.get(module.verdict, "yellow")
+    return f"[{colour}]{module.verdict}[/]"
+
+
+def table(reports: list[TargetReport]) -> Table:
+    out = Table(title="smcpatch: CVE-2025-40168 (smc_clc_prfx_match) verification",
+                show_lines=False)
+    for column in ("kernel", "release", "source", "patch", "before", "after", "shipped",
+                   "vermagic", "modversions", "changed fns", "time s", "ok"):
+        out.add_column(column, no_wrap=column in ("kernel", "release"))
+    for r in reports:
+        changed = ",".join(r.changed_functions) or "-"
+        if r.changed_functions and not r.changed_functions_ok:
+            changed = f"[red]{changed}[/]"
+        out.add_row(
+            r.package_version, r.release, r.source_state, r.patch or "-", _verdict(r.before),
+            _verdict(r.after), _verdict(r.shipped), _mark(r.vermagic_ok),
+            _mark(r.modversions_ok), changed, f"{r.timings.get('total', 0):.1f}",
+            "[green]OK[/]" if r.ok else "[red]FAIL[/]",
+        )
+    return out
+
+
+def print_summary(reports: list[TargetReport], console: Console) -> None:
+    console.print(table(reports))
+    for r in reports:
+        for problem in r.problems:
+            console.print(f"[red]{r.package_version} {r.flavour}:[/] {problem}")
+        for note in r.notes:
+            console.print(f"[dim]{r.package_version} {r.flavour}: {note}[/]")

@@ -1,0 +1,126 @@
+"""What the CLI commands do, minus the printing of options: resolve targets, run, report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from . import elfinspect, pipeline, report, sources, targets
+from .apt import Apt
+from .cache import Cache
+from .errors import BadInput
+from .targets import Target
+
+EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+@dataclass
+class VerifyRequest:
+    kernels: list[str]
+    flavour: str = "amd64"
+    cache_dir: Path | None = None
+    json_path: Path | None = None
+    fixes: list[str] | None = None
+    source: Path | None = None
+    kdir: Path | None = None
+    jobs: int | None = None
+
+
+def resolve_targets(cache: Cache, kernels: list[str], flavour: str,
+                    apt_factory: Callable[[Cache], Apt] = Apt) -> list[Target]:
+    """Matrix entries for known versions; archive lookups for the others (bad input if absent)."""
+    matrix = targets.load_matrix()
+    chosen = targets.select(matrix, kernels, flavour)
+    missing = targets.unmatched(matrix, kernels)
+    if missing:
+        apt = apt_factory(cache)
+        apt.update()
+        for version in missing:
+            try:
+                chosen.append(sources.resolve_from_archive(apt, version, flavour))
+            except Exception as exc:  # FetchError: say what the archive has instead
+                known = ", ".join(t.version for t in matrix)
+                raise BadInput(f"unknown kernel {version}: not in kernels.toml ({known}) and "
+                               f"{exc}") from exc
+    return chosen
+
+
+def run_verify(request: VerifyRequest, console: Console) -> tuple[list[report.TargetReport], int]:
+    cache = Cache.open(request.cache_dir)
+    options = pipeline.Options(fixes=request.fixes or ["default"], jobs=request.jobs)
+    if request.source or request.kdir:
+        if not (request.source and request.kdir):
+            raise BadInput("--source and --kdir go together")
+        ws = sources.user_tree(request.source, request.kdir, request.flavour)
+        plan: list[tuple[Target, sources.Workspace | None]] = [(ws.target, ws)]
+    else:
+        plan = [(t, None) for t in resolve_targets(cache, request.kernels, request.flavour)]
+    reports: list[report.TargetReport] = []
+    for target, workspace in plan:
+        label = f"{target.package_version} {target.flavour}"
+        with console.status(f"[bold]{label}[/]: starting") as status:
+            def progress(message: str, _label: str = label) -> None:
+                status.update(f"[bold]{_label}[/]: {message}")
+
+            result = pipeline.verify_target(cache, target, options, progress, workspace)
+        reports.append(result)
+        console.print(f"{'[green]OK[/]' if result.ok else '[red]FAIL[/]'} {label} "
+                      f"({result.timings.get('total', 0):.1f} s)"
+                      + (f": {result.error}" if result.error else ""))
+    if request.json_path:
+        report.write_json(request.json_path, report.document(reports))
+    return reports, EXIT_OK if reports and all(r.ok for r in reports) else EXIT_FAIL
+
+
+def run_inspect(module: Path, release: str | None = None,
+                symvers: Path | None = None) -> tuple[dict[str, Any], int]:
+    """Inspect any smc.ko / .ko.xz / smc_clc.o: exit 0 fixed, 1 vulnerable, 2 unknown."""
+    if not module.exists():
+        raise BadInput(f"{module}: no such file")
+    info = elfinspect.inspect_module(module)
+    data: dict[str, Any] = {
+        "module": str(module), "name": info.name, "vermagic": info.vermagic,
+        "srcversion": info.srcversion, "has_dwarf": info.has_dwarf, "stripped": info.stripped,
+        "verdict": info.evidence.verdict, "reasons": info.evidence.reasons,
+        "evidence": report.evidence_json(info),
+    }
+    signer = getattr(info, "signature", None)
+    if signer:
+        data["signature"] = signer
+    if release:
+        data["vermagic_ok"], data["vermagic_detail"] = elfinspect.check_vermagic(info, release)
+    if symvers:
+        ok, mismatches = elfinspect.check_modversions(info, elfinspect.read_module_symvers(symvers))
+        data["modversions_ok"], data["modversions_mismatches"] = ok, mismatches
+    code = {"fixed": EXIT_OK, "vulnerable": EXIT_FAIL}.get(info.evidence.verdict, EXIT_BAD_INPUT)
+    if data.get("vermagic_ok") is False or data.get("modversions_ok") is False:
+        code = max(code, EXIT_FAIL)
+    return data, code
+
+
+def render_inspect(data: dict[str, Any], console: Console) -> None:
+    colour = {"fixed": "green", "vulnerable": "red"}.get(data["verdict"], "yellow")
+    console.print(f"[bold]{data['module']}[/]: [{colour}]{data['verdict']}[/]")
+    console.print(f"  vermagic: {data['vermagic']}   DWARF: {'yes' if data['has_dwarf'] else 'no'}")
+    for reason in data["reasons"]:
+        console.print(f"  - {reason}")
+    ev = data["evidence"]
+    console.print(f"  fragments: {', '.join(f'{k} ({v} B)' for k, v in ev['fragments'].items())}")
+    for key in ("rcu_read_lock_sites", "rcu_read_unlock_sites", "dst_reference_sites"):
+        sites = ", ".join(f"{s['target']}@{s['fragment']}+{s['offset']:#x}" for s in ev[key])
+        console.print(f"  {key.replace('_', ' ')}: {sites or 'none'}")
+    console.print(f"  call targets: {', '.join(ev['call_targets'])}")
+    if ev.get("dwarf_inlined") is not None:
+        console.print(f"  DWARF inlined: {', '.join(ev['dwarf_inlined']) or 'none'}")
+    for key in ("vermagic_ok", "modversions_ok"):
+        if key in data:
+            console.print(f"  {key}: {data[key]}")
+
+
+def dump_json(data: Any) -> str:
+    return json.dumps(data, indent=2)

@@ -1,0 +1,143 @@
+"""smcpatch's command line: `inv --list`, `inv <task> --help`.
+
+A thin layer: parse options, call the library (src/smcpatch), print, choose the exit code.
+Errors are raised deep as smcpatch.errors.SmcpatchError and reported here once, as one line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from invoke import Context, Exit, task
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "src"))  # usable before `pip install -e .` too
+
+from rich.console import Console  # noqa: E402
+
+from smcpatch import runner, targets  # noqa: E402
+from smcpatch.errors import SmcpatchError  # noqa: E402
+
+console = Console(stderr=False, highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn any failure into one line on stderr and a non-zero exit; never a traceback."""
+    try:
+        yield
+    except SmcpatchError as exc:
+        errors.print(f"[red]error:[/] {exc.one_line()}", markup=True, soft_wrap=True)
+        raise Exit(code=exc.exit_code) from None
+    except KeyboardInterrupt:
+        errors.print("[red]interrupted[/]: nothing half-written was kept; rerun to resume")
+        raise Exit(code=130) from None
+    except Exit:
+        raise
+    except Exception as exc:  # a bug: still one line, with a way to see the traceback
+        if os.environ.get("SMCPATCH_DEBUG"):
+            raise
+        errors.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} "
+                     "(rerun with SMCPATCH_DEBUG=1 for the traceback)", soft_wrap=True)
+        raise Exit(code=3) from None
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+@task
+def kernels(c: Context, flavour: str = "amd64") -> None:
+    """List the default kernel matrix (kernels.toml): version, Debian packages, kernel release."""
+    from rich.table import Table
+
+    with reported_errors():
+        targets.check_flavour(flavour)
+        table = Table(title="default kernel matrix (kernels.toml)")
+        for column in ("version", "package version", "suite", "release", "packages", "expect"):
+            table.add_column(column)
+        for t in (t.with_flavour(flavour) for t in targets.load_matrix()):
+            packages = "\n".join((t.source_package, t.headers_package, t.common_headers_package,
+                                  t.kbuild, t.image_package))
+            table.add_row(t.version, t.package_version, t.suite, t.release, packages,
+                          t.expect or "-")
+        console.print(table)
+
+
+@task(
+    iterable=["kernel", "fix"],
+    help={
+        "kernel": "upstream version, e.g. 6.1.176 (repeatable; default: the whole matrix)",
+        "flavour": "amd64 | cloud-amd64 | rt-amd64",
+        "json": "write the JSON report (schema smcpatch-report/1) to this path",
+        "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
+        "fix": "default (the series' default set), all, or a fix id from patches/series (repeatable)",
+        "source": "your own kernel tree (or a dir holding net/smc); needs --kdir",
+        "kdir": "your prepared kernel build/headers directory (make -C KDIR M=...)",
+        "jobs": "make -j (default: number of cores)",
+    },
+)
+def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
+           json: str | None = None, cache: str | None = None, fix: list[str] | None = None,
+           source: str | None = None, kdir: str | None = None, jobs: int = 0) -> None:
+    """Fetch, classify, patch, build and inspect smc.ko before and after the fix.
+
+    Exit 0 when every target ends with a verified fixed module, 1 when any does not, 2 on bad input.
+    """
+    from smcpatch import report
+
+    with reported_errors():
+        request = runner.VerifyRequest(kernels=kernel or [], flavour=flavour,
+                                       cache_dir=_path(cache), json_path=_path(json),
+                                       fixes=fix or None, source=_path(source), kdir=_path(kdir),
+                                       jobs=jobs or None)
+        reports, code = runner.run_verify(request, console)
+        report.print_summary(reports, console)
+        if json:
+            console.print(f"JSON report: {json}")
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={
+    "module": "smc.ko, smc.ko.xz/.zst/.gz (also Debian's stripped modules) or smc_clc.o",
+    "json": "print the result as JSON instead of text",
+    "release": "also check vermagic against this kernel release, e.g. 6.1.0-50-amd64",
+    "symvers": "also check modversions CRCs against this Module.symvers",
+})
+def inspect(c: Context, module: str, json: bool = False, release: str | None = None,
+            symvers: str | None = None) -> None:
+    """Inspect any SMC module and print the verdict with its evidence.
+
+    Exit 0 = fixed, 1 = vulnerable, 2 = unknown or bad input.
+    """
+    with reported_errors():
+        data, code = runner.run_inspect(Path(module).expanduser(), release, _path(symvers))
+        if json:
+            print(runner.dump_json(data))
+        else:
+            runner.render_inspect(data, console)
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={
+    "quick": "skip the integration tests (real Debian kernels, QEMU)",
+    "k": "only tests matching this pytest -k expression",
+})
+def test(c: Context, quick: bool = False, k: str | None = None) -> None:
+    """Run the full pytest suite (unit tests, real-kernel integration tests, the QEMU smoke)."""
+    args = [sys.executable, "-m", "pytest", "-ra"]
+    if quick:
+        args += ["-m", "not integration and not vm"]
+    if k:
+        args += ["-k", k]
+    result = c.run(" ".join(args), pty=False, warn=True)
+    if result is None or result.exited:
+        raise Exit(code=result.exited if result else 1)
+
