@@ -1,0 +1,86 @@
+"""Pipeline timings: cold per-kernel stage times, and the warm rerun of the whole matrix.
+
+    python bench/bench_pipeline.py cold --kernel 6.1.176 [--cache DIR]   # empty cache: one run
+    python bench/bench_pipeline.py warm -o warm.json [--cache DIR]        # pyperf, warm cache
+
+`cold` starts from an empty cache (a fresh temp dir unless --cache is given) and prints the
+download, extract, build (before, after) and inspect times of one `verify` run, plus which objects
+the after-build recompiled. `warm` times a whole-matrix verify with nothing changed through pyperf
+(several processes, median reported); the cache must already be warm (run `inv verify` once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from smcpatch import pipeline, runner  # noqa: E402
+from smcpatch.cache import Cache  # noqa: E402
+from smcpatch.targets import load_matrix, select  # noqa: E402
+
+
+def cold(kernel: str, cache_dir: str | None) -> None:
+    root = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="smcpatch-cold-"))
+    cache = Cache.open(root)
+    target = select(load_matrix(), [kernel], "amd64")[0]
+    started = time.monotonic()
+    result = pipeline.verify_target(cache, target, pipeline.Options())
+    wall = time.monotonic() - started
+    figures = {
+        "kernel": target.package_version,
+        "ok": result.ok,
+        "download_s": result.timings_detail.get("download"),
+        "extract_s": result.timings_detail.get("extract"),
+        "build_before_s": result.timings_detail.get("build_before"),
+        "build_after_s": result.timings_detail.get("build_after"),
+        "inspect_s": result.timings.get("inspect"),
+        "total_s": round(wall, 1),
+        "after_recompiled": result.recompiled_for_after,
+        "cache": str(root),
+    }
+    print(json.dumps(figures, indent=1))
+
+
+def warm_once(cache_dir: str | None) -> None:
+    cache = Cache.open(Path(cache_dir) if cache_dir else None)
+    targets = runner.resolve_targets(cache, [], "amd64")
+    for target in targets:
+        result = pipeline.verify_target(cache, target, pipeline.Options())
+        if not result.ok or not result.from_cache.get("build"):
+            raise SystemExit(f"{target.package_version}: not a warm, ok run: {result.problems}")
+
+
+def warm(argv: list[str]) -> None:
+    import pyperf
+
+    runner_ = pyperf.Runner(add_cmdline_args=lambda cmd, args: cmd.extend(
+        ["--cache", args.cache] if args.cache else []))
+    runner_.argparser.add_argument("--cache")
+    args = runner_.parse_args(argv)
+    runner_.metadata["description"] = "inv verify over the default matrix, warm cache"
+    runner_.bench_func("verify_matrix_warm", warm_once, args.cache)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "cold":
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--kernel", default="6.1.176")
+        parser.add_argument("--cache")
+        args = parser.parse_args(sys.argv[2:])
+        cold(args.kernel, args.cache)
+    elif len(sys.argv) > 1 and sys.argv[1] == "warm":
+        sys.argv = [sys.argv[0], *sys.argv[2:]]
+        warm(sys.argv[1:])
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

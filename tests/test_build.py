@@ -1,0 +1,59 @@
+"""Build-stage helpers that need no kernel: source sync, config reading, toolchain checks."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from smcpatch.build import KernelConfig, config_fragment, ensure_toolchain, sync_sources
+from smcpatch.errors import ToolMissing
+
+
+def test_sync_touches_only_changed_files(tmp_path: Path) -> None:
+    src, work = tmp_path / "src", tmp_path / "work"
+    src.mkdir()
+    work.mkdir()
+    for name in ("a.c", "b.c", "x.h", "Makefile"):
+        (src / name).write_text(name)
+    assert sorted(sync_sources(src, work)) == ["Makefile", "a.c", "b.c", "x.h"]
+    old = time.time() - 100
+    for p in work.iterdir():
+        os.utime(p, (old, old))
+    (work / "smc.mod.c").write_text("generated")  # modpost output must survive
+    (work / "a.o").write_text("object")
+    (src / "b.c").write_text("changed")
+    assert sync_sources(src, work) == ["b.c"]
+    assert (work / "a.c").stat().st_mtime == pytest.approx(old)
+    assert (work / "b.c").stat().st_mtime > old + 50
+    (src / "x.h").unlink()
+    assert sync_sources(src, work) == ["x.h"]
+    assert not (work / "x.h").exists()
+    assert (work / "smc.mod.c").exists() and (work / "a.o").exists()
+
+
+def test_kernel_config_facts(tmp_path: Path) -> None:
+    config = tmp_path / ".config"
+    config.write_text(
+        'CONFIG_CC_VERSION_TEXT="x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"\n'
+        "CONFIG_SMC=m\n# CONFIG_SMC_LO is not set\nCONFIG_DEBUG_INFO_BTF_MODULES=y\n"
+    )
+    facts = KernelConfig.read(config)
+    assert facts.compiler_command == "x86_64-linux-gnu-gcc-12"
+    assert facts.compiler_version == "12.2.0"
+    assert facts.needs_pahole
+    assert facts.get("CONFIG_SMC") == "m"
+    assert facts.get("CONFIG_SMC_LO") is None
+
+
+def test_missing_compiler_names_the_install_command(tmp_path: Path) -> None:
+    config = tmp_path / ".config"
+    config.write_text('CONFIG_CC_VERSION_TEXT="gcc-99 (Debian 99.1) 99.1"\n')
+    with pytest.raises(ToolMissing, match=r"apt-get install -y gcc-99"):
+        ensure_toolchain(KernelConfig.read(config), install=False)
+
+
+def test_config_fragment_selects_smc_modules() -> None:
+    assert config_fragment() == {"CONFIG_SMC": "m", "CONFIG_SMC_DIAG": "m"}

@@ -1,0 +1,122 @@
+"""The cache's promises: entries appear whole or not at all, locks never go stale."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from smcpatch.cache import (
+    TMP_PREFIX,
+    Cache,
+    atomic_dir,
+    entry_is_current,
+    hash_inputs,
+    hash_tree,
+    sweep_stale_temps,
+)
+from smcpatch.errors import BadInput
+
+
+def test_atomic_dir_success_writes_manifest(tmp_path: Path) -> None:
+    final = tmp_path / "entry"
+    with atomic_dir(final, key="k1") as tmp:
+        (tmp / "data").write_text("x")
+        assert not final.exists()
+    assert (final / "data").read_text() == "x"
+    assert entry_is_current(final, "k1")
+    assert not entry_is_current(final, "k2")
+    assert not list(tmp_path.glob(f"{TMP_PREFIX}*"))
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_atomic_dir_failure_leaves_nothing(tmp_path: Path, exc: BaseException) -> None:
+    final = tmp_path / "entry"
+    with pytest.raises(type(exc)), atomic_dir(final, key="k") as tmp:
+        (tmp / "half").write_text("half")
+        raise exc
+    assert not final.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir_failure_keeps_previous_entry(tmp_path: Path) -> None:
+    final = tmp_path / "entry"
+    with atomic_dir(final, key="old") as tmp:
+        (tmp / "v").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(final, key="new") as tmp:
+        (tmp / "v").write_text("new")
+        raise RuntimeError
+    assert (final / "v").read_text() == "old"
+    assert entry_is_current(final, "old")
+
+
+def test_atomic_dir_replaces_stale_entry(tmp_path: Path) -> None:
+    final = tmp_path / "entry"
+    for key in ("a", "b"):
+        with atomic_dir(final, key=key) as tmp:
+            (tmp / "v").write_text(key)
+    assert (final / "v").read_text() == "b"
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]
+
+
+def _dead_pid() -> int:
+    proc = multiprocessing.get_context("fork").Process(target=lambda: None)
+    proc.start()
+    proc.join()
+    return proc.pid or 999999
+
+
+def test_sweep_removes_only_dead_writers_temps(tmp_path: Path) -> None:
+    dead = tmp_path / f"{TMP_PREFIX}entry.{_dead_pid()}.123456789012"
+    live = tmp_path / f"{TMP_PREFIX}entry.{os.getpid()}.123456789013"
+    dead.mkdir()
+    live.mkdir()
+    sweep_stale_temps(tmp_path)
+    assert not dead.exists()
+    assert live.exists()
+
+
+def _hold_lock(root: str, seconds: float) -> None:
+    with Cache(Path(root)).lock("x"):
+        time.sleep(seconds)
+
+
+def test_lock_serialises_processes_and_dies_with_holder(tmp_path: Path) -> None:
+    cache = Cache.open(tmp_path)
+    ctx = multiprocessing.get_context("fork")
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), 1.0))
+    holder.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    with cache.lock("x"):
+        waited = time.monotonic() - started
+    holder.join()
+    assert waited > 0.4  # we had to wait for the holder
+
+    killed = ctx.Process(target=_hold_lock, args=(str(tmp_path), 60))
+    killed.start()
+    time.sleep(0.3)
+    killed.kill()  # SIGKILL: the kernel drops the flock with the process
+    killed.join()
+    started = time.monotonic()
+    with cache.lock("x"):
+        pass
+    assert time.monotonic() - started < 2
+
+
+def test_unwritable_cache_is_bad_input(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    with pytest.raises(BadInput, match="not writable"):
+        Cache.open(blocker / "cache")
+
+
+def test_hashes_are_stable_and_content_sensitive(tmp_path: Path) -> None:
+    assert hash_inputs("a", 1) == hash_inputs("a", 1) != hash_inputs("a", 2)
+    (tmp_path / "f").write_text("1")
+    first = hash_tree(tmp_path)
+    (tmp_path / "f").write_text("2")
+    assert hash_tree(tmp_path) != first

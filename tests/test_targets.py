@@ -1,0 +1,65 @@
+"""kernels.toml parsing and the selection of targets from --kernel/--flavour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smcpatch.errors import BadInput, ConfigError
+from smcpatch.targets import load_matrix, parse_version, select, unmatched
+
+
+def test_default_matrix_pins_the_four_kernels() -> None:
+    matrix = {t.version: t for t in load_matrix()}
+    assert set(matrix) == {"6.1.176", "6.1.192", "6.12.107", "6.12.117"}
+    t = matrix["6.12.107"]
+    assert t.package_version == "6.12.107-1~deb12u1"
+    assert t.release == "6.12.107+deb12-amd64"
+    assert t.headers_package == "linux-headers-6.12.107+deb12-amd64"
+    assert t.common_headers_package == "linux-headers-6.12.107+deb12-common"
+    assert t.kbuild == "linux-kbuild-6.12.107+deb12"
+    assert matrix["6.1.176"].kbuild == "linux-kbuild-6.1"
+    assert {t.expect for t in matrix.values()} == {"vulnerable", "fixed"}
+
+
+def test_rt_flavour_uses_common_rt_headers() -> None:
+    t = load_matrix()[0].with_flavour("rt-amd64")
+    assert t.release == "6.1.0-50-rt-amd64"
+    assert t.common_headers_package == "linux-headers-6.1.0-50-common-rt"
+
+
+def test_select_by_version_and_flavour() -> None:
+    matrix = load_matrix()
+    assert len(select(matrix, [], "amd64")) == 4
+    chosen = select(matrix, ["6.1.176"], "cloud-amd64")
+    assert [t.release for t in chosen] == ["6.1.0-50-cloud-amd64"]
+    assert unmatched(matrix, ["6.1.176", "6.1.187"]) == ["6.1.187"]
+
+
+@pytest.mark.parametrize("bad", ["6.1", "abc", "6.1.176; rm -rf /", ""])
+def test_bad_version_is_bad_input(bad: str) -> None:
+    with pytest.raises(BadInput, match="not a kernel version"):
+        parse_version(bad)
+
+
+def test_unknown_flavour_is_bad_input() -> None:
+    with pytest.raises(BadInput, match="unknown flavour"):
+        select(load_matrix(), [], "arm64")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[kernel]\nversion=", "not valid TOML"),
+        ("[defaults]\n", "no \\[\\[kernel\\]\\] entries"),
+        ('[[kernel]]\nversion = "6.1.1"\n', "lacks package_version"),
+        ('[[kernel]]\nversion="1.2.3"\npackage_version="1"\nabi="a"\nseries="1.2"\n'
+         'flavour="sparc"\n', "unknown flavour"),
+    ],
+)
+def test_malformed_matrix_is_config_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "kernels.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_matrix(path)
