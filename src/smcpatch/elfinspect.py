@@ -1,0 +1,1010 @@
+"""The inspect stage: read smc.ko (or smc_clc.o) and decide whether smc_clc_prfx_match is fixed.
+
+The evidence is the relocations inside the function and its compiler-split fragments
+(``.cold``, ``.part.N``, ...): the vulnerable code takes a dst reference (``sk_dst_get`` inlined,
+so a call to ``dst_release`` and, from 6.12, ``rcuref_get_slowpath``); the fixed code only holds
+the RCU read lock (``__rcu_read_lock``/``__rcu_read_unlock`` with CONFIG_PREEMPT_RCU=y) around
+``__sk_dst_get``/``dst_dev_rcu``.  When DWARF is available (our own builds, or a separately given
+``smc_clc.o``), the inlined subroutines of the function must agree.
+
+Also here: vermagic and modversions checks against the target kernel, and a kpatch-like
+function comparison (``function_bodies``/``changed_functions``/``same_function``) that
+neutralises relocated bytes and compares the *targets* of the relocations instead, so that
+functions that merely moved compare equal.
+
+Only x86-64 relocatable ELF objects are accepted (kernel modules and ``.o`` files).  Symbol and
+relocation tables are decoded with :mod:`struct` straight from the in-memory image (pyelftools'
+per-entry parsing is too slow for whole modules); pyelftools validates the headers and reads
+the DWARF.  Every failure reaches the caller as :class:`~smcpatch.errors.InspectError`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import io
+import lzma
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from elftools.common.exceptions import DWARFError, ELFError, ELFParseError
+from elftools.construct import ConstructError
+from elftools.dwarf.die import DIE
+from elftools.elf.elffile import ELFFile
+
+from smcpatch.errors import InspectError, ToolMissing
+
+__all__ = [
+    "CallSite",
+    "FunctionEvidence",
+    "InspectError",
+    "ModuleInfo",
+    "Verdict",
+    "ZstdMissing",
+    "changed_functions",
+    "check_modversions",
+    "check_vermagic",
+    "function_bodies",
+    "inspect_module",
+    "load_elf_bytes",
+    "read_module_symvers",
+    "same_function",
+]
+
+Verdict = Literal["fixed", "vulnerable", "unknown"]
+
+FUNCTION = "smc_clc_prfx_match"
+SOURCE_FILE = "smc_clc.c"
+
+#: Refuse to decompress anything larger than this (a module is a few MiB; this guards bombs).
+MAX_ELF_SIZE = 512 * 1024 * 1024
+
+RCU_LOCK = frozenset({"__rcu_read_lock", "rcu_read_lock"})
+RCU_UNLOCK = frozenset({"__rcu_read_unlock", "rcu_read_unlock"})
+#: Functions whose call means the code takes or drops a reference on a dst_entry.
+DST_REF = frozenset(
+    {
+        "dst_release",
+        "dst_release_immediate",
+        "dst_hold",
+        "dst_hold_safe",
+        "sk_dst_get",
+        "rcuref_get_slowpath",
+        "rcuref_put_slowpath",
+    }
+)
+#: Inlined subroutines (DWARF) that show the vulnerable and the fixed shape.
+DWARF_VULNERABLE = frozenset({"sk_dst_get"})
+DWARF_FIXED = frozenset({"__sk_dst_get", "dst_dev_rcu"})
+
+# ELF constants (x86-64 relocatable objects only).
+_EM_X86_64 = 62
+_ET_REL = 1
+_SHT_SYMTAB = 2
+_SHT_RELA = 4
+_SHT_NOBITS = 8
+_SHT_REL = 9
+_SHF_MERGE = 0x10
+_SHF_STRINGS = 0x20
+_STT_OBJECT = 1
+_STT_FUNC = 2
+_STT_SECTION = 3
+_STT_FILE = 4
+_SHN_LORESERVE = 0xFF00
+
+# x86-64 relocation types: size of the patched field, and whether it is PC-relative.
+_R_SIZE = {0: 0, 1: 8, 2: 4, 3: 4, 4: 4, 9: 4, 10: 4, 11: 4, 12: 2, 13: 2, 14: 1, 15: 1,
+           24: 8, 25: 8, 26: 4, 32: 4, 33: 8, 41: 4, 42: 4}
+_R_PCREL = frozenset({2, 4, 9, 13, 15, 24, 26, 41, 42})
+
+_ELF_ERRORS: tuple[type[BaseException], ...] = (
+    ELFError,
+    ELFParseError,
+    DWARFError,
+    ConstructError,
+    struct.error,
+    KeyError,
+    IndexError,
+    ValueError,  # includes UnicodeDecodeError
+    TypeError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+    AssertionError,
+    EOFError,
+    lzma.LZMAError,
+    zlib.error,
+)
+
+
+class ZstdMissing(InspectError, ToolMissing):
+    """A .ko.zst was given but neither the zstd command nor the zstandard module is available."""
+
+
+# --------------------------------------------------------------------------------------------
+# Result objects
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallSite:
+    fragment: str  # symbol of the function fragment, e.g. "smc_clc_prfx_match.cold"
+    offset: int  # offset of the relocation within that fragment
+    target: str  # referenced symbol, e.g. "__rcu_read_lock"; "name+0x10" inside an object
+
+
+@dataclass
+class FunctionEvidence:
+    function: str
+    fragments: dict[str, int]
+    calls: list[CallSite]
+    rcu_lock_sites: list[CallSite]
+    rcu_unlock_sites: list[CallSite]
+    dst_ref_sites: list[CallSite]
+    dwarf_inlined: list[str] | None
+    verdict: Verdict
+    reasons: list[str]
+
+
+@dataclass
+class ModuleInfo:
+    path: str
+    name: str
+    vermagic: str | None
+    srcversion: str | None
+    has_dwarf: bool
+    stripped: bool
+    modversions: dict[str, int]
+    evidence: FunctionEvidence
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_GZ_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@contextlib.contextmanager
+def _guard(label: str) -> Iterator[None]:
+    """Turn any parsing failure into a one-line InspectError naming the file."""
+    try:
+        yield
+    except InspectError:
+        raise
+    except MemoryError as exc:
+        raise InspectError(f"{label}: out of memory while parsing") from exc
+    except OSError as exc:
+        raise InspectError(f"{label}: cannot read: {exc.strerror or exc}") from exc
+    except _ELF_ERRORS as exc:
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise InspectError(f"{label}: malformed or truncated ELF: {detail}") from exc
+
+
+def _decompress_zstd(raw: bytes, label: str) -> bytes:
+    exe = shutil.which("zstd")
+    if exe is not None:
+        proc = subprocess.run(
+            [exe, "-dc", "-q"], input=raw, capture_output=True, check=False
+        )
+        if proc.returncode != 0:
+            msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise InspectError(f"{label}: zstd failed: {msg[-1] if msg else proc.returncode}")
+        return proc.stdout
+    try:
+        import zstandard  # type: ignore[import-not-found]
+    except ImportError:
+        raise ZstdMissing(
+            f"{label}: is zstd-compressed but the zstd command is missing"
+            " (apt-get install zstd)"
+        ) from None
+    try:
+        dctx = zstandard.ZstdDecompressor()
+        with dctx.stream_reader(io.BytesIO(raw)) as reader:
+            out: bytes = reader.read(MAX_ELF_SIZE + 1)
+    except zstandard.ZstdError as exc:
+        raise InspectError(f"{label}: corrupt zstd data: {exc}") from exc
+    return out
+
+
+def _decompress(raw: bytes, label: str) -> bytes:
+    if raw.startswith(_XZ_MAGIC):
+        dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        out = dec.decompress(raw, max_length=MAX_ELF_SIZE + 1)
+        if not dec.eof and len(out) <= MAX_ELF_SIZE:
+            raise InspectError(f"{label}: truncated xz data")
+    elif raw.startswith(_GZ_MAGIC):
+        gz = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        out = gz.decompress(raw, MAX_ELF_SIZE + 1)
+        if not gz.eof and len(out) <= MAX_ELF_SIZE:
+            raise InspectError(f"{label}: truncated gzip data")
+    elif raw.startswith(_ZSTD_MAGIC):
+        out = _decompress_zstd(raw, label)
+    else:
+        return raw
+    if len(out) > MAX_ELF_SIZE:
+        raise InspectError(f"{label}: decompresses to more than {MAX_ELF_SIZE} bytes")
+    return out
+
+
+def load_elf_bytes(path: Path) -> bytes:
+    """The ELF image of ``path``, decompressed in memory if it is .xz/.gz/.zst (by content).
+
+    Raises InspectError when the file cannot be read or decompressed; does not check ELF-ness.
+    """
+    label = str(path)
+    with _guard(label):
+        raw = Path(path).read_bytes()
+        return _decompress(raw, label)
+
+
+# --------------------------------------------------------------------------------------------
+# The in-memory ELF view
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Section:
+    index: int
+    name: str
+    type: int
+    flags: int
+    offset: int
+    size: int
+    link: int
+    info: int
+    entsize: int
+
+
+@dataclass(frozen=True)
+class _Symbol:
+    index: int
+    name: str
+    value: int
+    size: int
+    type: int
+    bind: int
+    shndx: int
+
+
+@dataclass(frozen=True)
+class _Reloc:
+    offset: int
+    type: int
+    sym: int
+    addend: int
+
+
+@dataclass(frozen=True)
+class _Fragment:
+    symbol: _Symbol
+    section: _Section
+    start: int
+    end: int
+
+
+_MACHINES = {3: "i386", 40: "ARM", 183: "AArch64", 243: "RISC-V", 22: "S/390", 21: "PowerPC64"}
+_ETYPES = {0: "ET_NONE", 2: "ET_EXEC (an executable)", 3: "ET_DYN (a shared object)", 4: "ET_CORE"}
+
+
+class _Elf:
+    """An x86-64 ELF relocatable object held in memory."""
+
+    def __init__(self, data: bytes, label: str) -> None:
+        self.data = data
+        self.label = label
+        self._validate_header()
+        self.elf = ELFFile(io.BytesIO(data))
+        self.sections = [self._section(i, s) for i, s in enumerate(self.elf.iter_sections())]
+        for sec in self.sections:
+            if sec.type != _SHT_NOBITS and sec.offset + sec.size > len(data):
+                raise InspectError(
+                    f"{label}: truncated: section {sec.name or sec.index} ends at byte"
+                    f" {sec.offset + sec.size}, file has {len(data)}"
+                )
+        self.by_name = {s.name: s for s in self.sections}
+        symtabs = [s for s in self.sections if s.type == _SHT_SYMTAB]
+        self.symtab = symtabs[0] if symtabs else None
+        self.symbols = self._read_symbols() if self.symtab else []
+        self._relocs: dict[int, list[_Reloc]] | None = None
+        self._by_section: dict[int, tuple[list[int], list[_Symbol]]] | None = None
+
+    # -- headers ------------------------------------------------------------------------------
+    def _validate_header(self) -> None:
+        data, label = self.data, self.label
+        if len(data) < 4 or data[:4] != b"\x7fELF":
+            raise InspectError(f"{label}: not an ELF file (starts with {bytes(data[:4])!r})")
+        if len(data) < 64:
+            raise InspectError(f"{label}: truncated: {len(data)} bytes, shorter than an ELF header")
+        if data[4] != 2:
+            raise InspectError(f"{label}: 32-bit ELF; expected a 64-bit x86-64 object")
+        if data[5] != 1:
+            raise InspectError(f"{label}: big-endian ELF; expected a little-endian x86-64 object")
+        e_type, e_machine = struct.unpack_from("<HH", data, 16)
+        if e_machine != _EM_X86_64:
+            what = _MACHINES.get(e_machine, f"machine {e_machine}")
+            raise InspectError(f"{label}: ELF for {what}; expected x86-64")
+        if e_type != _ET_REL:
+            what = _ETYPES.get(e_type, f"type {e_type}")
+            raise InspectError(
+                f"{label}: ELF {what}; expected a relocatable object (kernel module or .o)"
+            )
+        (e_shoff,) = struct.unpack_from("<Q", data, 40)
+        e_shentsize, e_shnum, e_shstrndx = struct.unpack_from("<HHH", data, 58)
+        if e_shoff == 0 or e_shnum == 0:
+            raise InspectError(f"{label}: ELF without section headers")
+        if e_shentsize != 64:
+            raise InspectError(f"{label}: bad section header size {e_shentsize}")
+        end = e_shoff + e_shnum * e_shentsize
+        if end > len(data):
+            raise InspectError(
+                f"{label}: truncated: section headers end at byte {end}, file has {len(data)}"
+            )
+        if e_shstrndx >= e_shnum:
+            raise InspectError(f"{label}: bad section name table index {e_shstrndx}")
+
+    @staticmethod
+    def _section(index: int, s: Any) -> _Section:
+        h = s.header
+        return _Section(
+            index=index,
+            name=s.name,
+            type=_sh_type(h["sh_type"]),
+            flags=int(h["sh_flags"]),
+            offset=int(h["sh_offset"]),
+            size=int(h["sh_size"]),
+            link=int(h["sh_link"]),
+            info=int(h["sh_info"]),
+            entsize=int(h["sh_entsize"]),
+        )
+
+    def section_bytes(self, sec: _Section) -> bytes:
+        if sec.type == _SHT_NOBITS:
+            return b""
+        return self.data[sec.offset : sec.offset + sec.size]
+
+    # -- symbols ------------------------------------------------------------------------------
+    def _read_symbols(self) -> list[_Symbol]:
+        assert self.symtab is not None
+        if self.symtab.entsize not in (0, 24) or self.symtab.size % 24:
+            raise InspectError(f"{self.label}: malformed symbol table")
+        if self.symtab.link >= len(self.sections):
+            raise InspectError(f"{self.label}: symbol table has no string table")
+        strtab = self.section_bytes(self.sections[self.symtab.link])
+        out = []
+        raw = self.section_bytes(self.symtab)
+        for i, (st_name, st_info, _other, st_shndx, st_value, st_size) in enumerate(
+            struct.iter_unpack("<IBBHQQ", raw)
+        ):
+            end = strtab.find(b"\0", st_name)
+            name = strtab[st_name : end if end >= 0 else len(strtab)].decode("utf-8", "replace")
+            out.append(_Symbol(i, name, st_value, st_size, st_info & 0xF, st_info >> 4, st_shndx))
+        return out
+
+    def _symbols_by_section(self) -> dict[int, tuple[list[int], list[_Symbol]]]:
+        """Named, sized symbols of each section sorted by address (for address lookups)."""
+        if self._by_section is None:
+            groups: dict[int, list[_Symbol]] = {}
+            for sym in self.symbols:
+                if sym.type in (_STT_SECTION, _STT_FILE) or not sym.name:
+                    continue
+                if sym.shndx == 0 or sym.shndx >= _SHN_LORESERVE:
+                    continue
+                groups.setdefault(sym.shndx, []).append(sym)
+            self._by_section = {}
+            for shndx, syms in groups.items():
+                # Prefer sized symbols and functions/objects over labels at the same address.
+                syms.sort(key=lambda s: (s.value, s.size == 0, s.bind == 0, s.name))
+                self._by_section[shndx] = ([s.value for s in syms], syms)
+        return self._by_section
+
+    def symbol_at(self, shndx: int, offset: int) -> _Symbol | None:
+        """The symbol of section ``shndx`` whose extent covers ``offset`` (or starts there)."""
+        entry = self._symbols_by_section().get(shndx)
+        if entry is None:
+            return None
+        values, syms = entry
+        i = bisect.bisect_right(values, offset) - 1
+        # Walk back over same-address or enclosing candidates (a few at most).
+        best: _Symbol | None = None
+        while i >= 0:
+            sym = syms[i]
+            if sym.value == offset and best is None:
+                best = sym
+            if sym.value <= offset < sym.value + sym.size:
+                return sym
+            if offset - sym.value > 1 << 20:
+                break
+            i -= 1
+        return best
+
+    # -- relocations --------------------------------------------------------------------------
+    def relocations(self, shndx: int) -> list[_Reloc]:
+        """All relocations applying to section ``shndx``, sorted by offset."""
+        if self._relocs is None:
+            self._relocs = {}
+            symtab_index = self.symtab.index if self.symtab else -1
+            for sec in self.sections:
+                if sec.type not in (_SHT_RELA, _SHT_REL) or sec.link != symtab_index:
+                    continue
+                self._relocs.setdefault(sec.info, []).extend(self._read_relocs(sec))
+            for lst in self._relocs.values():
+                lst.sort(key=lambda r: r.offset)
+        return self._relocs.get(shndx, [])
+
+    def _read_relocs(self, sec: _Section) -> list[_Reloc]:
+        raw = self.section_bytes(sec)
+        nsyms = len(self.symbols)
+        if sec.type == _SHT_RELA:
+            if sec.size % 24:
+                raise InspectError(f"{self.label}: malformed relocation section {sec.name}")
+            rows = [(o, i, a) for o, i, a in struct.iter_unpack("<QQq", raw)]
+        else:
+            if sec.size % 16:
+                raise InspectError(f"{self.label}: malformed relocation section {sec.name}")
+            rows = [(o, i, 0) for o, i in struct.iter_unpack("<QQ", raw)]
+        out = []
+        for off, info, addend in rows:
+            sym = info >> 32
+            if sym >= nsyms:
+                raise InspectError(
+                    f"{self.label}: relocation in {sec.name} refers to symbol {sym},"
+                    f" symbol table has {nsyms}"
+                )
+            out.append(_Reloc(off, info & 0xFFFFFFFF, sym, addend))
+        return out
+
+    def relocations_in(self, shndx: int, start: int, end: int) -> list[_Reloc]:
+        relocs = self.relocations(shndx)
+        lo = bisect.bisect_left(relocs, start, key=_reloc_offset)
+        hi = bisect.bisect_left(relocs, end, key=_reloc_offset)
+        return relocs[lo:hi]
+
+    # -- functions ----------------------------------------------------------------------------
+    def fragment(self, sym: _Symbol) -> _Fragment | None:
+        if sym.shndx == 0 or sym.shndx >= min(len(self.sections), _SHN_LORESERVE):
+            return None
+        sec = self.sections[sym.shndx]
+        size = sym.size
+        if size == 0:  # assembler label without .size: extend to the next symbol
+            values, _ = self._symbols_by_section().get(sym.shndx, ([], []))
+            i = bisect.bisect_right(values, sym.value)
+            size = (values[i] if i < len(values) else sec.size) - sym.value
+        start, end = sym.value, sym.value + size
+        if end > sec.size or start > end:
+            raise InspectError(
+                f"{self.label}: symbol {sym.name} ({start:#x}+{size:#x}) lies outside"
+                f" section {sec.name} ({sec.size:#x} bytes)"
+            )
+        return _Fragment(sym, sec, start, end)
+
+    def function_fragments(self, function: str) -> list[_Fragment]:
+        """The function's own symbol and its compiler-made fragments (name.cold, name.part.0)."""
+        seen: set[tuple[str, int, int]] = set()
+        out = []
+        for sym in self.symbols:
+            if sym.type != _STT_FUNC:
+                continue
+            if sym.name != function and not sym.name.startswith(function + "."):
+                continue
+            key = (sym.name, sym.shndx, sym.value)
+            if key in seen:
+                continue
+            seen.add(key)
+            frag = self.fragment(sym)
+            if frag is not None:
+                out.append(frag)
+        out.sort(key=lambda f: (f.symbol.name != function, f.symbol.name))
+        return out
+
+    # -- relocation targets -------------------------------------------------------------------
+    def describe_target(self, rel: _Reloc) -> tuple[str, str, str | None]:
+        """(display, normalized, symbol name) for what a relocation refers to.
+
+        ``normalized`` does not depend on where things were laid out: local-symbol numeric
+        suffixes are dropped, section-relative references are resolved to the symbol they land
+        in (plus the offset inside it), strings to their text, mergeable constants to their bytes.
+        """
+        sym = self.symbols[rel.sym]
+        if sym.type != _STT_SECTION and sym.name:
+            eff = rel.addend + (4 if rel.type in _R_PCREL else 0)
+            display = sym.name if eff == 0 else f"{sym.name}{eff:+#x}"
+            return display, f"{normalize_symbol(sym.name)}{rel.addend:+d}", sym.name
+        if sym.shndx == 0 or sym.shndx >= min(len(self.sections), _SHN_LORESERVE):
+            return f"<sym {rel.sym}>", f"<abs>{rel.addend:+d}", None
+        sec = self.sections[sym.shndx]
+        off = sym.value + rel.addend + (4 if rel.type in _R_PCREL else 0)
+        secnorm = normalize_symbol(sec.name)
+        if sec.flags & _SHF_STRINGS and sec.type != _SHT_NOBITS and 0 <= off < sec.size:
+            raw = self.data[sec.offset + off : sec.offset + sec.size]
+            end = raw.find(b"\0")
+            text = raw[: end if end >= 0 else len(raw)].decode("utf-8", "replace")
+            short = text if len(text) <= 40 else text[:37] + "..."
+            return f"{sec.name}:{short!r}", f"str:{secnorm}:{text!r}", None
+        target = self.symbol_at(sym.shndx, off)
+        if target is not None:
+            delta = off - target.value
+            display = target.name if delta == 0 else f"{target.name}{delta:+#x}"
+            return display, f"{normalize_symbol(target.name)}{delta:+d}", target.name
+        if sec.flags & _SHF_MERGE and sec.entsize and sec.type != _SHT_NOBITS:
+            const = self.data[sec.offset + off : sec.offset + off + sec.entsize]
+            return f"{sec.name}+{off:#x}", f"const:{secnorm}:{const.hex()}", None
+        return f"{sec.name}+{off:#x}", f"{secnorm}+?", None
+
+    def normalized_body(self, frag: _Fragment) -> bytes:
+        """The fragment's bytes with relocated fields zeroed, plus its relocation targets."""
+        code = bytearray(self.section_bytes(frag.section)[frag.start : frag.end])
+        lines = []
+        for rel in self.relocations_in(frag.section.index, frag.start, frag.end):
+            pos = rel.offset - frag.start
+            size = _R_SIZE.get(rel.type, 4)
+            code[pos : pos + size] = bytes(len(code[pos : pos + size]))
+            lines.append(f"{pos}:{rel.type}:{self.describe_target(rel)[1]}")
+        return bytes(code) + b"\0relocs\0" + "\n".join(lines).encode()
+
+    # -- misc sections -------------------------------------------------------------------------
+    def modinfo(self) -> dict[str, str]:
+        sec = self.by_name.get(".modinfo")
+        if sec is None:
+            return {}
+        out: dict[str, str] = {}
+        for item in self.section_bytes(sec).split(b"\0"):
+            key, sep, value = item.partition(b"=")
+            if sep and key:
+                out.setdefault(key.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+        return out
+
+    def modversions(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        sec = self.by_name.get("__versions")
+        if sec is not None:
+            raw = self.section_bytes(sec)
+            for pos in range(0, len(raw) - 63, 64):  # struct modversion_info {ulong crc; char[56]}
+                (crc,) = struct.unpack_from("<Q", raw, pos)
+                name = raw[pos + 8 : pos + 64].split(b"\0", 1)[0].decode("utf-8", "replace")
+                if name:
+                    out[name] = crc & 0xFFFFFFFF
+        names = self.by_name.get("__version_ext_names")
+        crcs = self.by_name.get("__version_ext_crcs")
+        if names is not None and crcs is not None:  # CONFIG_EXTENDED_MODVERSIONS (6.13+)
+            symbols = self.section_bytes(names).split(b"\0")
+            values = [v for (v,) in struct.iter_unpack("<I", self.section_bytes(crcs)[: crcs.size // 4 * 4])]
+            for name_b, crc in zip(symbols, values, strict=False):
+                if name_b:
+                    out.setdefault(name_b.decode("utf-8", "replace"), crc)
+        return out
+
+    @property
+    def has_dwarf(self) -> bool:
+        return ".debug_info" in self.by_name
+
+    @property
+    def stripped(self) -> bool:
+        return not any(s.name.startswith(".debug_") for s in self.sections)
+
+
+def _reloc_offset(rel: _Reloc) -> int:
+    return rel.offset
+
+
+def _sh_type(value: Any) -> int:
+    """pyelftools gives section types as names; map the few we need back to numbers."""
+    if isinstance(value, int):
+        return value
+    return {
+        "SHT_SYMTAB": _SHT_SYMTAB,
+        "SHT_RELA": _SHT_RELA,
+        "SHT_NOBITS": _SHT_NOBITS,
+        "SHT_REL": _SHT_REL,
+    }.get(str(value), -1)
+
+
+_NUM_SUFFIX = re.compile(r"\.\d+")
+_LOCAL_LABEL = re.compile(r"^\.L[A-Za-z_]*\d+$")
+
+
+def normalize_symbol(name: str) -> str:
+    """Drop the layout-dependent parts of a local symbol: ``foo.constprop.0`` -> ``foo.constprop``,
+    ``__key.12`` -> ``__key``, ``bar.llvm.123`` -> ``bar.llvm``, ``.LC12`` -> ``.L``."""
+    if _LOCAL_LABEL.match(name):
+        return ".L"
+    return _NUM_SUFFIX.sub("", name)
+
+
+def _open(path: Path) -> _Elf:
+    label = str(path)
+    data = load_elf_bytes(path)
+    with _guard(label):
+        return _Elf(data, label)
+
+
+# --------------------------------------------------------------------------------------------
+# DWARF
+# --------------------------------------------------------------------------------------------
+
+
+def _relocated_debug_image(elf: _Elf) -> bytes:
+    """The file image with the relocations of the .debug_* sections applied (ET_REL: S + A).
+
+    pyelftools can do this itself but takes ~15 s on a whole smc.ko; this takes a fraction.
+    """
+    image = bytearray(elf.data)
+    values = [s.value for s in elf.symbols]
+    for sec in elf.sections:
+        if sec.type not in (_SHT_RELA, _SHT_REL) or sec.info >= len(elf.sections):
+            continue
+        target = elf.sections[sec.info]
+        if not target.name.startswith(".debug_") or target.type == _SHT_NOBITS:
+            continue
+        base, limit = target.offset, target.size
+        for rel in elf.relocations(target.index):
+            if rel.offset + _R_SIZE.get(rel.type, 0) > limit:
+                continue
+            value = values[rel.sym] + rel.addend
+            pos = base + rel.offset
+            if rel.type == 1:  # R_X86_64_64
+                struct.pack_into("<Q", image, pos, value & 0xFFFFFFFFFFFFFFFF)
+            elif rel.type in (10, 11):  # R_X86_64_32, R_X86_64_32S
+                struct.pack_into("<I", image, pos, value & 0xFFFFFFFF)
+            elif rel.type == 2:  # R_X86_64_PC32 (sections at address 0)
+                struct.pack_into("<I", image, pos, (value - rel.offset) & 0xFFFFFFFF)
+        # other types do not occur in debug sections of kernel objects
+    return bytes(image)
+
+
+def _die_name(die: DIE) -> str | None:
+    """DW_AT_name of a DIE, following abstract_origin/specification links."""
+    seen = 0
+    cur: DIE | None = die
+    while cur is not None and seen < 8:
+        attr = cur.attributes.get("DW_AT_name")
+        if attr is not None:
+            value = attr.value
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        nxt = None
+        for link in ("DW_AT_abstract_origin", "DW_AT_specification"):
+            if link in cur.attributes:
+                nxt = cur.get_DIE_from_attribute(link)
+                break
+        cur = nxt
+        seen += 1
+    return None
+
+
+def _dwarf_inlined(elf: _Elf, function: str) -> tuple[list[str] | None, str]:
+    """Names of the subroutines inlined into ``function`` (recursively), and a note.
+
+    Only compile units named ``*smc_clc.c`` are searched first; the others only if the function
+    is not found there (a single test object).  Returns (None, why) when there is no answer.
+    """
+    if not elf.has_dwarf:
+        return None, "no DWARF"
+    image = _relocated_debug_image(elf)
+    dwarf = ELFFile(io.BytesIO(image)).get_dwarf_info(relocate_dwarf_sections=False)
+    cus = list(dwarf.iter_CUs())
+    tops = [(cu, cu.get_top_DIE()) for cu in cus]
+    preferred = [t for t in tops if (_die_name(t[1]) or "").endswith(SOURCE_FILE)]
+    others = [t for t in tops if t not in preferred]
+    for group in (preferred, others):
+        subprograms = []
+        for _cu, top in group:
+            for die in top.iter_children():
+                if die.tag != "DW_TAG_subprogram" or _die_name(die) != function:
+                    continue
+                if "DW_AT_low_pc" in die.attributes or "DW_AT_ranges" in die.attributes:
+                    subprograms.append(die)
+        if subprograms:
+            names: list[str] = []
+            for sub in subprograms:
+                stack = list(sub.iter_children())
+                stack.reverse()
+                while stack:
+                    die = stack.pop()
+                    if die.tag == "DW_TAG_inlined_subroutine":
+                        name = _die_name(die)
+                        if name and name not in names:
+                            names.append(name)
+                    if die.has_children:
+                        children = list(die.iter_children())
+                        children.reverse()
+                        stack.extend(children)
+            return names, f"DWARF of {elf.label}"
+    return None, f"DWARF of {elf.label} has no concrete {function}"
+
+
+# --------------------------------------------------------------------------------------------
+# Evidence and verdict
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Sites:
+    calls: list[CallSite] = field(default_factory=list)
+    lock: list[CallSite] = field(default_factory=list)
+    unlock: list[CallSite] = field(default_factory=list)
+    dst: list[CallSite] = field(default_factory=list)
+
+
+def _collect_sites(elf: _Elf, fragments: list[_Fragment]) -> _Sites:
+    sites = _Sites()
+    for frag in fragments:
+        for rel in elf.relocations_in(frag.section.index, frag.start, frag.end):
+            display, _norm, symname = elf.describe_target(rel)
+            site = CallSite(frag.symbol.name, rel.offset - frag.start, display)
+            sites.calls.append(site)
+            if symname is None:
+                continue
+            base = normalize_symbol(symname)
+            if symname in RCU_LOCK:
+                sites.lock.append(CallSite(site.fragment, site.offset, symname))
+            elif symname in RCU_UNLOCK:
+                sites.unlock.append(CallSite(site.fragment, site.offset, symname))
+            elif symname in DST_REF or base in DST_REF:
+                sites.dst.append(CallSite(site.fragment, site.offset, symname))
+    return sites
+
+
+def _where(sites: list[CallSite]) -> str:
+    return ", ".join(f"{s.fragment}+{s.offset:#x}" for s in sites)
+
+
+def _verdict(
+    function: str, sites: _Sites, inlined: list[str] | None
+) -> tuple[Verdict, list[str]]:
+    reasons: list[str] = []
+    dst_names = sorted({s.target for s in sites.dst})
+    if sites.dst:
+        reasons.append(
+            f"{function} references {', '.join(dst_names)} (at {_where(sites.dst)}): it takes"
+            " and drops a dst reference (sk_dst_get + dst_release), the pattern"
+            " CVE-2025-40168 replaces"
+        )
+    else:
+        reasons.append(f"{function} references no dst refcount function ({', '.join(sorted(DST_REF))})")
+    if sites.lock:
+        reasons.append(
+            f"it calls __rcu_read_lock {len(sites.lock)}x (at {_where(sites.lock)}) and"
+            f" __rcu_read_unlock {len(sites.unlock)}x"
+        )
+    else:
+        reasons.append(
+            "it never calls __rcu_read_lock (a kernel without CONFIG_PREEMPT_RCU inlines"
+            " rcu_read_lock, leaving no symbol evidence)"
+        )
+
+    dwarf_vuln = dwarf_fixed = False
+    if inlined is None:
+        reasons.append("no DWARF for the function: relocations only")
+    elif not inlined:
+        reasons.append("DWARF lists no inlined subroutines in the function: relocations only")
+        inlined = None
+    else:
+        dwarf_vuln = bool(DWARF_VULNERABLE & set(inlined))
+        dwarf_fixed = bool(DWARF_FIXED & set(inlined))
+        shown = sorted((DWARF_VULNERABLE | DWARF_FIXED) & set(inlined))
+        reasons.append(
+            f"DWARF: inlined {', '.join(shown)}" if shown
+            else "DWARF: neither sk_dst_get nor __sk_dst_get/dst_dev_rcu inlined"
+        )
+
+    if sites.dst:
+        if inlined is not None and dwarf_fixed and not dwarf_vuln:
+            reasons.append("contradiction: relocations show a dst reference, DWARF the fixed code")
+            return "unknown", reasons
+        return "vulnerable", reasons
+    if inlined is not None and dwarf_vuln:
+        reasons.append("contradiction: DWARF shows sk_dst_get inlined but no dst reference is taken")
+        return "unknown", reasons
+    if not sites.lock:
+        return "unknown", reasons
+    if not sites.unlock:
+        reasons.append("the RCU read lock is never released in the function: unexpected shape")
+        return "unknown", reasons
+    if inlined is not None and not dwarf_fixed:
+        reasons.append("DWARF does not show __sk_dst_get/dst_dev_rcu: unexpected shape")
+        return "unknown", reasons
+    reasons.append("the device is looked up under the RCU read lock without a dst reference: fixed")
+    return "fixed", reasons
+
+
+def _function_signature(elf: _Elf, function: str) -> bytes | None:
+    frags = elf.function_fragments(function)
+    if not frags:
+        return None
+    parts = []
+    for frag in frags:
+        parts.append(normalize_symbol(frag.symbol.name).encode() + b"\0" + elf.normalized_body(frag))
+    return b"\0fragment\0".join(parts)
+
+
+def _inspect(path: Path, dwarf_object: Path | None, function: str) -> ModuleInfo:
+    elf = _open(path)
+    label = elf.label
+    with _guard(label):
+        if elf.symtab is None:
+            raise InspectError(f"{label}: has no symbol table (fully stripped?): cannot inspect")
+        fragments = elf.function_fragments(function)
+        if not fragments or all(f.symbol.name != function for f in fragments):
+            raise InspectError(f"{label} does not contain {function}: not smc.ko?")
+        sites = _collect_sites(elf, fragments)
+        extra: list[str] = []
+        inlined: list[str] | None
+        if dwarf_object is not None:
+            dobj = _open(dwarf_object)
+            with _guard(dobj.label):
+                mine, theirs = _function_signature(elf, function), _function_signature(dobj, function)
+                if theirs is None:
+                    inlined = None
+                    extra.append(f"{dobj.label} does not contain {function}: its DWARF is unused")
+                elif mine != theirs:
+                    inlined = None
+                    extra.append(
+                        f"{function} in {dobj.label} differs from the module's: its DWARF"
+                        " describes another build and is unused"
+                    )
+                else:
+                    inlined, note = _dwarf_inlined(dobj, function)
+                    if inlined is None:
+                        extra.append(note)
+        else:
+            inlined, _note = _dwarf_inlined(elf, function) if elf.has_dwarf else (None, "")
+        verdict, reasons = _verdict(function, sites, inlined)
+        evidence = FunctionEvidence(
+            function=function,
+            fragments={f.symbol.name: f.end - f.start for f in fragments},
+            calls=sites.calls,
+            rcu_lock_sites=sites.lock,
+            rcu_unlock_sites=sites.unlock,
+            dst_ref_sites=sites.dst,
+            dwarf_inlined=inlined,
+            verdict=verdict,
+            reasons=extra + reasons,
+        )
+        modinfo = elf.modinfo()
+        name = modinfo.get("name") or _stem(path)
+        return ModuleInfo(
+            path=str(path),
+            name=name,
+            vermagic=modinfo.get("vermagic"),
+            srcversion=modinfo.get("srcversion"),
+            has_dwarf=elf.has_dwarf,
+            stripped=elf.stripped,
+            modversions=elf.modversions(),
+            evidence=evidence,
+        )
+
+
+def _stem(path: Path) -> str:
+    name = Path(path).name
+    for suffix in (".xz", ".gz", ".zst"):
+        name = name.removesuffix(suffix)
+    for suffix in (".ko", ".o"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def inspect_module(path: Path, dwarf_object: Path | None = None) -> ModuleInfo:
+    """Inspect smc.ko (or smc_clc.o, optionally compressed) and judge smc_clc_prfx_match.
+
+    ``dwarf_object``: a DWARF-carrying smc_clc.o of the same build, used for the
+    inlined-subroutine evidence instead of parsing the (large) module's DWARF.  It is used only
+    if its smc_clc_prfx_match is identical (normalized) to the module's.
+    """
+    return _inspect(Path(path), Path(dwarf_object) if dwarf_object else None, FUNCTION)
+
+
+def check_vermagic(info: ModuleInfo, kernel_release: str) -> tuple[bool, str]:
+    """Whether the module was built for ``kernel_release`` (vermagic starts with "<release> ")."""
+    if info.vermagic is None:
+        return False, f"{info.path} has no vermagic (not a kernel module?)"
+    if info.vermagic.startswith(kernel_release + " "):
+        return True, f"vermagic {info.vermagic.strip()!r} matches {kernel_release}"
+    found = info.vermagic.split(" ", 1)[0]
+    return False, (
+        f"vermagic {info.vermagic.strip()!r} is for {found}, not {kernel_release}:"
+        " the kernel would refuse the module"
+    )
+
+
+def read_module_symvers(path: Path) -> dict[str, int]:
+    """symbol -> CRC from a kernel's Module.symvers (``0xcrc<TAB>symbol<TAB>module<TAB>...``)."""
+    label = str(path)
+    out: dict[str, int] = {}
+    with _guard(label):
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) < 2:
+                raise InspectError(f"{label}:{lineno}: not a Module.symvers line: {line[:80]!r}")
+            try:
+                crc = int(fields[0], 16)
+            except ValueError:
+                raise InspectError(f"{label}:{lineno}: bad CRC {fields[0][:20]!r}") from None
+            out[fields[1]] = crc
+    return out
+
+
+def check_modversions(info: ModuleInfo, symvers: dict[str, int]) -> tuple[bool, list[str]]:
+    """Compare the module's __versions CRCs with the kernel's Module.symvers."""
+    problems: list[str] = []
+    if not info.modversions:
+        if any(symvers.values()):
+            problems.append(
+                f"{info.path} has no __versions section but the kernel exports versioned"
+                " symbols (CONFIG_MODVERSIONS): build it against the kernel's headers"
+            )
+        return not problems, problems
+    for sym, crc in sorted(info.modversions.items()):
+        if sym not in symvers:
+            problems.append(f"{sym}: not exported by the kernel (missing from Module.symvers)")
+        elif symvers[sym] != crc:
+            problems.append(f"{sym}: CRC {crc:#010x} in the module, {symvers[sym]:#010x} in the kernel")
+    return not problems, problems
+
+
+def _bodies(elf: _Elf) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    seen: set[tuple[str, int, int]] = set()
+    for sym in elf.symbols:
+        if sym.type != _STT_FUNC or sym.name.startswith(("__pfx_", "__cfi_")):
+            continue
+        key = (sym.name, sym.shndx, sym.value)
+        if key in seen:
+            continue
+        seen.add(key)
+        frag = elf.fragment(sym)
+        if frag is None:
+            continue
+        name = normalize_symbol(sym.name)
+        if name in out:
+            n = 2
+            while f"{name}~{n}" in out:
+                n += 1
+            name = f"{name}~{n}"
+        out[name] = elf.normalized_body(frag)
+    return out
+
+
+def function_bodies(path: Path) -> dict[str, bytes]:
+    """Every defined FUNC symbol (fragments separately) -> its normalized body.
+
+    Keys are normalized names (``foo.constprop.0`` -> ``foo.constprop``); a second function of
+    the same normalized name gets ``~2``.  ``__pfx_``/``__cfi_`` padding symbols are left out.
+    """
+    elf = _open(Path(path))
+    with _guard(elf.label):
+        return _bodies(elf)
+
+
+def changed_functions(before: Path, after: Path) -> list[str]:
+    """Sorted names of functions whose normalized body differs, or that exist in one only."""
+    a, b = function_bodies(before), function_bodies(after)
+    return sorted(name for name in set(a) | set(b) if a.get(name) != b.get(name))
+
+
+def same_function(a: Path, b: Path, function: str) -> bool | None:
+    """Whether ``function`` (with its fragments) is identical in both, None if missing in either."""
+    ea, eb = _open(Path(a)), _open(Path(b))
+    with _guard(ea.label):
+        sa = _function_signature(ea, function)
+    with _guard(eb.label):
+        sb = _function_signature(eb, function)
+    if sa is None or sb is None:
+        return None
+    return sa == sb
