@@ -106,7 +106,15 @@ class Apt:
         if not force and stamp.exists() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE_S:
             return
         with self.cache.lock("apt-update"):
-            self._run(["apt-get", "-q", "update"], timeout=900)
+            stamp.unlink(missing_ok=True)
+            proc = subprocess.run(["apt-get", "-q", "update"], env=self.env(), capture_output=True,
+                                  text=True, timeout=900, check=False)
+            # apt-get update exits 0 even when every index failed to download: read its words
+            failed = [ln for ln in proc.stderr.splitlines()
+                      if ln.startswith(("E:", "Err:")) or "Failed to fetch" in ln]
+            if proc.returncode != 0 or failed:
+                raise FetchError("apt-get update failed: the archive is unreachable or refused "
+                                 f"the request ({_last_error(proc.stderr)})")
             stamp.touch()
 
     def show(self, name: str, version: str) -> PackageRecord | None:

@@ -1,0 +1,49 @@
+"""The private apt configuration: host sources are read at run time, /etc/apt is never touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smcpatch.apt import Apt
+from smcpatch.cache import Cache, hash_file
+from smcpatch.errors import FetchError
+
+
+def _host_dir(tmp_path: Path, uri: str) -> Path:
+    host = tmp_path / "etc-apt"
+    (host / "sources.list.d").mkdir(parents=True)
+    (host / "sources.list.d" / "test.sources").write_text(
+        f"Types: deb\nURIs: {uri}\nSuites: bookworm\nComponents: main\nTrusted: yes\n")
+    (host / "sources.list.d" / "ignored.list.disabled").write_text("deb http://x y z\n")
+    return host
+
+
+def test_private_config_copies_host_sources(tmp_path: Path) -> None:
+    etc_before = hash_file(Path("/etc/apt/sources.list.d/debian.sources")) if Path(
+        "/etc/apt/sources.list.d/debian.sources").exists() else None
+    apt = Apt(Cache.open(tmp_path / "cache"), host_apt_dir=_host_dir(tmp_path, "http://127.0.0.1:9/d"))
+    parts = sorted(p.name for p in (apt.root / "sources.list.d").iterdir())
+    assert parts == ["host-test.sources"]
+    config = apt.config.read_text()
+    assert 'Acquire::Check-Valid-Until "false"' in config
+    assert str(apt.root) in config and "/etc/apt" not in config
+    if etc_before:
+        assert hash_file(Path("/etc/apt/sources.list.d/debian.sources")) == etc_before
+
+
+def test_no_host_sources_is_a_clear_fetch_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FetchError, match="no apt sources found"):
+        Apt(Cache.open(tmp_path / "cache"), host_apt_dir=empty)
+
+
+def test_unreachable_archive_is_a_clear_fetch_error(tmp_path: Path) -> None:
+    # port 9 (discard) on loopback: nothing listens, the connection is refused at once
+    apt = Apt(Cache.open(tmp_path / "cache"), host_apt_dir=_host_dir(tmp_path, "http://127.0.0.1:9/d"))
+    with pytest.raises(FetchError, match="apt-get update failed"):
+        apt.update(force=True)
+    assert apt.show("linux-source-6.1", "6.1.176-1") is None
+    assert apt.versions("linux-source-6.1") == []
