@@ -22,7 +22,8 @@ from rich.console import Console  # noqa: E402
 from smcpatch import runner, targets  # noqa: E402
 from smcpatch.errors import SmcpatchError  # noqa: E402
 
-console = Console(stderr=False, highlight=False)
+# A wide page when piped (CI logs): the result table should not be squeezed to 80 columns.
+console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, highlight=False)
 
 
