@@ -317,6 +317,7 @@ class _Elf:
         self.symbols = self._read_symbols() if self.symtab else []
         self._relocs: dict[int, list[_Reloc]] | None = None
         self._by_section: dict[int, tuple[list[int], list[_Symbol]]] | None = None
+        self._starts: dict[int, dict[int, str]] | None = None
 
     # -- headers ------------------------------------------------------------------------------
     def _validate_header(self) -> None:
@@ -432,14 +433,17 @@ class _Elf:
         """All relocations applying to section ``shndx``, sorted by offset."""
         if self._relocs is None:
             self._relocs = {}
+        cached = self._relocs.get(shndx)
+        if cached is None:
             symtab_index = self.symtab.index if self.symtab else -1
+            cached = []
             for sec in self.sections:
-                if sec.type not in (_SHT_RELA, _SHT_REL) or sec.link != symtab_index:
-                    continue
-                self._relocs.setdefault(sec.info, []).extend(self._read_relocs(sec))
-            for lst in self._relocs.values():
-                lst.sort(key=lambda r: r.offset)
-        return self._relocs.get(shndx, [])
+                is_rel = sec.type in (_SHT_RELA, _SHT_REL)
+                if is_rel and sec.info == shndx and sec.link == symtab_index:
+                    cached.extend(self._read_relocs(sec))
+            cached.sort(key=_reloc_offset)
+            self._relocs[shndx] = cached
+        return cached
 
     def _read_relocs(self, sec: _Section) -> list[_Reloc]:
         raw = self.section_bytes(sec)
@@ -529,7 +533,9 @@ class _Elf:
             end = raw.find(b"\0")
             text = raw[: end if end >= 0 else len(raw)].decode("utf-8", "replace")
             short = text if len(text) <= 40 else text[:37] + "..."
-            return f"{sec.name}:{short!r}", f"str:{secnorm}:{text!r}", None
+            # __FILE__ strings carry the build directory: keep only the file name.
+            norm = _SOURCE_PATH.sub(r".../\1", text)
+            return f"{sec.name}:{short!r}", f"str:{secnorm}:{norm!r}", None
         target = self.symbol_at(sym.shndx, off)
         if target is not None:
             delta = off - target.value
@@ -541,15 +547,75 @@ class _Elf:
         return f"{sec.name}+{off:#x}", f"{secnorm}+?", None
 
     def normalized_body(self, frag: _Fragment) -> bytes:
-        """The fragment's bytes with relocated fields zeroed, plus its relocation targets."""
+        """The fragment's bytes with relocated fields zeroed, plus its relocation targets.
+
+        Calls and jumps to other functions of the same section need no relocation (the
+        assembler resolved them), so their displacement changes whenever code moves: those
+        are zeroed too and their target function's name goes into the signature.
+        """
         code = bytearray(self.section_bytes(frag.section)[frag.start : frag.end])
         lines = []
+        covered = bytearray(len(code))
         for rel in self.relocations_in(frag.section.index, frag.start, frag.end):
             pos = rel.offset - frag.start
             size = _R_SIZE.get(rel.type, 4)
             code[pos : pos + size] = bytes(len(code[pos : pos + size]))
+            covered[pos : pos + size] = b"\1" * len(covered[pos : pos + size])
             lines.append(f"{pos}:{rel.type}:{self.describe_target(rel)[1]}")
+        for pos, field_at, target in self._local_branches(frag, code, covered):
+            code[field_at : field_at + 4] = bytes(4)
+            lines.append(f"{pos}:branch:{normalize_symbol(target)}")
+        lines.sort(key=lambda line: int(line.split(":", 1)[0]))
         return bytes(code) + b"\0relocs\0" + "\n".join(lines).encode()
+
+    def _function_starts(self, shndx: int) -> dict[int, str]:
+        if self._starts is None:
+            self._starts = {}
+        starts = self._starts.get(shndx)
+        if starts is None:
+            starts = {}
+            for sym in self.symbols:
+                if sym.type == _STT_FUNC and sym.shndx == shndx and sym.name:
+                    starts.setdefault(sym.value, sym.name)
+            self._starts[shndx] = starts
+        return starts
+
+    def _local_branches(
+        self, frag: _Fragment, code: bytearray, covered: bytearray
+    ) -> Iterator[tuple[int, int, str]]:
+        """(opcode position, rel32 position, target) of call/jmp/jcc rel32 instructions that
+        land exactly on another function of the same section (no relocation needed there).
+
+        Found by pattern, not by decoding: a stray opcode byte counts only if its displacement
+        hits a function start outside this function, which leaves layout-independent noise at
+        worst."""
+        starts = self._function_starts(frag.section.index)
+        n = len(code)
+        candidates: list[tuple[int, int]] = []
+        for opcode in (0xE8, 0xE9):
+            pos = code.find(opcode)
+            while pos >= 0:
+                candidates.append((pos, pos + 1))
+                pos = code.find(opcode, pos + 1)
+        pos = code.find(0x0F)
+        while pos >= 0:
+            if pos + 1 < n and 0x80 <= code[pos + 1] <= 0x8F:
+                candidates.append((pos, pos + 2))
+            pos = code.find(0x0F, pos + 1)
+        candidates.sort()
+        last_end = -1
+        for pos, field_at in candidates:
+            if field_at + 4 > n or pos < last_end or any(covered[pos : field_at + 4]):
+                continue
+            (disp,) = struct.unpack_from("<i", code, field_at)
+            target = frag.start + field_at + 4 + disp
+            if frag.start <= target < frag.end:
+                continue
+            name = starts.get(target)
+            if name is None:
+                continue
+            last_end = field_at + 4
+            yield pos, field_at, name
 
     # -- misc sections -------------------------------------------------------------------------
     def modinfo(self) -> dict[str, str]:
@@ -577,7 +643,8 @@ class _Elf:
         crcs = self.by_name.get("__version_ext_crcs")
         if names is not None and crcs is not None:  # CONFIG_EXTENDED_MODVERSIONS (6.13+)
             symbols = self.section_bytes(names).split(b"\0")
-            values = [v for (v,) in struct.iter_unpack("<I", self.section_bytes(crcs)[: crcs.size // 4 * 4])]
+            raw_crcs = self.section_bytes(crcs)[: crcs.size // 4 * 4]
+            values = [v for (v,) in struct.iter_unpack("<I", raw_crcs)]
             for name_b, crc in zip(symbols, values, strict=False):
                 if name_b:
                     out.setdefault(name_b.decode("utf-8", "replace"), crc)
@@ -609,6 +676,7 @@ def _sh_type(value: Any) -> int:
 
 
 _NUM_SUFFIX = re.compile(r"\.\d+")
+_SOURCE_PATH = re.compile(r"[^\s:\"'/]*(?:/[^\s:\"'/]+)*/([^\s:\"'/]+\.[chS])\b")
 _LOCAL_LABEL = re.compile(r"^\.L[A-Za-z_]*\d+$")
 
 
@@ -769,7 +837,9 @@ def _verdict(
             " CVE-2025-40168 replaces"
         )
     else:
-        reasons.append(f"{function} references no dst refcount function ({', '.join(sorted(DST_REF))})")
+        reasons.append(
+            f"{function} references no dst refcount function ({', '.join(sorted(DST_REF))})"
+        )
     if sites.lock:
         reasons.append(
             f"it calls __rcu_read_lock {len(sites.lock)}x (at {_where(sites.lock)}) and"
@@ -802,7 +872,9 @@ def _verdict(
             return "unknown", reasons
         return "vulnerable", reasons
     if inlined is not None and dwarf_vuln:
-        reasons.append("contradiction: DWARF shows sk_dst_get inlined but no dst reference is taken")
+        reasons.append(
+            "contradiction: DWARF shows sk_dst_get inlined but no dst reference is taken"
+        )
         return "unknown", reasons
     if not sites.lock:
         return "unknown", reasons
@@ -822,7 +894,8 @@ def _function_signature(elf: _Elf, function: str) -> bytes | None:
         return None
     parts = []
     for frag in frags:
-        parts.append(normalize_symbol(frag.symbol.name).encode() + b"\0" + elf.normalized_body(frag))
+        name = normalize_symbol(frag.symbol.name).encode()
+        parts.append(name + b"\0" + elf.normalized_body(frag))
     return b"\0fragment\0".join(parts)
 
 
@@ -841,7 +914,8 @@ def _inspect(path: Path, dwarf_object: Path | None, function: str) -> ModuleInfo
         if dwarf_object is not None:
             dobj = _open(dwarf_object)
             with _guard(dobj.label):
-                mine, theirs = _function_signature(elf, function), _function_signature(dobj, function)
+                mine = _function_signature(elf, function)
+                theirs = _function_signature(dobj, function)
                 if theirs is None:
                     inlined = None
                     extra.append(f"{dobj.label} does not contain {function}: its DWARF is unused")
@@ -954,7 +1028,9 @@ def check_modversions(info: ModuleInfo, symvers: dict[str, int]) -> tuple[bool, 
         if sym not in symvers:
             problems.append(f"{sym}: not exported by the kernel (missing from Module.symvers)")
         elif symvers[sym] != crc:
-            problems.append(f"{sym}: CRC {crc:#010x} in the module, {symvers[sym]:#010x} in the kernel")
+            problems.append(
+                f"{sym}: CRC {crc:#010x} in the module, {symvers[sym]:#010x} in the kernel"
+            )
     return not problems, problems
 
 
