@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from . import elfinspect, pipeline, report, sources, targets
+from . import elfinspect, patching, pipeline, report, sources, targets
 from .apt import Apt
 from .cache import Cache
 from .errors import BadInput
@@ -53,6 +53,8 @@ def resolve_targets(cache: Cache, kernels: list[str], flavour: str,
 def run_verify(request: VerifyRequest, console: Console) -> tuple[list[report.TargetReport], int]:
     cache = Cache.open(request.cache_dir)
     options = pipeline.Options(fixes=request.fixes or ["default"], jobs=request.jobs)
+    # bad --fix is bad input: say so before fetching anything
+    pipeline.select_fixes(patching.load_series(options.patches_dir, "all"), options.fixes)
     if request.source or request.kdir:
         if not (request.source and request.kdir):
             raise BadInput("--source and --kdir go together")

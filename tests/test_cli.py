@@ -1,0 +1,72 @@
+"""The command line as a user meets it: `inv ...` in a subprocess, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def inv(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("SMCPATCH_DEBUG", None)
+    if cache is not None:
+        env["SMCPATCH_CACHE"] = str(cache)
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error:") and text in lines[0], lines
+
+
+def test_list_shows_every_task() -> None:
+    proc = inv("--list")
+    assert proc.returncode == 0
+    for name in ("kernels", "verify", "inspect", "test"):
+        assert name in proc.stdout
+
+
+def test_kernels_lists_the_matrix() -> None:
+    proc = inv("kernels")
+    assert proc.returncode == 0, proc.stderr
+    for text in ("6.1.176-1", "6.12.117-1~deb12u1", "linux-headers-6.1.0-50-amd64", "6.1.0-56-amd64"):
+        assert text in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("verify", "--kernel", "not-a-version"), "is not a kernel version"),
+        (("verify", "--flavour", "sparc64"), "unknown flavour"),
+        (("verify", "--source", "/nonexistent", "--kdir", "/nonexistent"), "has no net/smc"),
+        (("verify", "--source", "/tmp"), "--source and --kdir go together"),
+        (("verify", "--fix", "CVE-0000-0000", "--kernel", "6.1.176"), "unknown fix"),
+        (("inspect", "--module", "/nonexistent/smc.ko"), "no such file"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: tuple[str, ...],
+                                         message: str) -> None:
+    assert_one_line_error(inv(*args, cache=tmp_path), 2, message)
+
+
+def test_inspect_refuses_a_non_elf_file(tmp_path: Path) -> None:
+    bogus = tmp_path / "smc.ko"
+    bogus.write_text("#!/bin/sh\necho not a module\n")
+    assert_one_line_error(inv("inspect", "--module", str(bogus)), 2, "not an ELF")
+
+
+@pytest.mark.integration
+def test_unknown_kernel_lists_what_the_archive_has(tmp_path: Path) -> None:
+    proc = inv("verify", "--kernel", "6.1.1", cache=tmp_path)
+    assert_one_line_error(proc, 2, "unknown kernel 6.1.1")
+    assert "6.1.176-1" in proc.stderr  # the archive's versions are listed
