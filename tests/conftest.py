@@ -7,6 +7,7 @@ first run downloads and builds.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -35,14 +36,22 @@ def matrix() -> dict[str, Target]:
     return {t.version: t for t in load_matrix()}
 
 
+@functools.cache
+def real_workspace(version: str) -> Workspace:
+    """The fetched workspace of a matrix kernel, by upstream or Debian version (cached on disk)."""
+    for target in load_matrix():
+        if version in (target.version, target.package_version):
+            return fetch(Cache.open(_test_cache_root()), target)
+    raise KeyError(f"{version} is not in kernels.toml")
+
+
 @pytest.fixture(scope="session")
-def workspace_for(test_cache: Cache, matrix: dict[str, Target]) -> Callable[[str], Workspace]:
-    """Fetch (once per session, cached on disk) the workspace of a matrix kernel by version."""
-    fetched: dict[str, Workspace] = {}
+def workspace_for() -> Callable[[str], Workspace]:
+    return real_workspace
 
-    def get(version: str) -> Workspace:
-        if version not in fetched:
-            fetched[version] = fetch(test_cache, matrix[version])
-        return fetched[version]
 
-    return get
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need real Debian kernels are integration tests, whatever module they are in."""
+    for item in items:
+        if {"real", "workspace_for"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

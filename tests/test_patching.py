@@ -3,9 +3,9 @@
 Two kinds of trees:
 - synthetic ones built in tmp_path from verbatim excerpts of the real smc_clc.c
   (tests/data/smc_clc_{vulnerable,fixed}.c) plus a tiny dst.h with or without dst_dev_rcu();
-- real Debian trees, found through SMCPATCH_TEST_TREES=<dir holding <ver>/ trees>, where a
-  tree is <dir>/<ver>/src/linux-source-*/ (or <dir>/<ver>/ itself) holding net/smc and
-  include/net/dst.h. Those tests skip when the variable is unset.
+- real Debian trees: the matrix kernels' sources fetched into the test cache (integration
+  tests), or SMCPATCH_TEST_TREES=<dir holding <ver>/ trees> to use trees you already have,
+  where a tree is <dir>/<ver>/src/linux-source-*/ (or <dir>/<ver>/ itself).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import real_workspace
 
 from smcpatch.errors import ConfigError, PatchError, ToolMissing
 from smcpatch.patching import (
@@ -464,8 +465,8 @@ REAL_EXPECTED = {
 
 def _real_tree(ver: str) -> Path:
     root = os.environ.get("SMCPATCH_TEST_TREES")
-    if not root:
-        pytest.skip("SMCPATCH_TEST_TREES is unset (a dir holding <ver>/src/linux-source-*/ trees)")
+    if not root:  # the real Debian source, fetched into the test cache
+        return real_workspace(ver).source_tree
     base = Path(root) / ver
     candidates = [base] if (base / "net/smc").is_dir() else []
     candidates += sorted(p for p in base.glob("src/linux-source-*") if (p / "net/smc").is_dir())
