@@ -219,12 +219,18 @@ def _decompress_zstd(raw: bytes, label: str) -> bytes:
 def _decompress(raw: bytes, label: str) -> bytes:
     if raw.startswith(_XZ_MAGIC):
         dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        out = dec.decompress(raw, max_length=MAX_ELF_SIZE + 1)
+        try:
+            out = dec.decompress(raw, max_length=MAX_ELF_SIZE + 1)
+        except lzma.LZMAError as exc:
+            raise InspectError(f"{label}: corrupt xz data: {exc}") from exc
         if not dec.eof and len(out) <= MAX_ELF_SIZE:
             raise InspectError(f"{label}: truncated xz data")
     elif raw.startswith(_GZ_MAGIC):
         gz = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        out = gz.decompress(raw, MAX_ELF_SIZE + 1)
+        try:
+            out = gz.decompress(raw, MAX_ELF_SIZE + 1)
+        except zlib.error as exc:
+            raise InspectError(f"{label}: corrupt gzip data: {exc}") from exc
         if not gz.eof and len(out) <= MAX_ELF_SIZE:
             raise InspectError(f"{label}: truncated gzip data")
     elif raw.startswith(_ZSTD_MAGIC):
@@ -398,6 +404,8 @@ class _Elf:
             for sym in self.symbols:
                 if sym.type in (_STT_SECTION, _STT_FILE) or not sym.name:
                     continue
+                if sym.name.startswith(".L"):
+                    continue
                 if sym.shndx == 0 or sym.shndx >= _SHN_LORESERVE:
                     continue
                 groups.setdefault(sym.shndx, []).append(sym)
@@ -519,7 +527,8 @@ class _Elf:
         in (plus the offset inside it), strings to their text, mergeable constants to their bytes.
         """
         sym = self.symbols[rel.sym]
-        if sym.type != _STT_SECTION and sym.name:
+        # Assembler-local labels (.LC0 strings, .L123) count as anonymous places in a section.
+        if sym.type != _STT_SECTION and sym.name and not sym.name.startswith(".L"):
             eff = rel.addend + (4 if rel.type in _R_PCREL else 0)
             display = sym.name if eff == 0 else f"{sym.name}{eff:+#x}"
             return display, f"{normalize_symbol(sym.name)}{rel.addend:+d}", sym.name
@@ -870,6 +879,9 @@ def _verdict(
         if inlined is not None and dwarf_fixed and not dwarf_vuln:
             reasons.append("contradiction: relocations show a dst reference, DWARF the fixed code")
             return "unknown", reasons
+        reasons.append(
+            "this shape reads dst->dev outside the RCU read lock (CVE-2025-40168): vulnerable"
+        )
         return "vulnerable", reasons
     if inlined is not None and dwarf_vuln:
         reasons.append(
