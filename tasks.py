@@ -23,7 +23,7 @@ from smcpatch import runner, targets  # noqa: E402
 from smcpatch.errors import SmcpatchError  # noqa: E402
 
 # A wide page when piped (CI logs): the result table should not be squeezed to 80 columns.
-console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
+console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 220)
 errors = Console(stderr=True, highlight=False)
 
 
@@ -77,7 +77,8 @@ def kernels(c: Context, flavour: str = "amd64") -> None:
         "flavour": "amd64 | cloud-amd64 | rt-amd64",
         "json": "write the JSON report (schema smcpatch-report/1) to this path",
         "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
-        "fix": "default (the series' default set), all, or a fix id from patches/series (repeatable)",
+        "fix": "default (the series' default set), all, or a fix id from patches/series "
+               "(repeatable)",
         "source": "your own kernel tree (or a dir holding net/smc); needs --kdir",
         "kdir": "your prepared kernel build/headers directory (make -C KDIR M=...)",
         "jobs": "make -j (default: number of cores)",

@@ -39,7 +39,8 @@ def test_list_shows_every_task() -> None:
 def test_kernels_lists_the_matrix() -> None:
     proc = inv("kernels")
     assert proc.returncode == 0, proc.stderr
-    for text in ("6.1.176-1", "6.12.117-1~deb12u1", "linux-headers-6.1.0-50-amd64", "6.1.0-56-amd64"):
+    for text in ("6.1.176-1", "6.12.117-1~deb12u1", "linux-headers-6.1.0-50-amd64",
+                 "6.1.0-56-amd64"):
         assert text in proc.stdout
 
 

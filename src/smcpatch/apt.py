@@ -141,7 +141,8 @@ class Apt:
     def search_names(self, regex: str) -> list[str]:
         proc = subprocess.run(["apt-cache", "search", "--names-only", regex], env=self.env(),
                               capture_output=True, text=True, timeout=120, check=False)
-        return sorted({line.split(" - ", 1)[0].strip() for line in proc.stdout.splitlines() if line})
+        names = {line.split(" - ", 1)[0].strip() for line in proc.stdout.splitlines() if line}
+        return sorted(names)
 
     # -- download --------------------------------------------------------------------------
     def download(self, records: list[PackageRecord], dest: Path) -> list[Path]:

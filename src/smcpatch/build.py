@@ -7,6 +7,7 @@ the patched file and relinks. Outputs are copied into a cache entry keyed by the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -109,7 +110,8 @@ def ensure_toolchain(config: KernelConfig, install: bool = True) -> str:
     if missing:
         command = f"apt-get install -y {' '.join(missing)}"
         if not install or os.geteuid() != 0:
-            raise ToolMissing(f"missing build tools ({', '.join(missing)}): run `{command}` as root")
+            raise ToolMissing(f"missing build tools ({', '.join(missing)}): "
+                              f"run `{command}` as root")
         _apt_install(missing, command)
     return _compiler_identity(compiler)
 
@@ -225,7 +227,8 @@ def _make(kdir: Path, work: Path, log: Path, jobs: int | None) -> None:
     options = [f"{k}={v}" for k, v in config_fragment().items()]
     args = ["make", "-C", str(kdir), f"M={work}", f"-j{jobs or os.cpu_count() or 1}",
             *options, "modules"]
-    env = {k: v for k, v in os.environ.items() if k not in ("ARCH", "CROSS_COMPILE", "KBUILD_OUTPUT")}
+    dropped = ("ARCH", "CROSS_COMPILE", "KBUILD_OUTPUT")  # the headers tree decides these
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["LC_ALL"] = "C"
     with open(log, "w") as handle:
         handle.write("$ " + " ".join(args) + "\n")
@@ -244,10 +247,8 @@ def _make(kdir: Path, work: Path, log: Path, jobs: int | None) -> None:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, 9)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

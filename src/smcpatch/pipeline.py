@@ -7,6 +7,7 @@ matrix run reports every target.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import build, elfinspect, patching, sources
-from .cache import Cache
+from .cache import Cache, atomic_dir, entry_is_current, hash_inputs
 from .errors import BadInput, SmcpatchError
 from .report import ModuleReport, TargetReport
 from .targets import Target
@@ -109,7 +110,44 @@ def _run_stages(cache: Cache, target: Target, options: Options, progress: Progre
 
     with timer.stage("inspect"):
         progress("inspect")
-        _inspect(ws, built, states, report)
+        _inspect_cached(cache, ws, built, states, report)
+
+
+# Report fields that inspection fills in; cached as JSON beside the build.
+INSPECT_FIELDS = ("before", "after", "shipped", "shipped_same_as_after", "shipped_same_as_before",
+                  "vermagic_ok", "vermagic_detail", "modversions_ok", "modversions_mismatches",
+                  "changed_functions", "expected_changed_functions")
+
+
+def _inspect_cached(cache: Cache, ws: sources.Workspace, built: build.BuildResult,
+                    states: list[patching.FixState], report: TargetReport) -> None:
+    """Inspection is pure in its inputs: reuse its results while modules and code are unchanged."""
+    inputs = [built.before.ko, built.after.ko, built.before.clc_object, built.after.clc_object,
+              ws.symvers, Path(elfinspect.__file__), Path(__file__)]
+    if ws.shipped_module is not None:
+        inputs.append(ws.shipped_module)
+    key = hash_inputs([_file_identity(p) for p in inputs],
+                      sorted({f for s in states for f in s.variant.functions}))
+    entry = cache.dir("inspect", ws.target.key)
+    if entry_is_current(entry, key):
+        saved = json.loads((entry / "inspect.json").read_text())
+        for name in INSPECT_FIELDS:
+            value = saved[name]
+            setattr(report, name, ModuleReport(**value) if name in ("before", "after", "shipped")
+                    and value is not None else value)
+        report.from_cache["inspect"] = True
+        return
+    _inspect(ws, built, states, report)
+    with atomic_dir(entry, key) as tmp:
+        data = {name: report.to_json()[name] for name in INSPECT_FIELDS}
+        (tmp / "inspect.json").write_text(json.dumps(data))
+    report.from_cache["inspect"] = False
+
+
+def _file_identity(path: Path) -> str:
+    """Path, size, mtime and inode: any rewrite of a cache entry (atomic rename) changes it."""
+    stat = path.stat()
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
 
 
 def _inspect(ws: sources.Workspace, built: build.BuildResult,

@@ -77,7 +77,9 @@ def resolve_from_archive(apt: Apt, version: str, flavour: str) -> Target:
 
 
 def _find_abi(apt: Apt, series: str, upstream: str, package_version: str) -> str:
-    pattern = rf"^linux-headers-({re.escape(series)}\.0-[0-9]+|{re.escape(upstream)}\+deb[0-9]+)-common$"
+    # ABI names look like 6.1.0-50 (6.1) or 6.12.107+deb12 (6.12)
+    abi = rf"({re.escape(series)}\.0-[0-9]+|{re.escape(upstream)}\+deb[0-9]+)"
+    pattern = rf"^linux-headers-{abi}-common$"
     for name in reversed(apt.search_names(pattern)):
         if package_version in apt.versions(name):
             return name.removeprefix("linux-headers-").removesuffix("-common")
@@ -136,7 +138,8 @@ def fetch(cache: Cache, target: Target, progress: Progress = _no_progress,
             apt.update()
             records = {r.name: r for r in package_records(apt, target)}
             needed = _records_for(target, records, missing)
-            downloaded = sum(r.size for r in needed if not (cache.root / "debs" / r.deb_name).exists())
+            debs_dir = cache.dir("debs")
+            downloaded = sum(r.size for r in needed if not (debs_dir / r.deb_name).exists())
             progress(f"{target.version}: download {downloaded / 1e6:.0f} MB")
             debs = dict(zip([r.name for r in needed], apt.download(needed, cache.dir("debs")),
                             strict=True))

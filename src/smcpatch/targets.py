@@ -95,7 +95,7 @@ def _target_from(entry: dict[str, Any], defaults: dict[str, Any], path: Path) ->
     known = set(Target.__dataclass_fields__) - {"extra"}
     unknown = {k: v for k, v in merged.items() if k not in known}
     fields = {k: str(v) for k, v in merged.items() if k in known}
-    target = Target(**fields, extra=unknown)  # type: ignore[arg-type]
+    target = Target(**fields, extra=unknown)
     if target.flavour not in FLAVOURS:
         raise ConfigError(f"{path}: kernel {target.version}: unknown flavour {target.flavour!r}")
     if target.expect is not None and target.expect not in EXPECTED_STATES:
