@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,9 +146,8 @@ def fetch(cache: Cache, target: Target, progress: Progress = _no_progress,
                             strict=True))
             timings["download"] = time.monotonic() - started
             started = time.monotonic()
-            for name in missing:
-                progress(f"{target.version}: extract {name}")
-                _EXTRACTORS[name](target, debs, entries[name], keys[name])
+            progress(f"{target.version}: extract {', '.join(missing)}")
+            _extract_parallel(target, debs, {n: (entries[n], keys[n]) for n in missing})
             timings["extract"] = time.monotonic() - started
         shipped = _shipped_module(entries["shipped"])
         image_deb = cache.root / "debs" / _image_deb_name(entries["shipped"])
@@ -252,6 +252,16 @@ def _image_deb_name(entry: Path) -> str:
 
 
 _EXTRACTORS = {"source": _extract_source, "kdir": _extract_kdir, "shipped": _extract_shipped}
+
+
+def _extract_parallel(target: Target, debs: dict[str, Path],
+                      wanted: dict[str, tuple[Path, str]]) -> None:
+    """The entries are independent and each is mostly one single-threaded decompressor."""
+    with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+        futures = [pool.submit(_EXTRACTORS[name], target, debs, entry, key)
+                   for name, (entry, key) in wanted.items()]
+        for future in futures:
+            future.result()  # re-raises the first failure; the others' atomic dirs clean up
 
 
 def _drop_host_links(root: Path) -> None:
