@@ -32,6 +32,11 @@ mount -t proc proc /newroot/proc
 mount -t sysfs sysfs /newroot/sys
 mount -t devtmpfs devtmpfs /newroot/dev
 mount -t tmpfs tmpfs /newroot/dev/shm 2>/dev/null
+# The kernel's modprobe helper runs in pid 1's root (this initramfs): hop into the host root,
+# where the guest script puts /run/smcb/modprobe (kmod pointed at the unpacked module tree).
+printf '#!/bin/sh\nexec /bin/chroot /newroot /run/smcb/modprobe "$@"\n' > /bin/smcb-modprobe
+chmod 755 /bin/smcb-modprobe
+echo /bin/smcb-modprobe > /proc/sys/kernel/modprobe
 echo "SMCB-INIT-DONE $(cut -d' ' -f1 /proc/uptime)"
 chroot /newroot /bin/sh /run/smcb/results/guest.sh
 rc=$?

@@ -317,7 +317,8 @@ def console_tail(path: Path, lines: int = 40) -> str:
 
 def qemu_command(kernel: GuestKernel, initramfs: Path, share_dir: Path, console: Path, *,
                  memory_mb: int = 2048, smp: int = 2, cmdline_extra: str = "") -> list[str]:
-    accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+    # /dev/kvm may exist without working (nested virtualisation): TCG unless asked for KVM
+    accel = os.environ.get("SMCPATCH_QEMU_ACCEL", "tcg")
     cmdline = (
         "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic panic_on_warn=0 "
         f"rdinit=/init nokaslr mitigations=off tsc=reliable {cmdline_extra}"
@@ -328,7 +329,7 @@ def qemu_command(kernel: GuestKernel, initramfs: Path, share_dir: Path, console:
         "-nodefaults", "-display", "none", "-monitor", "none", "-no-reboot",
         "-serial", f"file:{console}",
         "-kernel", str(kernel.vmlinuz), "-initrd", str(initramfs), "-append", cmdline,
-        "-fsdev", "local,id=hostroot,path=/,readonly=on,security_model=none",
+        "-fsdev", "local,id=hostroot,path=/,readonly=on,security_model=none,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
         "-fsdev", f"local,id=results,path={share_dir},security_model=none",
         "-device", "virtio-9p-pci,fsdev=results,mount_tag=results",
