@@ -243,6 +243,15 @@ def strip_debug(obj: Path, out: Path) -> Path:
     return out
 
 
+def link_relocatable(out: Path, *objs: Path) -> Path:
+    """``ld -r`` the objects into one, as kbuild links a module's objects into smc.ko."""
+    ld = shutil.which("ld")
+    if ld is None:
+        pytest.skip("binutils ld is not installed")
+    subprocess.run([ld, "-r", "-o", str(out), *map(str, objs)], check=True)
+    return out
+
+
 def xz_copy(obj: Path) -> Path:
     out = obj.with_name(obj.name + ".xz")
     out.write_bytes(lzma.compress(obj.read_bytes(), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32))

@@ -130,6 +130,28 @@ def test_dwarf_inlined_subroutines(objs: dict[str, Path]) -> None:
     assert "sk_dst_get" not in fixed.evidence.dwarf_inlined
 
 
+def test_dwarf_of_a_linked_module(objs: dict[str, Path], tmp_path: Path) -> None:
+    """Several compile units and relocated DWARF, like smc.ko: the smc_clc.c unit is found."""
+    linked = elfobjs.link_relocatable(
+        tmp_path / "smc.ko", objs["changes_a"], objs["other"], objs["vuln_g"]
+    )
+    info = inspect_module(linked)
+    assert info.has_dwarf
+    assert info.evidence.dwarf_inlined is not None
+    assert "sk_dst_get" in info.evidence.dwarf_inlined
+    assert info.evidence.verdict == "vulnerable"
+    assert same_function(linked, objs["vuln_g"], FN) is True
+    assert changed_functions(objs["changes_a"], linked) == sorted(
+        ["smc_clc_something_else", FN, FN + ".cold"]
+    )
+
+
+def test_dwarf_of_a_unit_not_named_smc_clc(objs: dict[str, Path], tmp_path: Path) -> None:
+    obj = elfobjs.compile_c(tmp_path, elfobjs.SMC_CLC_C, "renamed.o", filename="renamed.c")
+    ev = inspect_module(obj).evidence
+    assert ev.dwarf_inlined is not None and "sk_dst_get" in ev.dwarf_inlined
+
+
 @pytest.mark.parametrize("key", ["vuln_nog", "vuln_stripped", "fixed_stripped"])
 def test_no_dwarf(objs: dict[str, Path], key: str) -> None:
     info = inspect_module(objs[key])
