@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .cache import TMP_PREFIX, Cache, hash_file, sweep_stale_temps
 from .errors import FetchError, ToolMissing
+from .progress import Poller, Progress, silent
 
 HOST_APT_DIR = Path("/etc/apt")
 LISTS_MAX_AGE_S = 24 * 3600
@@ -145,7 +146,8 @@ class Apt:
         return sorted(names)
 
     # -- download --------------------------------------------------------------------------
-    def download(self, records: list[PackageRecord], dest: Path) -> list[Path]:
+    def download(self, records: list[PackageRecord], dest: Path,
+                 progress: Progress = silent) -> list[Path]:
         """Download the packages into dest (shared deb cache), verified against their SHA256.
 
         A cached deb whose hash does not match (truncated, altered) is fetched again.
@@ -158,7 +160,14 @@ class Apt:
             tmp.mkdir()
             try:
                 specs = [f"{r.name}={r.version}" for r in wanted]
-                self._run(["apt-get", "-q", "download", *specs], cwd=tmp, timeout=3600)
+                total = sum(r.size for r in wanted)
+
+                def sample() -> None:  # apt-get download writes straight into its cwd
+                    done = sum(p.stat().st_size for p in tmp.iterdir())
+                    progress(f"download {total / 1e6:.0f} MB", done, total)
+
+                with Poller(sample):
+                    self._run(["apt-get", "-q", "download", *specs], cwd=tmp, timeout=3600)
                 for record in wanted:
                     got = tmp / record.deb_name
                     if not _deb_ok(got, record):

@@ -13,12 +13,12 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, hash_tree
 from .errors import BuildError, ToolMissing
+from .progress import Poller, Progress, silent
 
 # Bump when the build recipe changes, so cached modules are rebuilt.
 BUILD_RECIPE = 2
@@ -28,7 +28,6 @@ SOURCE_NAMES = ("Makefile", "Kconfig", "Kbuild")
 OUTPUTS = ("smc.ko", "smc_clc.o", "smc_diag.ko")
 LOG_TAIL_LINES = 25
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -139,7 +138,7 @@ def _compiler_identity(compiler: str) -> str:
 
 # -- build -------------------------------------------------------------------------------------
 def build_variants(cache: Cache, key: str, kdir: Path, before_src: Path, after_src: Path,
-                   progress: Progress = lambda _: None, jobs: int | None = None) -> BuildResult:
+                   progress: Progress = silent, jobs: int | None = None) -> BuildResult:
     """Build smc.ko from before_src and after_src (dirs holding the net/smc files)."""
     config = KernelConfig.read(kdir / ".config")
     if config.get("CONFIG_SMC") not in ("m", "y"):
@@ -182,13 +181,15 @@ def _build_one(variant: str, work: Path, kdir: Path, src: Path, out_tmp: Path,
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     changed = sync_sources(src, work)
-    progress(f"build {variant} ({len(changed)} changed files)")
+    to_compile = sum(1 for name in changed if name.endswith(".c")) or 1
+    progress(f"build {variant}", 0, to_compile)
     dest = out_tmp / variant
     dest.mkdir()
     log = dest / "build.log"
     marker.touch()
     started = time.monotonic()
-    _make(kdir, work, log, jobs)
+    with Poller(lambda: progress(f"build {variant}", len(_compiled_objects(log)), to_compile)):
+        _make(kdir, work, log, jobs)
     seconds = time.monotonic() - started
     marker.unlink()
     for name in OUTPUTS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +17,13 @@ from pathlib import Path
 from . import build, elfinspect, patching, sources
 from .cache import Cache, atomic_dir, entry_is_current, hash_inputs
 from .errors import BadInput, SmcpatchError
+from .progress import Progress, silent
 from .report import ModuleReport, TargetReport
 from .targets import Target
 
 PATCHES_DIR = Path(__file__).resolve().parents[2] / "patches"
 PRIMARY_FUNCTION = "smc_clc_prfx_match"
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -61,7 +61,7 @@ class _Timer:
 
 
 def verify_target(cache: Cache, target: Target, options: Options,
-                  progress: Progress = lambda _: None,
+                  progress: Progress = silent,
                   workspace: sources.Workspace | None = None) -> TargetReport:
     """Run every stage for one target; stage errors become the report's error."""
     report = TargetReport.for_target(target)
@@ -80,7 +80,7 @@ def _run_stages(cache: Cache, target: Target, options: Options, progress: Progre
                 workspace: sources.Workspace | None, report: TargetReport, timer: _Timer) -> None:
     fixes = select_fixes(patching.load_series(options.patches_dir, "all"), options.fixes)
     with timer.stage("fetch"):
-        ws = workspace or sources.fetch(cache, target, lambda m: progress(f"fetch: {m}"))
+        ws = workspace or sources.fetch(cache, target, progress)
     report.timings_detail = dict(ws.timings)
     report.from_cache["fetch"] = ws.from_cache
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from . import elfinspect, patching, pipeline, report, sources, targets
 from .apt import Apt
@@ -65,11 +74,9 @@ def run_verify(request: VerifyRequest, console: Console) -> tuple[list[report.Ta
     reports: list[report.TargetReport] = []
     for target, workspace in plan:
         label = f"{target.package_version} {target.flavour}"
-        with console.status(f"[bold]{label}[/]: starting") as status:
-            def progress(message: str, _label: str = label) -> None:
-                status.update(f"[bold]{_label}[/]: {message}")
-
-            result = pipeline.verify_target(cache, target, options, progress, workspace)
+        with progress_display(console) as bars:
+            result = pipeline.verify_target(cache, target, options, bars.reporter(label),
+                                            workspace)
         reports.append(result)
         console.print(f"{'[green]OK[/]' if result.ok else '[red]FAIL[/]'} {label} "
                       f"({result.timings.get('total', 0):.1f} s)"
@@ -77,6 +84,30 @@ def run_verify(request: VerifyRequest, console: Console) -> tuple[list[report.Ta
     if request.json_path:
         report.write_json(request.json_path, report.document(reports))
     return reports, EXIT_OK if reports and all(r.ok for r in reports) else EXIT_FAIL
+
+
+class _Bars:
+    """One rich progress bar per target: a message, and a bar while work is measurable."""
+
+    def __init__(self, bars: Progress) -> None:
+        self.bars = bars
+
+    def reporter(self, label: str) -> Callable[..., None]:
+        task = self.bars.add_task(label, total=None)
+
+        def update(message: str, done: float | None = None, total: float | None = None) -> None:
+            self.bars.update(task, description=f"[bold]{label}[/] {message}", total=total,
+                             completed=done or 0)
+
+        return update
+
+
+@contextmanager
+def progress_display(console: Console) -> Iterator[_Bars]:
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bars:
+        yield _Bars(bars)
 
 
 def run_inspect(module: Path, release: str | None = None,

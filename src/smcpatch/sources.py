@@ -20,13 +20,13 @@ from pathlib import Path
 from .apt import Apt, PackageRecord
 from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
 from .errors import BadInput, ExtractError, FetchError, ToolMissing
+from .progress import Progress, silent
 from .targets import Target, parse_version
 
 # Bump when the way we extract changes, so old cache entries are rebuilt.
 EXTRACT_RECIPE = 3
 SOURCE_MEMBERS = ("net/smc/*", "include/net/dst.h")
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -49,10 +49,6 @@ class Workspace:
     @property
     def kernel_config(self) -> Path:
         return self.kdir / ".config"
-
-
-def _no_progress(_: str) -> None:
-    pass
 
 
 # -- resolving a version the matrix doesn't pin -------------------------------------------------
@@ -122,7 +118,7 @@ def _entries(cache: Cache, target: Target) -> dict[str, Path]:
     }
 
 
-def fetch(cache: Cache, target: Target, progress: Progress = _no_progress,
+def fetch(cache: Cache, target: Target, progress: Progress = silent,
           apt_factory: Callable[[Cache], Apt] = Apt) -> Workspace:
     """Download and extract what one target needs, reusing every complete cache entry."""
     entries, keys = _entries(cache, target), _keys(target)
@@ -135,18 +131,18 @@ def fetch(cache: Cache, target: Target, progress: Progress = _no_progress,
             _check_tools()
             started = time.monotonic()
             apt = apt_factory(cache)
-            progress(f"{target.version}: apt index")
+            progress("apt index")
             apt.update()
             records = {r.name: r for r in package_records(apt, target)}
             needed = _records_for(target, records, missing)
             debs_dir = cache.dir("debs")
             downloaded = sum(r.size for r in needed if not (debs_dir / r.deb_name).exists())
-            progress(f"{target.version}: download {downloaded / 1e6:.0f} MB")
-            debs = dict(zip([r.name for r in needed], apt.download(needed, cache.dir("debs")),
-                            strict=True))
+            progress(f"download {downloaded / 1e6:.0f} MB")
+            paths = apt.download(needed, cache.dir("debs"), progress)
+            debs = dict(zip([r.name for r in needed], paths, strict=True))
             timings["download"] = time.monotonic() - started
             started = time.monotonic()
-            progress(f"{target.version}: extract {', '.join(missing)}")
+            progress(f"extract {', '.join(missing)}")
             _extract_parallel(target, debs, {n: (entries[n], keys[n]) for n in missing})
             timings["extract"] = time.monotonic() - started
         shipped = _shipped_module(entries["shipped"])
