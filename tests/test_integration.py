@@ -83,7 +83,7 @@ def test_warm_rerun_downloads_extracts_and_compiles_nothing(
     target, first = verified
     again = pipeline.verify_target(test_cache, target, pipeline.Options())
     assert again.ok
-    assert again.from_cache == {"fetch": True, "build": True}
+    assert again.from_cache == {"fetch": True, "build": True, "inspect": True}
     assert again.timings_detail["download"] == again.timings_detail["extract"] == 0.0
     assert again.to_json()["after"]["evidence"] == first.to_json()["after"]["evidence"]
 
