@@ -583,3 +583,22 @@ def test_real_module(module: Path) -> None:
         assert ev.verdict == KNOWN_RELEASES[release]
     if info.stripped:
         assert elapsed < 1.0, f"inspect took {elapsed:.2f}s"
+
+
+# ---------------------------------------------------------------------------------------------
+# The pyperf benchmark runs standalone
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bench_inspect_smoke(objs: dict[str, Path], tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_inspect.py"
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, str(script), "--module", str(objs["vuln_g"]), "--processes", "1",
+           "--values", "1", "--warmups", "1", "--loops", "1", "--quiet", "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    names = [b["metadata"]["name"] for b in json.loads(out.read_text())["benchmarks"]]
+    assert names == ["inspect_module", "function_bodies"]

@@ -931,12 +931,12 @@ def _collect_sites(elf: _Elf, fragments: list[_Fragment]) -> _Sites:
             sites.calls.append(site)
             if symname is None:
                 continue
-            base = normalize_symbol(symname)
-            if symname in RCU_LOCK:
+            base = symname.split(".", 1)[0]  # sk_dst_get.isra.0 -> sk_dst_get
+            if base in RCU_LOCK:
                 sites.lock.append(CallSite(site.fragment, site.offset, symname))
-            elif symname in RCU_UNLOCK:
+            elif base in RCU_UNLOCK:
                 sites.unlock.append(CallSite(site.fragment, site.offset, symname))
-            elif symname in DST_REF or base in DST_REF:
+            elif base in DST_REF:
                 sites.dst.append(CallSite(site.fragment, site.offset, symname))
     return sites
 
