@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import pyperf
+import pyperf  # type: ignore[import-untyped]
 
 try:
     from smcpatch.elfinspect import function_bodies, inspect_module

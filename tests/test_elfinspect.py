@@ -255,7 +255,7 @@ def test_compressed_copies(objs: dict[str, Path], compress: object, tmp_path: Pa
 def test_zstd_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     packed = tmp_path / "smc.ko.zst"
     packed.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 32)
-    monkeypatch.setattr(elfinspect.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
     monkeypatch.setitem(sys.modules, "zstandard", None)  # import fails
     with pytest.raises(InspectError, match="zstd") as exc:
         load_elf_bytes(packed)
@@ -556,7 +556,7 @@ def _real_modules() -> list[Path]:
     root = os.environ.get("SMCPATCH_TEST_MODULES_DIR")
     if not root:
         return []
-    found = []
+    found: list[Path] = []
     for pattern in ("smc.ko", "smc.ko.xz", "smc.ko.zst", "smc.ko.gz"):
         found.extend(Path(root).rglob(pattern))
     return sorted(found)
