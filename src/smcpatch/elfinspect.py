@@ -425,13 +425,15 @@ class _Elf:
         i = bisect.bisect_right(values, offset) - 1
         # Walk back over same-address or enclosing candidates (a few at most).
         best: _Symbol | None = None
+        steps = 0
         while i >= 0:
             sym = syms[i]
             if sym.value == offset and best is None:
                 best = sym
             if sym.value <= offset < sym.value + sym.size:
                 return sym
-            if offset - sym.value > 1 << 20:
+            steps += 1
+            if steps > 16:  # symbols do not overlap: the cover, if any, is just before
                 break
             i -= 1
         return best
@@ -882,6 +884,16 @@ def _dwarf_inlined(elf: _Elf, function: str) -> tuple[list[str] | None, str]:
     return None, f"DWARF of {elf.label} has no concrete {function}"
 
 
+def _dwarf_inlined_or_note(elf: _Elf, function: str) -> tuple[list[str] | None, str]:
+    """:func:`_dwarf_inlined`, but unreadable DWARF only costs the DWARF evidence: the
+    relocations (already read and checked) still decide."""
+    try:
+        return _dwarf_inlined(elf, function)
+    except _ELF_ERRORS as exc:
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        return None, f"the DWARF of {elf.label} is unreadable ({detail}): relocations only"
+
+
 def _inlined_in(cus: list[Any], function: str) -> list[str] | None:
     subprograms = []
     for cu in cus:
@@ -1049,11 +1061,15 @@ def _inspect(path: Path, dwarf_object: Path | None, function: str) -> ModuleInfo
                         " describes another build and is unused"
                     )
                 else:
-                    inlined, note = _dwarf_inlined(dobj, function)
+                    inlined, note = _dwarf_inlined_or_note(dobj, function)
                     if inlined is None:
                         extra.append(note)
+        elif elf.has_dwarf:
+            inlined, note = _dwarf_inlined_or_note(elf, function)
+            if inlined is None:
+                extra.append(note)
         else:
-            inlined, _note = _dwarf_inlined(elf, function) if elf.has_dwarf else (None, "")
+            inlined = None
         verdict, reasons = _verdict(function, sites, inlined)
         evidence = FunctionEvidence(
             function=function,
