@@ -52,17 +52,16 @@ def _path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-@task
+@task(help={"flavour": "amd64 | cloud-amd64 | rt-amd64 | all"})
 def kernels(c: Context, flavour: str = "amd64") -> None:
     """List the default kernel matrix (kernels.toml): version, Debian packages, kernel release."""
     from rich.table import Table
 
     with reported_errors():
-        targets.check_flavour(flavour)
         table = Table(title="default kernel matrix (kernels.toml)")
         for column in ("version", "package version", "suite", "release", "packages", "expect"):
             table.add_column(column)
-        for t in (t.with_flavour(flavour) for t in targets.load_matrix()):
+        for t in targets.select(targets.load_matrix(), [], flavour):
             packages = "\n".join((t.source_package, t.headers_package, t.common_headers_package,
                                   t.kbuild, t.image_package))
             table.add_row(t.version, t.package_version, t.suite, t.release, packages,
@@ -74,8 +73,9 @@ def kernels(c: Context, flavour: str = "amd64") -> None:
     iterable=["kernel", "fix"],
     help={
         "kernel": "upstream version, e.g. 6.1.176 (repeatable; default: the whole matrix)",
-        "flavour": "amd64 | cloud-amd64 | rt-amd64",
+        "flavour": "amd64 | cloud-amd64 | rt-amd64 | all",
         "json": "write the JSON report (schema smcpatch-report/1) to this path",
+        "parallel": "targets verified at once (default: the number of cores)",
         "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
         "fix": "default (the series' default set), all, or a fix id from patches/series "
                "(repeatable)",
@@ -86,7 +86,8 @@ def kernels(c: Context, flavour: str = "amd64") -> None:
 )
 def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
            json: str | None = None, cache: str | None = None, fix: list[str] | None = None,
-           source: str | None = None, kdir: str | None = None, jobs: int = 0) -> None:
+           source: str | None = None, kdir: str | None = None, jobs: int = 0,
+           parallel: int = 0) -> None:
     """Fetch, classify, patch, build and inspect smc.ko before and after the fix.
 
     Exit 0 when every target ends with a verified fixed module, 1 when any does not, 2 on bad input.
@@ -97,11 +98,40 @@ def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
         request = runner.VerifyRequest(kernels=kernel or [], flavour=flavour,
                                        cache_dir=_path(cache), json_path=_path(json),
                                        fixes=fix or None, source=_path(source), kdir=_path(kdir),
-                                       jobs=jobs or None)
+                                       jobs=jobs or None, parallel=parallel or None)
         reports, code = runner.run_verify(request, console)
         report.print_summary(reports, console)
         if json:
             console.print(f"JSON report: {json}")
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={
+    "format": "github (a GitHub Actions strategy.matrix, JSON) | json | text",
+    "flavour": "amd64 | cloud-amd64 | rt-amd64 | all",
+})
+def matrix(c: Context, format: str = "text", flavour: str = "amd64") -> None:
+    """Print the default matrix as CI jobs, one per target (`inv verify --kernel K --flavour F`).
+
+    With --format github, feed it to `strategy.matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}`;
+    each job writes its --json report and `inv report --merge DIR` joins them.
+    """
+    with reported_errors():
+        print(runner.matrix_text(format, flavour))
+
+
+@task(help={
+    "merge": "directory holding the JSON reports of several runs (e.g. one per CI job)",
+    "json": "also write the merged report here",
+})
+def report(c: Context, merge: str, json: str | None = None) -> None:
+    """Merge JSON reports into one table (and one JSON report); exit 1 if any target failed."""
+    from smcpatch import report as report_
+
+    with reported_errors():
+        reports, code = runner.run_merge(Path(merge).expanduser(), _path(json))
+        report_.print_summary(reports, console)
     if code:
         raise Exit(code=code)
 

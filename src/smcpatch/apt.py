@@ -104,9 +104,11 @@ class Apt:
     def update(self, force: bool = False) -> None:
         """apt-get update into our private lists, at most once a day unless forced."""
         stamp = self.root / "lists" / ".updated"
-        if not force and stamp.exists() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE_S:
+        if not force and _fresh(stamp):
             return
         with self.cache.lock("apt-update"):
+            if not force and _fresh(stamp):
+                return  # another run updated while we waited for the lock
             stamp.unlink(missing_ok=True)
             proc = subprocess.run(["apt-get", "-q", "update"], env=self.env(), capture_output=True,
                                   text=True, timeout=900, check=False)
@@ -177,6 +179,10 @@ class Apt:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         return [dest / r.deb_name for r in records]
+
+
+def _fresh(stamp: Path) -> bool:
+    return stamp.exists() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE_S
 
 
 def _deb_ok(path: Path, record: PackageRecord) -> bool:

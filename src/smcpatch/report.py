@@ -19,6 +19,7 @@ from rich.table import Table
 
 from . import __version__
 from .elfinspect import ModuleInfo
+from .errors import BadInput
 from .patching import FixState
 from .targets import Target
 
@@ -152,6 +153,14 @@ class TargetReport:
         self.problems = [message for passed, message in checks if not passed]
         self.ok = not self.problems
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TargetReport:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for side in ("before", "after", "shipped"):
+            if isinstance(known.get(side), dict):
+                known[side] = ModuleReport(**known[side])
+        return cls(**known)
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
         for key, value in self.__dict__.items():
@@ -168,6 +177,30 @@ def document(reports: list[TargetReport]) -> dict[str, Any]:
         "ok": bool(reports) and all(r.ok for r in reports),
         "targets": [r.to_json() for r in reports],
     }
+
+
+def merge(paths: list[Path]) -> list[TargetReport]:
+    """The targets of several JSON reports (e.g. one per CI job), in one list.
+
+    A target present in more than one report keeps the last one read (files sorted by name).
+    """
+    merged: dict[tuple[str, str], TargetReport] = {}
+    for path in sorted(paths):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"{path}: not a readable JSON report ({exc})") from exc
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise BadInput(f"{path}: not an smcpatch report (schema {SCHEMA} expected)")
+        try:
+            for entry in data["targets"]:
+                target = TargetReport.from_json(entry)
+                merged[(target.package_version, target.flavour)] = target
+        except (KeyError, TypeError) as exc:
+            raise BadInput(f"{path}: malformed report entry ({exc})") from exc
+    if not merged:
+        raise BadInput("no report targets found to merge")
+    return list(merged.values())
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,7 @@ from rich.progress import (
     BarColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -22,7 +26,7 @@ from rich.progress import (
 from . import elfinspect, patching, pipeline, report, sources, targets
 from .apt import Apt
 from .cache import Cache
-from .errors import BadInput
+from .errors import BadInput, FetchError
 from .targets import Target
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
@@ -38,6 +42,7 @@ class VerifyRequest:
     source: Path | None = None
     kdir: Path | None = None
     jobs: int | None = None
+    parallel: int | None = None
 
 
 def resolve_targets(cache: Cache, kernels: list[str], flavour: str,
@@ -51,8 +56,9 @@ def resolve_targets(cache: Cache, kernels: list[str], flavour: str,
         apt.update()
         for version in missing:
             try:
-                chosen.append(sources.resolve_from_archive(apt, version, flavour))
-            except Exception as exc:  # FetchError: say what the archive has instead
+                found = sources.resolve_from_archive(apt, version, "amd64")
+                chosen.extend(found.with_flavour(f) for f in targets.check_flavour(flavour))
+            except FetchError as exc:  # say what the archive has instead
                 known = ", ".join(t.version for t in matrix)
                 raise BadInput(f"unknown kernel {version}: not in kernels.toml ({known}) and "
                                f"{exc}") from exc
@@ -71,19 +77,38 @@ def run_verify(request: VerifyRequest, console: Console) -> tuple[list[report.Ta
         plan: list[tuple[Target, sources.Workspace | None]] = [(ws.target, ws)]
     else:
         plan = [(t, None) for t in resolve_targets(cache, request.kernels, request.flavour)]
-    reports: list[report.TargetReport] = []
-    for target, workspace in plan:
-        label = f"{target.package_version} {target.flavour}"
-        with progress_display(console) as bars:
-            result = pipeline.verify_target(cache, target, options, bars.reporter(label),
-                                            workspace)
-        reports.append(result)
-        console.print(f"{'[green]OK[/]' if result.ok else '[red]FAIL[/]'} {label} "
-                      f"({result.timings.get('total', 0):.1f} s)"
-                      + (f": {result.error}" if result.error else ""))
+    reports = run_plan(cache, plan, options, console, request.parallel)
     if request.json_path:
         report.write_json(request.json_path, report.document(reports))
     return reports, EXIT_OK if reports and all(r.ok for r in reports) else EXIT_FAIL
+
+
+def run_plan(cache: Cache, plan: list[tuple[Target, sources.Workspace | None]],
+             options: pipeline.Options, console: Console,
+             parallel: int | None = None) -> list[report.TargetReport]:
+    """Verify the targets, up to `parallel` at once (default: one per core), in one display.
+
+    The cores are shared: with N targets at once each make gets cores/N jobs, unless --jobs says.
+    """
+    cores = os.cpu_count() or 1
+    workers = max(1, min(parallel or cores, len(plan)))
+    if options.jobs is None:
+        options = dataclasses.replace(options, jobs=max(1, cores // workers))
+    results: dict[int, report.TargetReport] = {}
+    with progress_display(console) as bars, ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {}
+        for index, (target, workspace) in enumerate(plan):
+            label = f"{target.package_version} {target.flavour}"
+            futures[pool.submit(pipeline.verify_target, cache, target, options,
+                                bars.reporter(label), workspace)] = (index, label)
+        for future in as_completed(futures):
+            index, label = futures[future]
+            result = results[index] = future.result()
+            bars.done(label)
+            console.print(f"{'[green]OK[/]' if result.ok else '[red]FAIL[/]'} {label} "
+                          f"({result.timings.get('total', 0):.1f} s)"
+                          + (f": {result.error}" if result.error else ""))
+    return [results[i] for i in range(len(plan))]
 
 
 class _Bars:
@@ -91,9 +116,13 @@ class _Bars:
 
     def __init__(self, bars: Progress) -> None:
         self.bars = bars
+        self.tasks: dict[str, TaskID] = {}
+
+    def done(self, label: str) -> None:
+        self.bars.remove_task(self.tasks.pop(label))
 
     def reporter(self, label: str) -> Callable[..., None]:
-        task = self.bars.add_task(label, total=None)
+        task = self.tasks[label] = self.bars.add_task(f"[bold]{label}[/] waiting", total=None)
 
         def update(message: str, done: float | None = None, total: float | None = None) -> None:
             self.bars.update(task, description=f"[bold]{label}[/] {message}", total=total,
@@ -108,6 +137,29 @@ def progress_display(console: Console) -> Iterator[_Bars]:
                TaskProgressColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bars:
         yield _Bars(bars)
+
+
+def matrix_text(fmt: str, flavour: str) -> str:
+    """The default matrix as CI jobs."""
+    jobs = [{"kernel": t.version, "flavour": t.flavour, "package_version": t.package_version,
+             "release": t.release} for t in targets.select(targets.load_matrix(), [], flavour)]
+    if fmt == "github":
+        return json.dumps({"include": jobs}, separators=(",", ":"))
+    if fmt == "json":
+        return json.dumps(jobs, indent=2)
+    if fmt == "text":
+        return "\n".join(f"inv verify --kernel {j['kernel']} --flavour {j['flavour']} "
+                         f"--json report-{j['kernel']}-{j['flavour']}.json" for j in jobs)
+    raise BadInput(f"unknown format {fmt!r}: choose github, json or text")
+
+
+def run_merge(directory: Path, json_out: Path | None) -> tuple[list[report.TargetReport], int]:
+    if not directory.is_dir():
+        raise BadInput(f"{directory}: not a directory of JSON reports")
+    reports = report.merge(sorted(directory.glob("*.json")))
+    if json_out:
+        report.write_json(json_out, report.document(reports))
+    return reports, EXIT_OK if all(r.ok for r in reports) else EXIT_FAIL
 
 
 def run_inspect(module: Path, release: str | None = None,

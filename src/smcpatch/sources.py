@@ -143,7 +143,7 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
             timings["download"] = time.monotonic() - started
             started = time.monotonic()
             progress(f"extract {', '.join(missing)}")
-            _extract_parallel(target, debs, {n: (entries[n], keys[n]) for n in missing})
+            _extract_parallel(cache, target, debs, {n: (entries[n], keys[n]) for n in missing})
             timings["extract"] = time.monotonic() - started
         shipped = _shipped_module(entries["shipped"])
         image_deb = cache.root / "debs" / _image_deb_name(entries["shipped"])
@@ -250,11 +250,18 @@ def _image_deb_name(entry: Path) -> str:
 _EXTRACTORS = {"source": _extract_source, "kdir": _extract_kdir, "shipped": _extract_shipped}
 
 
-def _extract_parallel(target: Target, debs: dict[str, Path],
+def _extract_parallel(cache: Cache, target: Target, debs: dict[str, Path],
                       wanted: dict[str, tuple[Path, str]]) -> None:
     """The entries are independent and each is mostly one single-threaded decompressor."""
+
+    def extract(name: str, entry: Path, key: str) -> None:
+        # the source entry is shared by every flavour: lock the entry itself, then look again
+        with cache.lock(f"entry-{entry.parent.name}-{entry.name}"):
+            if not entry_is_current(entry, key):
+                _EXTRACTORS[name](target, debs, entry, key)
+
     with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
-        futures = [pool.submit(_EXTRACTORS[name], target, debs, entry, key)
+        futures = [pool.submit(extract, name, entry, key)
                    for name, (entry, key) in wanted.items()]
         for future in futures:
             future.result()  # re-raises the first failure; the others' atomic dirs clean up

@@ -104,10 +104,13 @@ def _target_from(entry: dict[str, Any], defaults: dict[str, Any], path: Path) ->
     return target
 
 
-def check_flavour(flavour: str) -> str:
+def check_flavour(flavour: str) -> tuple[str, ...]:
+    """The flavours a --flavour value names: one of FLAVOURS, or `all` of them."""
+    if flavour == "all":
+        return FLAVOURS
     if flavour not in FLAVOURS:
-        raise BadInput(f"unknown flavour {flavour!r}: choose one of {', '.join(FLAVOURS)}")
-    return flavour
+        raise BadInput(f"unknown flavour {flavour!r}: choose one of {', '.join(FLAVOURS)} or all")
+    return (flavour,)
 
 
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(\+deb\d+)?$")
@@ -127,15 +130,12 @@ def select(matrix: list[Target], versions: list[str], flavour: str) -> list[Targ
     Versions outside the matrix are returned as None placeholders by `unknown_versions` so the
     caller can resolve them against the archive.
     """
-    check_flavour(flavour)
-    if not versions:
-        return [t.with_flavour(flavour) for t in matrix]
-    chosen: list[Target] = []
+    flavours = check_flavour(flavour)
     for version in versions:
         parse_version(version)
-        found = [t for t in matrix if version in (t.version, t.package_version)]
-        chosen.extend(t.with_flavour(flavour) for t in found)
-    return chosen
+    found = [t for t in matrix if not versions or any(v in (t.version, t.package_version)
+                                                      for v in versions)]
+    return [t.with_flavour(f) for t in found for f in flavours]
 
 
 def unmatched(matrix: list[Target], versions: list[str]) -> list[str]:
