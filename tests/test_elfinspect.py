@@ -602,3 +602,18 @@ def test_bench_inspect_smoke(objs: dict[str, Path], tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     names = [b["metadata"]["name"] for b in json.loads(out.read_text())["benchmarks"]]
     assert names == ["inspect_module", "function_bodies"]
+
+
+def test_unreadable_dwarf_leaves_the_relocation_evidence(
+    objs: dict[str, Path], tmp_path: Path
+) -> None:
+    data = bytearray(objs["vuln_g"].read_bytes())
+    elf = elfinspect._Elf(bytes(data), "x")
+    abbrev = elf.by_name[".debug_abbrev"]
+    data[abbrev.offset : abbrev.offset + abbrev.size] = b"\xff" * abbrev.size
+    path = tmp_path / "smc.ko"
+    path.write_bytes(bytes(data))
+    ev = inspect_module(path).evidence
+    assert ev.verdict == "vulnerable"
+    assert ev.dwarf_inlined is None
+    assert any("relocations only" in r for r in ev.reasons)
