@@ -74,7 +74,10 @@ def test_shipped_module_matches_our_build_of_the_same_source(
 def test_after_build_recompiles_only_the_patched_file(
         verified: tuple[Target, report.TargetReport]) -> None:
     _, r = verified
-    assert r.recompiled_for_after == ["smc_clc.o"]
+    # modpost regenerates smc.mod.c when the module's imports change (the fix drops
+    # dst_release): its object may rebuild too, but of our sources only smc_clc.c recompiles
+    sources = [name for name in r.recompiled_for_after if not name.endswith(".mod.o")]
+    assert sources == ["smc_clc.o"]
 
 
 def test_warm_rerun_downloads_extracts_and_compiles_nothing(
