@@ -44,8 +44,8 @@ class BenchConfig:
     """
 
     modes: tuple[str, ...] = MODES
-    connections_per_run: int = 400
-    runs: int = 6
+    connections_per_run: int = 300
+    runs: int = 20
     warmups: int = 1
     values_per_run: int = 10
     threshold: float = 0.05
@@ -54,7 +54,9 @@ class BenchConfig:
     validate_connections: int = 20
     base_port: int = 51000
     memory_mb: int = 2048
-    smp: int = 2
+    smp: int = 1  # one vCPU: cross-vCPU wake-ups under TCG cost milliseconds and add noise
+    # QEMU -icount: guest time from the instruction count, not the host clock (None: host clock)
+    icount: str | None = "shift=0,sleep=off"
     bootstrap: int = 2000
     seed: int = 1
 
@@ -391,7 +393,7 @@ def run_bench(kernel: vm.GuestKernel, modules: Mapping[str, Path], config: Bench
     say(f"booting {kernel.release} under QEMU ({len(modules)} variants, modes "
         f"{', '.join(config.modes)})")
     run = vm.run_guest(kernel, initramfs, results_dir, script, timeout_s=config.timeout_s,
-                       memory_mb=config.memory_mb, smp=config.smp)
+                       memory_mb=config.memory_mb, smp=config.smp, icount=config.icount)
     gres_path = results_dir / "guest-result.json"
     if not gres_path.is_file():
         raise VmError(f"the guest script wrote no result (exit {run.returncode}). Console tail:\n"

@@ -316,7 +316,8 @@ def console_tail(path: Path, lines: int = 40) -> str:
 
 
 def qemu_command(kernel: GuestKernel, initramfs: Path, share_dir: Path, console: Path, *,
-                 memory_mb: int = 2048, smp: int = 2, cmdline_extra: str = "") -> list[str]:
+                 memory_mb: int = 2048, smp: int = 2, cmdline_extra: str = "",
+                 icount: str | None = None) -> list[str]:
     # /dev/kvm may exist without working (nested virtualisation): TCG unless asked for KVM
     accel = os.environ.get("SMCPATCH_QEMU_ACCEL", "tcg")
     cmdline = (
@@ -334,6 +335,7 @@ def qemu_command(kernel: GuestKernel, initramfs: Path, share_dir: Path, console:
         "-fsdev", f"local,id=results,path={share_dir},security_model=none",
         "-device", "virtio-9p-pci,fsdev=results,mount_tag=results",
         "-device", "virtio-rng-pci",
+        *(["-icount", icount] if icount and accel == "tcg" else []),
     ]
 
 
@@ -349,7 +351,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_guest(kernel: GuestKernel, initramfs: Path, share_dir: Path, guest_script: str, *,
-              timeout_s: float, memory_mb: int = 2048, smp: int = 2,
+              timeout_s: float, memory_mb: int = 2048, smp: int = 2, icount: str | None = None,
               on_progress: object = None) -> GuestRun:
     """Boot the guest, run `guest_script` (sh text, run chrooted in the host root with the share at
     /run/smcb/results) and wait for it. Raises VmError on timeout or panic, with the console tail;
@@ -360,7 +362,8 @@ def run_guest(kernel: GuestKernel, initramfs: Path, share_dir: Path, guest_scrip
     (share_dir / "guest.sh").write_text(guest_script)
     console = share_dir / "console.log"
     console.unlink(missing_ok=True)
-    cmd = qemu_command(kernel, initramfs, share_dir, console, memory_mb=memory_mb, smp=smp)
+    cmd = qemu_command(kernel, initramfs, share_dir, console, memory_mb=memory_mb, smp=smp,
+                       icount=icount)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
