@@ -185,7 +185,8 @@ class SmcNetlink:
             st = r.get_attr("SMC_GEN_STATS")  # type: ignore[attr-defined]
             if st is None:
                 continue
-            for tech, key in (("smcr", "SMC_NLA_STATS_SMCR_TECH"), ("smcd", "SMC_NLA_STATS_SMCD_TECH")):
+            for tech in ("smcr", "smcd"):
+                key = f"SMC_NLA_STATS_{tech.upper()}_TECH"
                 t = st.get_attr(key)
                 if t is None:
                     continue
@@ -312,7 +313,7 @@ class Guest:
             self.nl = None
         for mod in ("smc_diag", "smc"):
             if Path(f"/sys/module/{mod}").exists():
-                for attempt in range(50):
+                for _attempt in range(50):
                     proc = subprocess.run(["rmmod", mod], capture_output=True, text=True)
                     if proc.returncode == 0:
                         break
@@ -341,7 +342,8 @@ class Guest:
         line = srv.stdout.readline() if srv.stdout else ""
         if line.strip() != "ready":
             srv.kill()
-            raise Fail(f"{mode} server did not start: {line}{srv.stderr.read() if srv.stderr else ''}")
+            err = srv.stderr.read() if srv.stderr else ""
+            raise Fail(f"{mode} server did not start: {line}{err}")
         return srv
 
     @staticmethod

@@ -192,7 +192,7 @@ def gate(result: BenchResult, threshold: float) -> tuple[bool, list[str]]:
 
 def load_pyperf_runs(path: Path) -> list[list[float]]:
     """Values (seconds per connection) of each run of a single-benchmark pyperf JSON file."""
-    import pyperf
+    import pyperf  # type: ignore[import-untyped]
 
     try:
         bench = pyperf.Benchmark.load(str(path))
@@ -341,7 +341,8 @@ def run_bench(kernel: vm.GuestKernel, modules: Mapping[str, Path], config: Bench
     config.check()
     say = progress or (lambda _msg: None)
     if BASELINE not in modules or len(modules) < 2:
-        raise BadInput(f"need a '{BASELINE}' module and at least one candidate, got {list(modules)}")
+        raise BadInput(
+            f"need a '{BASELINE}' module and at least one candidate, got {list(modules)}")
     for name, ko in modules.items():
         if not name.isidentifier():
             raise BadInput(f"bad variant name {name!r}")
@@ -349,7 +350,8 @@ def run_bench(kernel: vm.GuestKernel, modules: Mapping[str, Path], config: Bench
     vm.ensure_host_tools()
     results_dir = Path(results_dir).resolve()
     if str(results_dir).startswith("/run/") or str(kernel.modules_root).startswith("/run/"):
-        raise BadInput("results and cache must not live under /run (the guest mounts a tmpfs there)")
+        raise BadInput(
+            "results and cache must not live under /run (the guest mounts a tmpfs there)")
     cache_dir = Path(cache_dir) if cache_dir else results_dir.parent / ".bench-cache"
     t0 = time.monotonic()
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ Everything here is explicit-path based: give it the image .deb and a cache direc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import lzma
 import os
@@ -340,14 +341,10 @@ def qemu_command(kernel: GuestKernel, initramfs: Path, share_dir: Path, console:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def run_guest(kernel: GuestKernel, initramfs: Path, share_dir: Path, guest_script: str, *,

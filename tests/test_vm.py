@@ -1,0 +1,133 @@
+"""Integration smoke of the VM benchmark: boot the real kernel, load the after module, ~20
+connections per mode, every proof must hold. Also the fault paths that need a real guest.
+
+Inputs (skipped with the reason when unset):
+  SMCPATCH_TEST_IMAGE_DEB   the linux-image-<release>-unsigned .deb of the kernel to boot
+  SMCPATCH_TEST_AFTER_KO    our fixed smc.ko for that release
+  SMCPATCH_TEST_BEFORE_KO   optional; default: the smc.ko.xz shipped in the image
+  SMCPATCH_TEST_CACHE       optional cache directory (default: a pytest temp dir per session)
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from smcpatch import benchmark as b
+from smcpatch import vm
+from smcpatch.errors import BadInput, VmError
+
+pytestmark = pytest.mark.vm
+
+
+def _env_path(name: str) -> Path:
+    value = os.environ.get(name)
+    if not value:
+        pytest.skip(f"{name} is not set (path to the real input for the VM smoke test)")
+    p = Path(value)
+    if not p.is_file():
+        pytest.skip(f"{name}={value} does not exist")
+    return p
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    env = os.environ.get("SMCPATCH_TEST_CACHE")
+    return Path(env) if env else tmp_path_factory.mktemp("vm-cache")
+
+
+@pytest.fixture(scope="session")
+def kernel(cache_dir: Path) -> vm.GuestKernel:
+    deb = _env_path("SMCPATCH_TEST_IMAGE_DEB")
+    missing = vm.missing_host_tools()
+    if missing and os.geteuid() != 0:
+        pytest.skip(f"host tools missing: {sorted(missing)}")
+    vm.ensure_host_tools()
+    return vm.prepare_guest_kernel(deb, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def modules(kernel: vm.GuestKernel) -> dict[str, Path]:
+    after = _env_path("SMCPATCH_TEST_AFTER_KO")
+    before_env = os.environ.get("SMCPATCH_TEST_BEFORE_KO")
+    before = Path(before_env) if before_env else kernel.modules_dir / "kernel/net/smc/smc.ko.xz"
+    return {"before": before, "after": after}
+
+
+SMOKE = b.BenchConfig(connections_per_run=20, values_per_run=2, runs=2, warmups=1,
+                      validate=True, validate_connections=20, timeout_s=420, bootstrap=200)
+
+
+def _no_qemu_left(results_dir: Path) -> None:
+    out = subprocess.run(["pgrep", "-af", "qemu-system-x86_64"], capture_output=True, text=True)
+    assert str(results_dir) not in out.stdout, f"QEMU left behind: {out.stdout}"
+
+
+def test_smoke_all_proofs_hold(kernel: vm.GuestKernel, modules: dict[str, Path], tmp_path: Path,
+                               cache_dir: Path) -> None:
+    t0 = time.monotonic()
+    res = b.run_bench(kernel, modules, SMOKE, tmp_path / "results", cache_dir=cache_dir)
+    assert res.release == kernel.release
+    assert res.boot_s is not None and res.boot_s < 30
+    for mode in b.MODES:
+        for var in ("before", "after"):
+            runs = res.values[mode][var]
+            assert len(runs) == SMOKE.runs and all(len(r) == SMOKE.values_per_run for r in runs)
+        s = res.stat(mode, "after")
+        assert s.ci_low <= s.ratio <= s.ci_high
+    # the validation pass: exactly one smc_clc_prfx_match per clcv1 connection, none otherwise
+    for var in ("before", "after"):
+        v = res.validation[var]
+        assert v["clcv1"]["calls"] == SMOKE.validate_connections  # type: ignore[index]
+        assert len(v["clcv1"]["durations_ns"]) == SMOKE.validate_connections  # type: ignore[index]
+        assert v["smcr"]["calls"] == 0 and v["tcp"]["calls"] == 0  # type: ignore[index]
+    for name in ("summary.md", "latency.png", "compare_to.txt", "before.json", "after.json",
+                 "clcv1-after.json", "guest-result.json"):
+        assert (res.results_dir / name).is_file(), name
+    _no_qemu_left(res.results_dir)
+    print(f"smoke: boot {res.boot_s:.1f} s, total {time.monotonic() - t0:.0f} s")
+
+
+def test_module_for_another_release_is_refused(kernel: vm.GuestKernel, tmp_path: Path) -> None:
+    other = tmp_path / "smc.ko"
+    other.write_bytes(b"\x7fELF" + b"\0" * 60 + b"\0vermagic=6.1.0-99-amd64 SMP mod_unload \0")
+    with pytest.raises(BadInput, match="built for kernel 6.1.0-99-amd64"):
+        b.run_bench(kernel, {"before": other, "after": other}, SMOKE, tmp_path / "r")
+
+
+def test_module_load_failure_shows_dmesg(kernel: vm.GuestKernel, modules: dict[str, Path],
+                                         tmp_path: Path, cache_dir: Path) -> None:
+    # right vermagic, broken module: insmod fails inside the guest
+    data = vm.read_module_bytes(modules["after"])
+    broken = tmp_path / "smc.ko"
+    # e_shoff beyond the end of the file: the kernel rejects the ELF (ENOEXEC)
+    broken.write_bytes(data[:0x28] + struct.pack("<Q", len(data) + 4096) + data[0x30:])
+    cfg = b.BenchConfig(connections_per_run=2, values_per_run=1, runs=2, validate=False,
+                        timeout_s=300)
+    with pytest.raises(VmError, match=r"insmod .*failed(.|\n)*dmesg"):
+        b.run_bench(kernel, {"before": modules["before"], "after": broken}, cfg,
+                    tmp_path / "r", cache_dir=cache_dir)
+    _no_qemu_left(tmp_path / "r")
+
+
+def test_guest_hang_times_out_and_kills_qemu(kernel: vm.GuestKernel, tmp_path: Path,
+                                              cache_dir: Path) -> None:
+    initramfs = vm.build_initramfs(kernel, cache_dir)
+    t0 = time.monotonic()
+    with pytest.raises(VmError, match="timed out(.|\n)*SMCB-INIT-DONE"):
+        vm.run_guest(kernel, initramfs, tmp_path / "share", "sleep 1000\n", timeout_s=40, smp=1)
+    assert time.monotonic() - t0 < 60
+    _no_qemu_left(tmp_path / "share")
+
+
+def test_guest_panic_is_reported(kernel: vm.GuestKernel, tmp_path: Path, cache_dir: Path) -> None:
+    initramfs = vm.build_initramfs(kernel, cache_dir)
+    with pytest.raises(VmError, match="(?i)kernel panic"):
+        vm.run_guest(kernel, initramfs, tmp_path / "share", "echo c > /proc/sysrq-trigger\n",
+                     timeout_s=120, smp=1)
+    _no_qemu_left(tmp_path / "share")
