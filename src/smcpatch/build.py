@@ -8,6 +8,7 @@ the patched file and relinks. Outputs are copied into a cache entry keyed by the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -51,6 +52,7 @@ class BuildResult:
     from_cache: bool
     compiler: str
     notes: list[str] = field(default_factory=list)
+    compile_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,28 +139,65 @@ def _compiler_identity(compiler: str) -> str:
 
 
 # -- build -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildEnv:
+    """Where make runs: the host (root None) or a chroot of the kernel's own suite, with the
+    headers tree and the work dir bind-mounted at their own paths."""
+
+    root: Path | None = None
+    binds: tuple[Path, ...] = ()
+
+    def wrap(self, command: list[str], work: Path) -> list[str]:
+        if self.root is None:
+            return command
+        from .chroot import command_in_chroot
+
+        return command_in_chroot(self.root, [*self.binds, work], command)
+
+
+# SMC off in the kernel's config (Debian 7.x): compile anyway, for the ELF checks only.
+COMPILE_ONLY_ARGS = ("KCFLAGS=-DCONFIG_SMC_MODULE=1", "KBUILD_MODPOST_WARN=1")
+
+
 def build_variants(cache: Cache, key: str, kdir: Path, before_src: Path, after_src: Path,
-                   progress: Progress = silent, jobs: int | None = None) -> BuildResult:
+                   progress: Progress = silent, jobs: int | None = None,
+                   env: BuildEnv = BuildEnv()) -> BuildResult:
     """Build smc.ko from before_src and after_src (dirs holding the net/smc files)."""
     config = KernelConfig.read(kdir / ".config")
-    if config.get("CONFIG_SMC") not in ("m", "y"):
-        raise BuildError(f"SMC is not enabled in {kdir}/.config (CONFIG_SMC unset): "
-                         "this kernel cannot load an SMC module")
-    compiler = ensure_toolchain(config)
+    compile_only = config.get("CONFIG_SMC") not in ("m", "y")
+    compiler = ensure_toolchain(config) if env.root is None else _chroot_compiler(env, config)
     notes = _compiler_notes(config, compiler)
+    if compile_only:
+        notes.append("compile-and-inspect only: SMC is not enabled in this kernel's config "
+                     "(CONFIG_SMC unset), so no module can load into it")
     root = cache.dir("builds", key)
     out = root / "out"
     inputs = hash_inputs(BUILD_RECIPE, str(kdir), _kdir_identity(kdir), compiler,
-                         config_fragment(), hash_tree(before_src), hash_tree(after_src))
+                         config_fragment(), hash_tree(before_src), hash_tree(after_src),
+                         str(env.root), compile_only)
+    extra = COMPILE_ONLY_ARGS if compile_only else ()
     with cache.lock(f"build-{key}", wait_message=f"waiting for another run building {key} ..."):
-        if entry_is_current(out, inputs):
-            return _load_result(out, compiler, notes)
+        if entry_is_current(out, inputs, "stat"):  # a deleted or rewritten output: rebuild
+            return dataclasses.replace(_load_result(out, compiler, notes),
+                                       compile_only=compile_only)
         work = root / "work"
-        with atomic_dir(out, inputs, {"compiler": compiler}) as tmp:
-            before = _build_one("before", work, kdir, before_src, tmp, progress, jobs)
-            after = _build_one("after", work, kdir, after_src, tmp, progress, jobs)
+        with atomic_dir(out, inputs, {"compiler": compiler}, "stat") as tmp:
+            before = _build_one("before", work, kdir, before_src, tmp, progress, jobs, env, extra)
+            after = _build_one("after", work, kdir, after_src, tmp, progress, jobs, env, extra)
         return BuildResult(before=_relocated(before, tmp, out), after=_relocated(after, tmp, out),
-                           from_cache=False, compiler=compiler, notes=notes)
+                           from_cache=False, compiler=compiler, notes=notes,
+                           compile_only=compile_only)
+
+
+def _chroot_compiler(env: BuildEnv, config: KernelConfig) -> str:
+    """The identity of the chroot's compiler (the kernel's own, installed by mmdebstrap)."""
+    assert env.root is not None
+    proc = subprocess.run(["chroot", str(env.root), config.compiler_command, "--version"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise ToolMissing(f"{config.compiler_command} is missing from the chroot {env.root}: "
+                          "remove that directory to have it made again")
+    return proc.stdout.splitlines()[0]
 
 
 def _kdir_identity(kdir: Path) -> str:
@@ -175,7 +214,8 @@ def _compiler_notes(config: KernelConfig, compiler: str) -> list[str]:
 
 
 def _build_one(variant: str, work: Path, kdir: Path, src: Path, out_tmp: Path,
-               progress: Progress, jobs: int | None) -> BuiltModule:
+               progress: Progress, jobs: int | None, env: BuildEnv,
+               extra: tuple[str, ...]) -> BuiltModule:
     marker = work / ".building"
     if marker.exists():  # an interrupted build may have left truncated objects: start clean
         shutil.rmtree(work)
@@ -189,7 +229,7 @@ def _build_one(variant: str, work: Path, kdir: Path, src: Path, out_tmp: Path,
     marker.touch()
     started = time.monotonic()
     with Poller(lambda: progress(f"build {variant}", len(_compiled_objects(log)), to_compile)):
-        _make(kdir, work, log, jobs)
+        _make(kdir, work, log, jobs, env, extra)
     seconds = time.monotonic() - started
     marker.unlink()
     for name in OUTPUTS:
@@ -224,17 +264,18 @@ def _is_source(path: Path) -> bool:
     return path.is_file() and (path.suffix in SOURCE_SUFFIXES or path.name in SOURCE_NAMES)
 
 
-def _make(kdir: Path, work: Path, log: Path, jobs: int | None) -> None:
+def _make(kdir: Path, work: Path, log: Path, jobs: int | None, env: BuildEnv,
+          extra: tuple[str, ...]) -> None:
     options = [f"{k}={v}" for k, v in config_fragment().items()]
-    args = ["make", "-C", str(kdir), f"M={work}", f"-j{jobs or os.cpu_count() or 1}",
-            *options, "modules"]
+    args = env.wrap(["make", "-C", str(kdir), f"M={work}", f"-j{jobs or os.cpu_count() or 1}",
+                     *options, *extra, "modules"], work)
     dropped = ("ARCH", "CROSS_COMPILE", "KBUILD_OUTPUT")  # the headers tree decides these
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
-    env["LC_ALL"] = "C"
+    environ = {k: v for k, v in os.environ.items() if k not in dropped}
+    environ["LC_ALL"] = "C"
     with open(log, "w") as handle:
         handle.write("$ " + " ".join(args) + "\n")
         handle.flush()
-        proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env,
+        proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=environ,
                                 start_new_session=True)
         try:
             code = proc.wait(timeout=3600)

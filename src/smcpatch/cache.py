@@ -111,14 +111,67 @@ def read_manifest(entry: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def entry_is_current(entry: Path, key: str) -> bool:
+def entry_is_current(entry: Path, key: str, content: str | None = None) -> bool:
+    """The entry is complete with this key (and, given a content mode, its files are unchanged)."""
     manifest = read_manifest(entry)
-    return manifest is not None and manifest.get("key") == key
+    if manifest is None or manifest.get("key") != key:
+        return False
+    return content is None or content_ok(entry, manifest, content)
+
+
+def tree_fingerprint(root: Path, mode: str) -> str:
+    """What an entry's files look like, to notice a deleted, added, truncated or rewritten file.
+
+    "full": every name and every file's bytes (for the few small files that matter); "stat":
+    every name, each file's size and mtime; "names": every name and type, and each directory's
+    mtime (which changes when an entry below it is added, deleted or renamed) without a stat per
+    file, for the big headers tree, where anything more would slow every warm run.
+    """
+    digest = hashlib.sha256(mode.encode())
+    stack = [(str(root), "")]
+    while stack:
+        path, rel = stack.pop()
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            name = rel + entry.name
+            if name.startswith(MANIFEST):  # the manifest, or an update of it
+                continue
+            if entry.is_symlink():
+                facts = f"L{os.readlink(entry.path)}"
+            elif entry.is_dir():
+                facts = f"D{entry.stat().st_mtime_ns}" if mode == "names" else "D"
+                stack.append((entry.path, name + "/"))
+            elif mode == "full":
+                facts = f"F{hash_file(Path(entry.path))}"
+            elif mode == "stat":
+                st = entry.stat()
+                facts = f"F{st.st_size}:{st.st_mtime_ns}"
+            else:
+                facts = "F"
+            digest.update(f"{name}\0{facts}\0".encode())
+    return digest.hexdigest()[:32]
+
+
+def content_ok(entry: Path, manifest: dict[str, Any], mode: str) -> bool:
+    """Compare the entry's files with the fingerprint recorded at creation. An entry made before
+    fingerprints existed is trusted once and gets one (its key already matched)."""
+    recorded = manifest.get("content")
+    if isinstance(recorded, dict) and recorded.get("mode") == mode:
+        return recorded.get("digest") == tree_fingerprint(entry, mode)
+    manifest["content"] = {"mode": mode, "digest": tree_fingerprint(entry, mode)}
+    with contextlib.suppress(OSError):  # best effort: a read-only cache still works
+        tmp = entry / f"{MANIFEST}.{os.getpid()}.{time.monotonic_ns()}"
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        tmp.replace(entry / MANIFEST)
+    return True
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path, key: str, extra: dict[str, Any] | None = None) -> Iterator[Path]:
-    """Yield a fresh temp dir; on success it replaces `final` with a manifest carrying `key`.
+def atomic_dir(final: Path, key: str, extra: dict[str, Any] | None = None,
+               content: str | None = None) -> Iterator[Path]:
+    """Yield a fresh temp dir; on success it replaces `final` with a manifest carrying `key`
+    (and, given a content mode, the fingerprint of the files, checked on use).
 
     On any exception (including KeyboardInterrupt) the temp dir is removed and `final` is untouched.
     """
@@ -129,6 +182,8 @@ def atomic_dir(final: Path, key: str, extra: dict[str, Any] | None = None) -> It
     try:
         yield tmp
         manifest = {"key": key, "created": time.time(), **(extra or {})}
+        if content is not None:
+            manifest["content"] = {"mode": content, "digest": tree_fingerprint(tmp, content)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         _replace_dir(tmp, final)
     except BaseException as exc:

@@ -26,6 +26,9 @@ from .targets import Target, parse_version
 # Bump when the way we extract changes, so old cache entries are rebuilt.
 EXTRACT_RECIPE = 3
 SOURCE_MEMBERS = ("net/smc/*", "include/net/dst.h")
+# How each entry's files are checked on use (cache.tree_fingerprint): the small ones by content,
+# the big headers tree (17k files) by its names and directory mtimes, which costs ~30 ms.
+CONTENT_CHECK = {"source": "full", "kdir": "names", "shipped": "full"}
 
 
 
@@ -38,6 +41,7 @@ class Workspace:
     source_tree: Path  # a partial kernel tree: net/smc/*, include/net/dst.h
     shipped_module: Path | None  # Debian's own smc.ko / smc.ko.xz, the reference
     image_deb: Path | None  # the linux-image package (for the VM stage)
+    kdir_root: Path | None = None  # the extracted packages' root, bind-mounted for chroot builds
     timings: dict[str, float] = field(default_factory=dict)
     downloaded_bytes: int = 0
     from_cache: bool = False
@@ -119,18 +123,19 @@ def _entries(cache: Cache, target: Target) -> dict[str, Path]:
 
 
 def fetch(cache: Cache, target: Target, progress: Progress = silent,
-          apt_factory: Callable[[Cache], Apt] = Apt) -> Workspace:
+          apt_factory: Callable[[Cache, Target], Apt] | None = None) -> Workspace:
     """Download and extract what one target needs, reusing every complete cache entry."""
     entries, keys = _entries(cache, target), _keys(target)
     with cache.lock(f"fetch-{target.key}", wait_message=f"waiting for another run fetching "
                                                        f"{target.key} ..."):
         timings: dict[str, float] = {"download": 0.0, "extract": 0.0}
         downloaded = 0
-        missing = [name for name, path in entries.items() if not entry_is_current(path, keys[name])]
+        missing = [name for name, path in entries.items()
+                   if not entry_is_current(path, keys[name], CONTENT_CHECK[name])]
         if missing:
             _check_tools()
             started = time.monotonic()
-            apt = apt_factory(cache)
+            apt = (apt_factory or _target_apt)(cache, target)
             progress("apt index")
             apt.update()
             records = {r.name: r for r in package_records(apt, target)}
@@ -153,10 +158,16 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
             source_tree=entries["source"] / "tree",
             shipped_module=shipped,
             image_deb=image_deb if image_deb.is_file() else None,
+            kdir_root=entries["kdir"] / "root",
             timings=timings,
             downloaded_bytes=downloaded,
             from_cache=not missing,
         )
+
+
+def _target_apt(cache: Cache, target: Target) -> Apt:
+    """The host's sources, or the target's own suites on the host's mirrors."""
+    return Apt(cache, suites=target.apt_suites)
 
 
 def _records_for(target: Target, records: dict[str, PackageRecord],
@@ -183,13 +194,14 @@ def _extract_source(target: Target, debs: dict[str, Path], entry: Path, key: str
     deb = debs[target.source_package]
     inner = f"./usr/src/linux-source-{target.series}.tar.xz"
     top = f"linux-source-{target.series}"
-    with atomic_dir(entry, key, {"deb": deb.name}) as tmp:
+    with atomic_dir(entry, key, {"deb": deb.name}, CONTENT_CHECK["source"]) as tmp:
         members = [f"{top}/{m}" for m in SOURCE_MEMBERS]
         script = (
             'set -o pipefail; dpkg-deb --fsys-tarfile "$1" | tar -xO "$2" | xz -T0 -dc | '
             'tar -x --no-same-owner --wildcards -C "$3" "${@:4}"'
         )
-        _run_shell(script, [str(deb), inner, str(tmp), *members], what=f"extract {deb.name}")
+        _run_shell(script, [str(deb), inner, str(tmp), *members], what=f"extract {deb.name}",
+                   where=tmp)
         extracted = tmp / top
         if not (extracted / "net" / "smc" / "smc_clc.c").is_file():
             raise ExtractError(f"{deb.name} has no net/smc/smc_clc.c: not a kernel source package?")
@@ -199,11 +211,13 @@ def _extract_source(target: Target, debs: dict[str, Path], entry: Path, key: str
 
 def _extract_kdir(target: Target, debs: dict[str, Path], entry: Path, key: str) -> None:
     names = (target.headers_package, target.common_headers_package, target.kbuild)
-    with atomic_dir(entry, key, {"debs": [debs[n].name for n in names]}) as tmp:
+    with atomic_dir(entry, key, {"debs": [debs[n].name for n in names]},
+                    CONTENT_CHECK["kdir"]) as tmp:
         root = tmp / "root"
         root.mkdir()
         for name in names:
-            _run(["dpkg-deb", "-x", str(debs[name]), str(root)], what=f"extract {debs[name].name}")
+            _run(["dpkg-deb", "-x", str(debs[name]), str(root)], what=f"extract {debs[name].name}",
+                 where=tmp)
         _drop_host_links(root)
         check_links_inside(root)
         _relocate_headers(root, target, final_root=entry / "root")
@@ -224,17 +238,22 @@ def _relocate_headers(root: Path, target: Target, final_root: Path) -> None:
 
 def _extract_shipped(target: Target, debs: dict[str, Path], entry: Path, key: str) -> None:
     deb = debs[target.image_package]
-    with atomic_dir(entry, key, {"deb": deb.name}) as tmp:
-        prefix = f"./lib/modules/{target.release}/kernel/net/smc/"
+    with atomic_dir(entry, key, {"deb": deb.name}, CONTENT_CHECK["shipped"]) as tmp:
+        # /lib/modules on bookworm, /usr/lib/modules on trixie and later (merged /usr)
+        prefix = f"*/modules/{target.release}/kernel/net/smc/"
+        # A kernel without SMC (Debian's 7.x) ships no smc.ko: tar's "Not found" is an answer
         script = ('set -o pipefail; dpkg-deb --fsys-tarfile "$1" | '
-                  'tar -x --no-same-owner --wildcards -C "$2" "$3smc.ko*"')
-        _run_shell(script, [str(deb), str(tmp), prefix], what=f"extract {deb.name}")
-        found = list(tmp.glob("lib/modules/*/kernel/net/smc/smc.ko*"))
+                  'tar -x --no-same-owner --wildcards -C "$2" "$3smc.ko*" 2>"$2/.tar-errors" '
+                  '|| grep -q "Not found in archive" "$2/.tar-errors"')
+        _run_shell(script, [str(deb), str(tmp), prefix], what=f"extract {deb.name}", where=tmp)
+        (tmp / ".tar-errors").unlink(missing_ok=True)
+        found = list(tmp.glob("**/modules/*/kernel/net/smc/smc.ko*"))
         if not found:
-            raise ExtractError(f"{deb.name} ships no smc.ko: SMC not built for {target.release}")
+            return  # the entry records that this kernel ships no SMC module
         check_links_inside(tmp)
         found[0].rename(tmp / found[0].name)
-        shutil.rmtree(tmp / "lib")
+        for top in ("lib", "usr"):
+            shutil.rmtree(tmp / top, ignore_errors=True)
 
 
 def _shipped_module(entry: Path) -> Path | None:
@@ -257,7 +276,7 @@ def _extract_parallel(cache: Cache, target: Target, debs: dict[str, Path],
     def extract(name: str, entry: Path, key: str) -> None:
         # the source entry is shared by every flavour: lock the entry itself, then look again
         with cache.lock(f"entry-{entry.parent.name}-{entry.name}"):
-            if not entry_is_current(entry, key):
+            if not entry_is_current(entry, key, CONTENT_CHECK[name]):
                 _EXTRACTORS[name](target, debs, entry, key)
 
     with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
@@ -269,7 +288,7 @@ def _extract_parallel(cache: Cache, target: Target, debs: dict[str, Path],
 
 def _drop_host_links(root: Path) -> None:
     """lib/modules/<rel>/{build,source} point at the host's /usr/src: meaningless here."""
-    for link in root.glob("lib/modules/*/*"):
+    for link in [*root.glob("lib/modules/*/*"), *root.glob("usr/lib/modules/*/*")]:
         if link.is_symlink() and os.readlink(link).startswith("/"):
             link.unlink()
 
@@ -288,24 +307,43 @@ def check_links_inside(root: Path) -> None:
                                        "points outside the extraction directory")
 
 
-def _run(args: list[str], what: str, timeout: int = 1800) -> None:
+# GNU tar's words (LC_ALL=C) for members it rewrote or skipped because they point outside the
+# extraction directory: tar writes nothing outside, but such an archive is hostile and refused.
+_HOSTILE_MARKERS = ("Removing leading", "Member name contains '..'")
+
+
+def _run(args: list[str], what: str, timeout: int = 1800, where: Path | None = None) -> None:
+    """Run an extraction command; `where` is the temp dir it writes into (for the messages)."""
+    env = {**os.environ, "LC_ALL": "C"}
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False,
+                              env=env)
     except subprocess.TimeoutExpired as exc:
         raise ExtractError(f"{what}: timed out after {timeout}s") from exc
+    hostile = [ln for ln in proc.stderr.splitlines() if any(m in ln for m in _HOSTILE_MARKERS)]
+    if hostile:
+        raise ExtractError(f"{what}: refusing a hostile archive (a member or link outside the "
+                           f"extraction directory): {hostile[-1].strip()[:300]}")
     if proc.returncode != 0:
+        if "No space left" in proc.stderr:
+            place = where.parent if where is not None else "the cache"
+            raise ExtractError(f"{what}: no space left on device in {place}")
+        if where is not None:
+            check_links_inside(where)  # a link out of the tree makes tar fail on what follows it
         raise ExtractError(f"{what} failed: {_tail(proc.stderr)}")
 
 
-def _run_shell(script: str, args: list[str], what: str) -> None:
-    _run(["bash", "-c", script, "smcpatch", *args], what)
+def _run_shell(script: str, args: list[str], what: str, where: Path | None = None) -> None:
+    _run(["bash", "-c", script, "smcpatch", *args], what, where=where)
 
 
 def _tail(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     if any("No space left" in ln for ln in lines):
         return "no space left on device"
-    return lines[-1][:300] if lines else "no error output"
+    generic = ("Exiting with failure status", "subprocess returned error exit status")
+    useful = [ln for ln in lines if not any(g in ln for g in generic)] or lines
+    return useful[-1][:300] if useful else "no error output"
 
 
 def user_tree(source: Path, kdir: Path, flavour: str) -> Workspace:
