@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # usable before `pip install -e .` too
 
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 
 from smcpatch import runner, targets  # noqa: E402
 from smcpatch.errors import SmcpatchError  # noqa: E402
@@ -33,7 +34,7 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except SmcpatchError as exc:
-        errors.print(f"[red]error:[/] {exc.one_line()}", markup=True, soft_wrap=True)
+        errors.print(f"[red]error:[/] {escape(exc.one_line())}", markup=True, soft_wrap=True)
         raise Exit(code=exc.exit_code) from None
     except KeyboardInterrupt:
         errors.print("[red]interrupted[/]: nothing half-written was kept; rerun to resume")
@@ -103,6 +104,9 @@ def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
         report.print_summary(reports, console)
         if json:
             console.print(f"JSON report: {json}")
+        failed = [f"{r.package_version} {r.flavour}: {r.error}" for r in reports if r.error]
+        if failed:  # a target that could not be verified: one line on stderr for build farms
+            errors.print(f"[red]error:[/] {escape('; '.join(failed))}", soft_wrap=True)
     if code:
         raise Exit(code=code)
 

@@ -114,6 +114,10 @@ def ensure_toolchain(config: KernelConfig, install: bool = True) -> str:
             raise ToolMissing(f"missing build tools ({', '.join(missing)}): "
                               f"run `{command}` as root")
         _apt_install(missing, command)
+        still = sorted({tool for tool in wanted if not shutil.which(tool)})
+        if still:  # installed, yet not on PATH: say which, not a crash later in make
+            raise ToolMissing(f"{', '.join(still)} not found on PATH after `{command}`: "
+                              f"check PATH ({os.environ.get('PATH', '')})")
     return _compiler_identity(compiler)
 
 
@@ -123,6 +127,9 @@ def _compiler_package(command: str) -> str:
 
 
 def _apt_install(packages: list[str], command: str) -> None:
+    if not shutil.which("apt-get"):
+        raise ToolMissing(f"missing build tools ({', '.join(packages)}) and no apt-get to install "
+                          f"them: install them with `{command}` or your system's package manager")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "-q", "update"], env=env, capture_output=True, timeout=1800,
                    check=False)  # best effort: a stale index may still hold the packages
@@ -282,6 +289,10 @@ def _make(kdir: Path, work: Path, log: Path, jobs: int | None, env: BuildEnv,
         except BaseException:
             _kill_group(proc)
             raise
+    if code != 0 and "No space left on device" in log.read_text(errors="replace"):
+        shutil.rmtree(work, ignore_errors=True)  # free what the build wrote; rebuilt next time
+        raise BuildError(f"make failed: no space left on device in {work.parent} "
+                         "(the partial build was removed)")
     if code != 0:
         kept = _keep_log(log, work)
         tail = "\n".join(kept.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
