@@ -52,7 +52,7 @@ class BenchConfig:
     timeout_s: int = 900
     validate: bool = True
     validate_connections: int = 20
-    base_port: int = 51000
+    base_port: int = 20100  # below the ephemeral range: a client port must never take it
     memory_mb: int = 2048
     smp: int = 1  # one vCPU: cross-vCPU wake-ups under TCG cost milliseconds and add noise
     # QEMU -icount: guest time from the instruction count, not the host clock (None: host clock)
