@@ -286,3 +286,43 @@ def test_all_fixes_apply_in_order(workspace_for: Callable[[str], Workspace],
     for i, name in enumerate(vulnerable):
         assert f'PATCH[{i}]="{name}"' in conf and f'PATCH_MATCH[{i}]="^6\\.1\\.0-50-"' in conf
     assert sorted(p.name for p in (package / "patches").iterdir()) == sorted(vulnerable)
+
+
+def test_package_command_option_errors(tmp_path: Path) -> None:
+    from smcpatch.cache import Cache
+
+    cache, target = Cache.open(tmp_path / "cache"), _target("6.1.176")
+    with pytest.raises(BadInput, match="needs both --sign-key and --sign-cert"):
+        dkms.package_command(cache, target, tmp_path / "pkg", sign_key=tmp_path / "k.pem")
+    with pytest.raises(BadInput, match="add --check"):
+        dkms.package_command(cache, target, tmp_path / "pkg", sign_key=tmp_path / "k.pem",
+                             sign_cert=tmp_path / "c.pem")
+    assert not (tmp_path / "pkg").exists()
+
+
+@pytest.mark.integration
+def test_package_command_check_signed(workspace_for: Callable[[str], Workspace],
+                                      test_cache: object, tmp_path: Path) -> None:
+    """What `inv dkms --kernel 6.12.107 --check --sign-key K --sign-cert C` does."""
+    from smcpatch.cache import Cache
+
+    assert isinstance(test_cache, Cache)
+    ws = workspace_for("6.12.107")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=smcpatch check key", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    summary = dkms.package_command(test_cache, ws.target, tmp_path / "pkg", check=True,
+                                   sign_key=key, sign_cert=cert)
+    assert summary["version"] == "6.12.107-1.deb12u1"
+    assert summary["release_regex"] == "^6\\.12\\.107\\+deb12-"
+    assert summary["fixes"] == [{"id": "CVE-2025-40168", "state": "vulnerable",
+                                 "variant": "main", "patch": MAIN_PATCH}]
+    check = summary["check"]
+    assert check["verdict"] == "fixed", check["reasons"]
+    assert check["patches_applied"] == [MAIN_PATCH]
+    assert check["vermagic_ok"] is True and check["modversions_ok"] is True
+    assert check["changed_vs_shipped"] == ["smc_clc_prfx_match"]
+    assert check["signature"]["signer"] == "smcpatch check key"
+    assert check["signature_text"].startswith("signed by smcpatch check key (sha256, ")
+    assert not list((test_cache.root / "tmp").iterdir())  # the check's work dir is gone

@@ -279,3 +279,24 @@ def test_sign_our_after_module(workspace_for: Callable[[str], Workspace], test_c
     info = elfinspect.inspect_module(signed)
     assert info.evidence.verdict == "fixed"
     assert elfinspect.check_vermagic(info, ws.target.release)[0]
+
+
+def test_describe(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    assert signing.describe(None) == "unsigned"
+    sig = signing.parse_signature(fake_signed(tmp_path, *keys, md="sha256"))
+    assert signing.describe(sig) == (f"signed by smcpatch throwaway key (sha256, rsaEncryption, "
+                                     f"{(tmp_path / 'sig.der').stat().st_size}-byte PKCS#7)")
+
+
+@pytest.mark.integration
+def test_sign_built_goes_to_its_own_cache_dir(workspace_for: Callable[[str], Workspace],
+                                              tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    from smcpatch.cache import Cache
+
+    ws = workspace_for("6.1.192")
+    assert ws.shipped_module is not None
+    cache = Cache.open(tmp_path / "cache")
+    result = signing.sign_built(cache, ws, ws.shipped_module, *keys)
+    assert result["path"] == str(cache.root / "signed" / ws.target.key / "smc.ko")
+    assert result["signature"]["signer"] == "smcpatch throwaway key"
+    assert result["text"].startswith("signed by smcpatch throwaway key (sha256")

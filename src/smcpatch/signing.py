@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import build, elfinspect
+from .cache import Cache
 from .errors import BadInput, InspectError, SmcpatchError, ToolMissing
 from .sources import Workspace
 
@@ -356,3 +357,23 @@ def sign_module(ws: Workspace, module: Path, key: Path, cert: Path, out: Path,
         final.chmod(0o644)
         final.replace(out)
     return out
+
+
+# -- what the CLI calls --------------------------------------------------------------------------
+def describe(sig: dict[str, Any] | None) -> str:
+    """One line for people: ``signed by <signer> (sha256, rsaEncryption, 417-byte PKCS#7)``."""
+    if sig is None:
+        return "unsigned"
+    who = sig.get("signer") or (f"key id {sig['key_id']}" if sig.get("key_id") else "unknown")
+    return (f"signed by {who} ({sig.get('hash_algorithm')}, {sig.get('signature_algorithm')}, "
+            f"{sig.get('signature_bytes')}-byte {sig.get('id_type')})")
+
+
+def sign_built(cache: Cache, ws: Workspace, module: Path, key: Path, cert: Path,
+               hash_algo: str | None = None) -> dict[str, Any]:
+    """Sign a built after-module into ``<cache>/signed/<target key>/smc.ko`` (never into the
+    build's own cache entry); return {"path", "signature": module_signature(...), "text"}."""
+    out = cache.dir("signed", ws.target.key) / "smc.ko"
+    signed = sign_module(ws, module, key, cert, out, hash_algo)
+    sig = module_signature(signed)
+    return {"path": str(signed), "signature": sig, "text": describe(sig)}
