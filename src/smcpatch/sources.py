@@ -244,7 +244,8 @@ def _extract_shipped(target: Target, debs: dict[str, Path], entry: Path, key: st
         # A kernel without SMC (Debian's 7.x) ships no smc.ko: tar's "Not found" is an answer
         script = ('set -o pipefail; dpkg-deb --fsys-tarfile "$1" | '
                   'tar -x --no-same-owner --wildcards -C "$2" "$3smc.ko*" 2>"$2/.tar-errors" '
-                  '|| grep -q "Not found in archive" "$2/.tar-errors"')
+                  '|| grep -q "Not found in archive" "$2/.tar-errors"; '
+                  'rc=$?; cat "$2/.tar-errors" >&2; exit $rc')  # _run reads tar's words
         _run_shell(script, [str(deb), str(tmp), prefix], what=f"extract {deb.name}", where=tmp)
         (tmp / ".tar-errors").unlink(missing_ok=True)
         found = list(tmp.glob("**/modules/*/kernel/net/smc/smc.ko*"))
