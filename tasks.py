@@ -44,7 +44,7 @@ def reported_errors() -> Iterator[None]:
     except Exception as exc:  # a bug: still one line, with a way to see the traceback
         if os.environ.get("SMCPATCH_DEBUG"):
             raise
-        errors.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} "
+        errors.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
                      "(rerun with SMCPATCH_DEBUG=1 for the traceback)", soft_wrap=True)
         raise Exit(code=3) from None
 

@@ -11,8 +11,9 @@ from smcpatch.targets import load_matrix, parse_version, select, unmatched
 
 
 def test_default_matrix_pins_the_four_kernels() -> None:
-    matrix = {t.version: t for t in load_matrix()}
+    matrix = {t.version: t for t in load_matrix() if t.in_default}
     assert set(matrix) == {"6.1.176", "6.1.192", "6.12.107", "6.12.117"}
+    assert all(not t.build_env and not t.apt_suites for t in matrix.values())
     t = matrix["6.12.107"]
     assert t.package_version == "6.12.107-1~deb12u1"
     assert t.release == "6.12.107+deb12-amd64"
@@ -29,9 +30,21 @@ def test_rt_flavour_uses_common_rt_headers() -> None:
     assert t.common_headers_package == "linux-headers-6.1.0-50-common-rt"
 
 
+def test_extended_matrix_builds_in_the_kernels_own_suite() -> None:
+    extended = {t.version: t for t in load_matrix() if not t.in_default}
+    assert set(extended) == {"6.12.107+deb13", "6.12.117+deb13", "7.3.4", "7.2.13"}
+    trixie = extended["6.12.107+deb13"]
+    assert (trixie.build_env, trixie.compiler, trixie.release) == (
+        "trixie", "gcc-14", "6.12.107+deb13-amd64")
+    assert "trixie" in trixie.apt_suites
+    assert extended["7.2.13"].build_env == "sid"
+
+
 def test_select_by_version_and_flavour() -> None:
     matrix = load_matrix()
     assert len(select(matrix, [], "amd64")) == 4
+    assert len(select(matrix, ["all"], "amd64")) == len(matrix) == 8
+    assert len(select(matrix, [], "all")) == 12
     chosen = select(matrix, ["6.1.176"], "cloud-amd64")
     assert [t.release for t in chosen] == ["6.1.0-50-cloud-amd64"]
     assert unmatched(matrix, ["6.1.176", "6.1.187"]) == ["6.1.187"]

@@ -38,12 +38,16 @@ class PackageRecord:
 class Apt:
     """apt-get/apt-cache bound to a private configuration under the cache."""
 
-    def __init__(self, cache: Cache, host_apt_dir: Path = HOST_APT_DIR) -> None:
+    def __init__(self, cache: Cache, host_apt_dir: Path = HOST_APT_DIR,
+                 suites: tuple[str, ...] = ()) -> None:
+        """With `suites`, the sources are those suites on the host's own mirrors (e.g. trixie on
+        a bookworm host); without, the host's sources as they are."""
         if not shutil.which("apt-get"):
             raise ToolMissing("apt-get not found: smcpatch fetches kernels from a Debian archive "
                               "(use --source/--kdir for a tree you already have)")
         self.cache = cache
-        self.root = cache.dir("apt")
+        self.suites = suites
+        self.root = cache.dir("apt-" + "+".join(suites) if suites else "apt")
         self.host_apt_dir = host_apt_dir
         self.config = self.root / "apt.conf"
         self._write_config()
@@ -73,6 +77,10 @@ class Apt:
     def _copy_host_sources(self, parts: Path) -> int:
         for old in parts.iterdir():
             old.unlink()
+        if self.suites:
+            lines = mirror_lines(host_sources(self.host_apt_dir), self.suites)
+            (parts / "smcpatch-suites.list").write_text("\n".join(lines) + "\n")
+            return len(lines)
         count = 0
         main_list = self.host_apt_dir / "sources.list"
         if main_list.is_file() and _has_entries(main_list.read_text()):
@@ -179,6 +187,81 @@ class Apt:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         return [dest / r.deb_name for r in records]
+
+
+@dataclass(frozen=True)
+class HostSource:
+    """One `deb` entry of the host's apt configuration."""
+
+    uri: str
+    suites: tuple[str, ...]
+    signed_by: str | None
+
+
+def host_sources(host_apt_dir: Path = HOST_APT_DIR) -> list[HostSource]:
+    """The host's `deb` entries, from sources.list(.d) in both one-line and deb822 formats."""
+    found: list[HostSource] = []
+    files = [host_apt_dir / "sources.list"]
+    if (host_apt_dir / "sources.list.d").is_dir():
+        files += sorted((host_apt_dir / "sources.list.d").iterdir())
+    for path in files:
+        if not path.is_file():
+            continue
+        if path.suffix == ".sources":
+            found += _parse_deb822(path.read_text())
+        elif path.suffix == ".list":
+            found += _parse_one_line(path.read_text())
+    return found
+
+
+def _parse_deb822(text: str) -> list[HostSource]:
+    out: list[HostSource] = []
+    for stanza in text.split("\n\n"):
+        fields = {}
+        for line in stanza.splitlines():
+            if line and not line.startswith(("#", " ")) and ":" in line:
+                key, _, value = line.partition(":")
+                fields[key.strip().lower()] = value.strip()
+        if "deb" in fields.get("types", "").split() and fields.get("uris"):
+            for uri in fields["uris"].split():
+                out.append(HostSource(uri, tuple(fields.get("suites", "").split()),
+                                      fields.get("signed-by")))
+    return out
+
+
+def _parse_one_line(text: str) -> list[HostSource]:
+    out: list[HostSource] = []
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) < 3 or words[0] != "deb":
+            continue
+        signed_by = None
+        if words[1].startswith("["):
+            options = []
+            while words and not words[1].endswith("]"):
+                options.append(words.pop(1))
+            options.append(words.pop(1))
+            for option in " ".join(options).strip("[]").split():
+                if option.startswith("signed-by="):
+                    signed_by = option.split("=", 1)[1]
+        out.append(HostSource(words[1], (words[2],), signed_by))
+    return out
+
+
+def mirror_lines(sources: list[HostSource], suites: tuple[str, ...]) -> list[str]:
+    """One-line entries for `suites` on the host's own mirrors: security suites on the host's
+    security mirror, all others on its main archive mirror."""
+    main = next((s for s in sources if any(not x.endswith("-security") for x in s.suites)), None)
+    security = next((s for s in sources if any(x.endswith("-security") for x in s.suites)), None)
+    if main is None:
+        raise FetchError("the host's apt sources name no Debian archive mirror to fetch "
+                         f"{', '.join(suites)} from")
+    lines = []
+    for suite in suites:
+        source = security if suite.endswith("-security") and security else main
+        option = f"[signed-by={source.signed_by}] " if source.signed_by else ""
+        lines.append(f"deb {option}{source.uri} {suite} main")
+    return lines
 
 
 def _fresh(stamp: Path) -> bool:

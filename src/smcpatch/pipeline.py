@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import build, elfinspect, patching, sources
+from . import build, chroot, disasm, elfinspect, patching, sources
+from .apt import Apt
 from .cache import Cache, atomic_dir, entry_is_current, hash_inputs
 from .errors import BadInput, SmcpatchError
 from .progress import Progress, silent
@@ -98,10 +99,13 @@ def _run_stages(cache: Cache, target: Target, options: Options, progress: Progre
     report.notes.extend(variants.notes)
 
     with timer.stage("build"):
+        env = _build_env(cache, ws, progress)
         built = build.build_variants(cache, _variant_key(ws, fixes), ws.kdir,
                                      _smc_dir(variants.before), _smc_dir(variants.after),
-                                     progress=progress, jobs=options.jobs)
+                                     progress=progress, jobs=options.jobs, env=env)
     report.from_cache["build"] = built.from_cache
+    report.compile_only = built.compile_only
+    report.build_env = ws.target.build_env or "host"
     report.compiler = built.compiler
     report.notes.extend(built.notes)
     report.timings_detail["build_before"] = round(built.before.seconds, 3)
@@ -116,14 +120,14 @@ def _run_stages(cache: Cache, target: Target, options: Options, progress: Progre
 # Report fields that inspection fills in; cached as JSON beside the build.
 INSPECT_FIELDS = ("before", "after", "shipped", "shipped_same_as_after", "shipped_same_as_before",
                   "vermagic_ok", "vermagic_detail", "modversions_ok", "modversions_mismatches",
-                  "changed_functions", "expected_changed_functions")
+                  "changed_functions", "expected_changed_functions", "layout_only_functions")
 
 
 def _inspect_cached(cache: Cache, ws: sources.Workspace, built: build.BuildResult,
                     states: list[patching.FixState], report: TargetReport) -> None:
     """Inspection is pure in its inputs: reuse its results while modules and code are unchanged."""
     inputs = [built.before.ko, built.after.ko, built.before.clc_object, built.after.clc_object,
-              ws.symvers, Path(elfinspect.__file__), Path(__file__)]
+              ws.symvers, Path(elfinspect.__file__), Path(disasm.__file__), Path(__file__)]
     if ws.shipped_module is not None:
         inputs.append(ws.shipped_module)
     key = hash_inputs([_file_identity(p) for p in inputs],
@@ -162,9 +166,14 @@ def _inspect(ws: sources.Workspace, built: build.BuildResult,
     report.modversions_ok, report.modversions_mismatches = elfinspect.check_modversions(
         after, symvers)
 
-    report.changed_functions = sorted(elfinspect.changed_functions(built.before.ko,
-                                                                   built.after.ko))
     report.expected_changed_functions = sorted({f for s in states for f in s.variant.functions})
+    changed = elfinspect.changed_functions(built.before.ko, built.after.ko)
+    # A function the patch doesn't touch may differ only in padding (its start moved): say so
+    # apart, after checking its instruction stream is the same.
+    layout_only = [f for f in changed if f not in report.expected_changed_functions
+                   and disasm.layout_only_change(built.before.ko, built.after.ko, f)]
+    report.changed_functions = sorted(set(changed) - set(layout_only))
+    report.layout_only_functions = sorted(layout_only)
 
     if ws.shipped_module is not None:
         shipped = elfinspect.inspect_module(ws.shipped_module)
@@ -176,6 +185,20 @@ def _inspect(ws: sources.Workspace, built: build.BuildResult,
         else:
             report.shipped_same_as_before = elfinspect.same_function(
                 ws.shipped_module, built.before.ko, PRIMARY_FUNCTION)
+
+
+def _build_env(cache: Cache, ws: sources.Workspace, progress: Progress) -> build.BuildEnv:
+    """The host, or a cached chroot of the kernel's own suite (its compiler, its glibc)."""
+    suite = ws.target.build_env
+    if not suite:
+        return build.BuildEnv()
+    if ws.kdir_root is None:
+        raise BadInput(f"{ws.target.version}: a {suite} build environment needs the extracted "
+                       "headers tree")
+    progress(f"{suite} chroot")
+    packages = chroot.build_packages(Apt(cache, suites=ws.target.apt_suites), ws.target)
+    root = chroot.ensure_chroot(cache, suite, packages)
+    return build.BuildEnv(root=root, binds=(ws.kdir_root,))
 
 
 def _variant_key(ws: sources.Workspace, fixes: list[patching.Fix]) -> str:

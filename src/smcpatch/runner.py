@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -107,7 +108,7 @@ def run_plan(cache: Cache, plan: list[tuple[Target, sources.Workspace | None]],
             bars.done(label)
             console.print(f"{'[green]OK[/]' if result.ok else '[red]FAIL[/]'} {label} "
                           f"({result.timings.get('total', 0):.1f} s)"
-                          + (f": {result.error}" if result.error else ""))
+                          + (f": {escape(result.error)}" if result.error else ""))
     return [results[i] for i in range(len(plan))]
 
 
@@ -193,7 +194,7 @@ def render_inspect(data: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{data['module']}[/]: [{colour}]{data['verdict']}[/]")
     console.print(f"  vermagic: {data['vermagic']}   DWARF: {'yes' if data['has_dwarf'] else 'no'}")
     for reason in data["reasons"]:
-        console.print(f"  - {reason}")
+        console.print(f"  - {escape(reason)}")
     ev = data["evidence"]
     console.print(f"  fragments: {', '.join(f'{k} ({v} B)' for k, v in ev['fragments'].items())}")
     for key in ("rcu_read_lock_sites", "rcu_read_unlock_sites", "dst_reference_sites"):

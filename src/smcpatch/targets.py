@@ -28,6 +28,12 @@ class Target:
     kbuild_package: str = ""
     expect: str | None = None  # what the archive's changelog says; checked, never used to decide
     notes: str = ""
+    # The suite whose userland builds the module (a cached chroot), when the host's can't:
+    # trixie's kernels need gcc-14, sid's kbuild tools need a newer glibc. "" = the host.
+    build_env: str = ""
+    # Suites the packages come from beyond the host's apt sources (same mirrors, read at run time).
+    apt_suites: tuple[str, ...] = ()
+    in_default: bool = True  # part of `inv verify` with no --kernel
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -94,7 +100,12 @@ def _target_from(entry: dict[str, Any], defaults: dict[str, Any], path: Path) ->
                           f"{', '.join(missing)}")
     known = set(Target.__dataclass_fields__) - {"extra"}
     unknown = {k: v for k, v in merged.items() if k not in known}
-    fields = {k: str(v) for k, v in merged.items() if k in known}
+    fields: dict[str, Any] = {k: str(v) for k, v in merged.items() if k in known}
+    suites = merged.get("apt_suites", [])
+    if not isinstance(suites, list) or not all(isinstance(s, str) for s in suites):
+        raise ConfigError(f"{path}: kernel {merged['version']}: apt_suites must be a list of names")
+    fields["apt_suites"] = tuple(suites)
+    fields["in_default"] = merged.get("in_default", True) is True
     target = Target(**fields, extra=unknown)
     if target.flavour not in FLAVOURS:
         raise ConfigError(f"{path}: kernel {target.version}: unknown flavour {target.flavour!r}")
@@ -131,12 +142,15 @@ def select(matrix: list[Target], versions: list[str], flavour: str) -> list[Targ
     caller can resolve them against the archive.
     """
     flavours = check_flavour(flavour)
+    if "all" in versions:
+        return [t.with_flavour(f) for t in matrix for f in flavours]
     for version in versions:
         parse_version(version)
-    found = [t for t in matrix if not versions or any(v in (t.version, t.package_version)
-                                                      for v in versions)]
+    found = [t for t in matrix if (t.in_default if not versions else
+                                   any(v in (t.version, t.package_version) for v in versions))]
     return [t.with_flavour(f) for t in found for f in flavours]
 
 
 def unmatched(matrix: list[Target], versions: list[str]) -> list[str]:
-    return [v for v in versions if not any(v in (t.version, t.package_version) for t in matrix)]
+    return [v for v in versions
+            if v != "all" and not any(v in (t.version, t.package_version) for t in matrix)]

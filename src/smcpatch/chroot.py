@@ -1,0 +1,127 @@
+"""Build environments of other suites: a cached minimal chroot made with mmdebstrap.
+
+trixie's kernels are built with gcc-14 and sid's kbuild helpers need a newer glibc than the bookworm
+host has. The module is then built inside a minimal chroot of the kernel's own suite, made once with
+mmdebstrap from the host's own mirrors and reused. Builds run in a private mount namespace
+(unshare -m) that bind-mounts the headers tree and the work dir at their own paths and mounts /proc,
+so nothing stays mounted when the build ends, whatever way it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .apt import Apt, host_sources, mirror_lines
+from .cache import Cache, atomic_dir, entry_is_current, hash_inputs
+from .errors import BuildError, ToolMissing
+from .targets import Target
+
+CHROOT_RECIPE = 1
+BASE_PACKAGES = ("make",)
+MMDEBSTRAP_TIMEOUT_S = 1800
+
+# Runs as: bash -c SCRIPT smcpatch ROOT NBINDS BIND... COMMAND...
+_ENTER = r"""
+set -eu
+root=$1; nbinds=$2; shift 2
+for _ in $(seq "$nbinds"); do
+    mkdir -p "$root$1"; mount --bind "$1" "$root$1"; shift
+done
+mount -t proc proc "$root/proc"
+exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C HOME=/root "$@"
+"""
+
+
+def build_packages(apt: Apt, target: Target) -> list[str]:
+    """What building against this kernel needs: the Depends of its headers and kbuild packages
+    (the compiler, pahole, the libraries the kbuild helpers link), minus the kernel's own."""
+    names = set(BASE_PACKAGES)
+    for package in (target.headers_package, target.kbuild):
+        fields = _show_fields(apt, package, target.package_version)
+        for alternatives in fields.get("Depends", "").split(","):
+            first = alternatives.split("|")[0].strip()
+            name = re.split(r"[\s(:]", first, maxsplit=1)[0]
+            if name and not name.startswith("linux-"):
+                names.add(name)
+    return sorted(names)
+
+
+def _show_fields(apt: Apt, name: str, version: str) -> dict[str, str]:
+    proc = subprocess.run(["apt-cache", "show", f"{name}={version}"], env=apt.env(),
+                          capture_output=True, text=True, timeout=120, check=False)
+    fields: dict[str, str] = {}
+    for line in proc.stdout.split("\n\n", 1)[0].splitlines():
+        if line and not line[0].isspace() and ":" in line:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def ensure_mmdebstrap() -> None:
+    if shutil.which("mmdebstrap"):
+        return
+    command = "apt-get install -y mmdebstrap"
+    if os.geteuid() != 0:
+        raise ToolMissing(f"mmdebstrap not found (builds for other suites need it): run "
+                          f"`{command}` as root")
+    proc = subprocess.run(["apt-get", "-q", "install", "-y", "mmdebstrap"], capture_output=True,
+                          text=True, timeout=1800, check=False,
+                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if proc.returncode != 0 or not shutil.which("mmdebstrap"):
+        raise ToolMissing(f"`{command}` failed: {(proc.stderr.strip().splitlines() or [''])[-1]}")
+
+
+def ensure_chroot(cache: Cache, suite: str, packages: list[str]) -> Path:
+    """The root of a minimal chroot of `suite` with `packages`, made once and cached."""
+    if os.geteuid() != 0:
+        raise ToolMissing(f"building in a {suite} chroot needs root (mmdebstrap, mount, chroot)")
+    lines = mirror_lines(host_sources(), _suite_set(suite))
+    key = hash_inputs(CHROOT_RECIPE, suite, sorted(packages), _strip_hosts(lines))
+    entry = cache.dir("chroots", suite)
+    with cache.lock(f"chroot-{suite}", wait_message=f"waiting for another run making the "
+                                                    f"{suite} chroot ..."):
+        if entry_is_current(entry, key):
+            return entry / "root"
+        ensure_mmdebstrap()
+        with atomic_dir(entry, key, {"packages": packages}) as tmp:
+            log = tmp / "mmdebstrap.log"
+            args = ["mmdebstrap", "--variant=apt", "--mode=root",
+                    '--aptopt=Acquire::Check-Valid-Until "false"',
+                    f"--include={','.join(packages)}", suite, str(tmp / "root"), *lines]
+            with open(log, "w") as handle:
+                try:
+                    code = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT,
+                                          timeout=MMDEBSTRAP_TIMEOUT_S, check=False).returncode
+                except subprocess.TimeoutExpired as exc:
+                    raise BuildError(f"mmdebstrap {suite} timed out after "
+                                     f"{MMDEBSTRAP_TIMEOUT_S}s") from exc
+            if code != 0:
+                kept = cache.dir("chroots", f"{suite}-failed.log")
+                shutil.copy2(log, kept)
+                tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
+                raise BuildError(f"cannot make the {suite} chroot (mmdebstrap exit {code}): "
+                                 f"{tail}; full log: {kept}")
+        return entry / "root"
+
+
+def _suite_set(suite: str) -> tuple[str, ...]:
+    """A stable suite gets its security updates too; unstable/testing names stand alone."""
+    if suite in ("sid", "unstable", "testing", "experimental"):
+        return (suite,)
+    return (suite, f"{suite}-security")
+
+
+def _strip_hosts(lines: list[str]) -> list[str]:
+    return [re.sub(r"//[^/\s]+", "//mirror", line) for line in lines]
+
+
+def command_in_chroot(root: Path, binds: list[Path], command: list[str]) -> list[str]:
+    """argv that runs `command` inside `root` with `binds` mounted at their own paths."""
+    if not shutil.which("unshare"):
+        raise ToolMissing("unshare not found: run `apt-get install -y util-linux`")
+    return ["unshare", "--mount", "--propagation", "private", "bash", "-c", _ENTER, "smcpatch",
+            str(root), str(len(binds)), *[str(b) for b in binds], *command]

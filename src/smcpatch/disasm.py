@@ -1,0 +1,77 @@
+"""A second opinion on "changed" functions: compare instruction streams, not bytes.
+
+A byte comparison (elfinspect.changed_functions) flags a function whose code is the same but whose
+loop-alignment padding moved because an earlier function in the section changed size (gcc-14
+aligns small loops to 32 bytes, so an 80-byte shift changes the NOP padding). objdump's instruction
+stream, with NOPs dropped, branch targets turned into instruction indices and addresses removed,
+tells such layout-only differences from real ones.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .elfinspect import load_elf_bytes
+
+_LINE = re.compile(r"^\s*([0-9a-f]+):\t(.*)$")
+_TARGET = re.compile(r"\b([0-9a-f]+) <([^>+]+)(\+0x[0-9a-f]+)?>")
+_SUFFIX = re.compile(r"\.(?:constprop|isra|part|cold|llvm)\.\d+")
+
+
+def objdump_available() -> bool:
+    return shutil.which("objdump") is not None
+
+
+def instruction_stream(module: Path, function: str) -> list[str] | None:
+    """Normalized instructions of `function` (None when objdump or the function is missing)."""
+    if not objdump_available():
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".o") as plain:
+        plain.write(load_elf_bytes(module))  # objdump can't read .ko.xz
+        plain.flush()
+        proc = subprocess.run(["objdump", "-dr", "--no-show-raw-insn",
+                               f"--disassemble={function}", plain.name],
+                              capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        return None
+    return _normalize(proc.stdout, function)
+
+
+def _normalize(text: str, function: str) -> list[str] | None:
+    rows: list[tuple[int, str]] = []
+    relocs: dict[int, list[str]] = {}
+    for line in text.splitlines():
+        match = _LINE.match(line)
+        if not match:
+            continue
+        address, body = int(match.group(1), 16), match.group(2).split("#")[0].strip()
+        if body.startswith("R_X86_64"):  # a relocation line: belongs to the instruction above
+            if rows:
+                relocs.setdefault(len(rows) - 1, []).append(_SUFFIX.sub("", body))
+            continue
+        if any(word.startswith("nop") for word in body.split()[:3]) or body.startswith(
+                ("xchg   %ax,%ax", "int3")):
+            continue  # padding: its amount depends on where the function starts
+        rows.append((address, body))
+    if not rows:
+        return None
+    index_of = {address: i for i, (address, _) in enumerate(rows)}
+
+    def target(match: re.Match[str]) -> str:
+        name, address = match.group(2), int(match.group(1), 16)
+        if name == function and address in index_of:
+            return f"<insn {index_of[address]}>"
+        return f"<{_SUFFIX.sub('', name)}>"
+
+    return [_TARGET.sub(target, body) + "".join(f" [{r}]" for r in relocs.get(i, []))
+            for i, (_, body) in enumerate(rows)]
+
+
+def layout_only_change(before: Path, after: Path, function: str) -> bool:
+    """True when the function's instructions are the same and only padding/addresses differ."""
+    a, b = instruction_stream(before, function), instruction_stream(after, function)
+    return a is not None and a == b
