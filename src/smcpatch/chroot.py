@@ -9,6 +9,7 @@ so nothing stays mounted when the build ends, whatever way it ends.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -48,6 +49,22 @@ def build_packages(apt: Apt, target: Target) -> list[str]:
             if name and not name.startswith("linux-"):
                 names.add(name)
     return sorted(names)
+
+
+def cached_build_packages(cache: Cache, target: Target) -> list[str]:
+    """build_packages, remembered per pinned package version (it cannot change)."""
+    memo = cache.dir("chroots", f"packages-{target.key}.json")
+    try:
+        saved = json.loads(memo.read_text())
+        if isinstance(saved, list) and all(isinstance(p, str) for p in saved):
+            return saved
+    except (OSError, ValueError):
+        pass
+    packages = build_packages(Apt(cache, suites=target.apt_suites), target)
+    tmp = memo.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(packages))
+    tmp.replace(memo)
+    return packages
 
 
 def _show_fields(apt: Apt, name: str, version: str) -> dict[str, str]:

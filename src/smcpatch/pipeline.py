@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import build, chroot, disasm, elfinspect, patching, sources
-from .apt import Apt
 from .cache import Cache, atomic_dir, entry_is_current, hash_inputs
 from .errors import BadInput, SmcpatchError
 from .progress import Progress, silent
@@ -196,7 +195,7 @@ def _build_env(cache: Cache, ws: sources.Workspace, progress: Progress) -> build
         raise BadInput(f"{ws.target.version}: a {suite} build environment needs the extracted "
                        "headers tree")
     progress(f"{suite} chroot")
-    packages = chroot.build_packages(Apt(cache, suites=ws.target.apt_suites), ws.target)
+    packages = chroot.cached_build_packages(cache, ws.target)
     root = chroot.ensure_chroot(cache, suite, packages)
     return build.BuildEnv(root=root, binds=(ws.kdir_root,))
 
