@@ -151,6 +151,15 @@ def test_tree_without_net_smc(tmp_path: Path) -> None:
         dkms.write_package(ws, states, tmp_path / "pkg")
 
 
+def test_smc_disabled_kernel_is_refused(tmp_path: Path) -> None:
+    ws = synthetic_ws(tmp_path, DATA / "smc_clc_vulnerable.c", version="7.3.4")
+    ws.kdir.mkdir()
+    (ws.kdir / ".config").write_text("CONFIG_NET=y\n# CONFIG_SMC is not set\n")
+    with pytest.raises(BadInput, match=r"SMC is not enabled in 7\.3\.4\+deb13-amd64's config"):
+        dkms.write_package(ws, states_for(ws), tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
 def test_out_dir_rules(tmp_path: Path) -> None:
     ws = synthetic_ws(tmp_path, DATA / "smc_clc_vulnerable.c")
     states = states_for(ws)
@@ -298,6 +307,12 @@ def test_package_command_option_errors(tmp_path: Path) -> None:
         dkms.package_command(cache, target, tmp_path / "pkg", sign_key=tmp_path / "k.pem",
                              sign_cert=tmp_path / "c.pem")
     assert not (tmp_path / "pkg").exists()
+    with pytest.raises(BadInput, match="unknown fix nosuch"):  # before any download
+        dkms.package_command(cache, target, tmp_path / "pkg", ["nosuch"])
+    trixie = _target("6.12.107+deb13")
+    with pytest.raises(BadInput, match="built with gcc-14 of trixie"):
+        dkms.package_command(cache, trixie, tmp_path / "pkg", check=True)
+    assert not (cache.root / "debs").exists()
 
 
 @pytest.mark.integration

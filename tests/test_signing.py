@@ -260,25 +260,35 @@ def test_sign_with_throwaway_key(workspace_for: Callable[[str], Workspace], tmp_
 
 
 @pytest.mark.integration
-def test_sign_our_after_module(workspace_for: Callable[[str], Workspace], test_cache: object,
-                               tmp_path: Path, keys: tuple[Path, Path]) -> None:
-    """The after-module of the real pipeline (built in the test cache), signed and still fixed."""
+def test_sign_plan_signs_after_module(workspace_for: Callable[[str], Workspace],
+                                      test_cache: object, tmp_path: Path,
+                                      keys: tuple[Path, Path]) -> None:
+    """`inv verify --sign-key/--sign-cert`: the pipeline's after-module, signed, still fixed."""
+    import dataclasses
+
     from smcpatch import pipeline
     from smcpatch.cache import Cache
 
     assert isinstance(test_cache, Cache)
     ws = workspace_for("6.1.176")
-    result = pipeline.verify_target(test_cache, ws.target, pipeline.Options(), workspace=ws)
-    assert result.error is None, result.error
-    assert result.after is not None
-    after = Path(result.after.path)
-    signed = signing.sign_module(ws, after, *keys, tmp_path / "smc.ko")
-    assert signing.module_signature(after) is None
-    sig = signing.module_signature(signed)
-    assert sig is not None and sig["signer"] == "smcpatch throwaway key"
+    rep = pipeline.verify_target(test_cache, ws.target, pipeline.Options(), workspace=ws)
+    assert rep.error is None and rep.after is not None
+    after = Path(rep.after.path)
+    failed = dataclasses.replace(rep, after=None, notes=[])
+    cache = Cache.open(tmp_path / "cache")
+    results = signing.sign_plan(cache, [(ws.target, ws), (ws.target, None)], [rep, failed], *keys)
+    assert results[1] is None and failed.notes == []  # nothing to sign without an after-module
+    result = results[0]
+    assert result is not None and result["signature"]["signer"] == "smcpatch throwaway key"
+    signed = Path(result["path"])
+    assert signed == cache.root / "signed" / ws.target.key / "smc.ko"
+    assert rep.notes[-1] == f"after-module signed: {signed} ({result['text']})"
+    assert rep.ok and rep.error is None
+    assert signing.module_signature(after) is None  # the build's cached module is untouched
     info = elfinspect.inspect_module(signed)
     assert info.evidence.verdict == "fixed"
     assert elfinspect.check_vermagic(info, ws.target.release)[0]
+    assert signing.verify_signature(signed, keys[1])
 
 
 def test_describe(tmp_path: Path, keys: tuple[Path, Path]) -> None:

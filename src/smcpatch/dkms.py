@@ -113,6 +113,7 @@ def write_package(ws: Workspace, states: list[FixState], out_dir: Path) -> Path:
         raise PatchError("; ".join(f"{s.fix_id} neither applies nor reverts on "
                                    f"{ws.target.release}'s sources ({s.detail})" for s in unknown)
                          + ": no DKMS package written")
+    _check_smc_enabled(ws)
     out_dir = out_dir.expanduser().absolute()
     _check_out_dir(out_dir)
     to_apply = [s for s in states if s.state == "vulnerable"]
@@ -140,6 +141,16 @@ def write_package(ws: Workspace, states: list[FixState], out_dir: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _check_smc_enabled(ws: Workspace) -> None:
+    """A kernel whose config has SMC off (Debian's 7.x) can neither build nor load the package."""
+    if not ws.kernel_config.is_file():
+        return  # a synthetic or partial kdir: nothing to say
+    if build.KernelConfig.read(ws.kernel_config).get("CONFIG_SMC") not in ("m", "y"):
+        raise BadInput(f"SMC is not enabled in {ws.target.release}'s config (CONFIG_SMC unset): "
+                       "dkms would skip the package there (BUILD_EXCLUSIVE_CONFIG) and that "
+                       "kernel cannot load an SMC module; no DKMS package written")
 
 
 def is_our_package(path: Path) -> bool:
@@ -308,6 +319,11 @@ def build_package(ws: Workspace, package: Path, work: Path, jobs: int | None = N
     if sign_key is not None and sign_cert is not None:
         signing.check_key_matches_cert(sign_key, sign_cert)
         signing.sign_file_path(ws)
+    if ws.target.build_env:
+        raise BadInput(f"dkms build runs with this host's compiler, but {ws.target.version} is "
+                       f"built with {ws.target.compiler} of {ws.target.build_env} (smcpatch builds "
+                       f"it in a {ws.target.build_env} chroot): build the package on a "
+                       f"{ws.target.build_env} system instead")
     version = ensure_dkms()
     build.ensure_toolchain(build.KernelConfig.read(ws.kdir / ".config"))
     work = work.absolute()
@@ -393,11 +409,15 @@ def package_command(cache: Cache, target: Target, out_dir: Path, fixes: list[str
         if not check:
             raise BadInput("--sign-key/--sign-cert sign the module dkms builds: add --check")
         signing.check_key_matches_cert(sign_key, sign_cert)
+    selected = pipeline.select_fixes(patching.load_series(pipeline.PATCHES_DIR, "all"),
+                                     fixes or ["default"])  # a bad --fix: before any download
+    if check and target.build_env:
+        raise BadInput(f"--check runs dkms with this host's compiler, but {target.version} is "
+                       f"built with {target.compiler} of {target.build_env}: write the package "
+                       f"without --check and build it on a {target.build_env} system")
     if check:
         ensure_dkms()
     ws = sources.fetch(cache, target, progress)
-    selected = pipeline.select_fixes(patching.load_series(pipeline.PATCHES_DIR, "all"),
-                                     fixes or ["default"])
     progress("classify")
     states = patching.classify(ws.source_tree, selected)
     progress("write package")

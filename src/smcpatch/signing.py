@@ -27,10 +27,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import build, elfinspect
+from . import build, elfinspect, sources
 from .cache import Cache
 from .errors import BadInput, InspectError, SmcpatchError, ToolMissing
+from .report import TargetReport
 from .sources import Workspace
+from .targets import Target
 
 MAGIC = b"~Module signature appended~\n"
 _SIG_STRUCT = struct.Struct(">BBBBB3xI")  # struct module_signature, 12 bytes
@@ -266,6 +268,11 @@ def sign_file_path(ws: Workspace) -> Path:
                    f"(`apt-file search {missing[0]}`)")
             raise ToolMissing(f"{exe} cannot run: {', '.join(missing)} missing: {fix}")
         detail = " ".join(proc.stderr.split())[:200] or f"exit {proc.returncode}"
+        glibc = re.search(r"GLIBC_[0-9.]+", proc.stderr)
+        if glibc:
+            raise ToolMissing(f"{exe} needs {glibc.group(0)}, newer than this host's C library "
+                              f"(it is {ws.target.kbuild} of another Debian suite): sign with a "
+                              "sign-file built for this host, e.g. a bookworm kernel's kbuild")
         raise SmcpatchError(f"{exe} does not run on this host: {detail}")
     return exe
 
@@ -377,3 +384,28 @@ def sign_built(cache: Cache, ws: Workspace, module: Path, key: Path, cert: Path,
     signed = sign_module(ws, module, key, cert, out, hash_algo)
     sig = module_signature(signed)
     return {"path": str(signed), "signature": sig, "text": describe(sig)}
+
+
+def sign_plan(cache: Cache, plan: list[tuple[Target, Workspace | None]],
+              reports: list[TargetReport], key: Path, cert: Path,
+              hash_algo: str | None = None) -> list[dict[str, Any] | None]:
+    """Sign the after-module of every verified target (``inv verify --sign-key/--sign-cert``).
+
+    One result per report (None where there is no fixed after-module to sign); each signed module
+    also gets a note in its report, and a signing failure becomes the target's error (not ok).
+    """
+    results: list[dict[str, Any] | None] = []
+    for (target, ws), rep in zip(plan, reports, strict=True):
+        if rep.after is None or rep.after.verdict != "fixed" or rep.error:
+            results.append(None)
+            continue
+        try:
+            workspace = ws or sources.fetch(cache, target)  # cached: no download
+            result = sign_built(cache, workspace, Path(rep.after.path), key, cert, hash_algo)
+        except SmcpatchError as exc:
+            rep.error, rep.ok = f"signing the after-module failed: {exc.one_line()}", False
+            results.append(None)
+            continue
+        rep.notes.append(f"after-module signed: {result['path']} ({result['text']})")
+        results.append(result)
+    return results
