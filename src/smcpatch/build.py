@@ -295,8 +295,11 @@ def _make(kdir: Path, work: Path, log: Path, jobs: int | None, env: BuildEnv,
                          "(the partial build was removed)")
     if code != 0:
         kept = _keep_log(log, work)
-        tail = "\n".join(kept.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
-        raise BuildError(f"make failed (exit {code}); full log: {kept}\n{tail}")
+        lines = kept.read_text(errors="replace").splitlines()
+        errors = [ln for ln in lines if "error" in ln.lower()][:1]
+        tail = "\n".join(lines[-LOG_TAIL_LINES:])
+        raise BuildError(f"make failed (exit {code}): {(errors or ['see the log'])[0].strip()}; "
+                         f"full log: {kept}", detail=tail)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -58,16 +58,19 @@ class Cache:
         return path
 
     @contextlib.contextmanager
-    def lock(self, name: str, wait_message: str | None = None) -> Iterator[None]:
-        """Exclusive lock on `name` shared by every process using this cache."""
+    def lock(self, name: str, wait_message: str | None = None,
+             shared: bool = False) -> Iterator[None]:
+        """Lock on `name` across every process using this cache: exclusive, or shared (many
+        holders; an exclusive taker waits for all of them)."""
         lock_path = self.dir("locks", safe_name(name) + ".lock")
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         with open(lock_path, "a+") as handle:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
             except BlockingIOError:
                 if wait_message:
                     print(wait_message, flush=True)
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                fcntl.flock(handle, mode)
             try:
                 yield
             finally:

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from .apt import Apt, host_sources, mirror_lines
-from .cache import Cache, atomic_dir, entry_is_current, hash_inputs
+from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
 from .errors import BuildError, ToolMissing
 from .targets import Target
 
@@ -97,14 +97,21 @@ def ensure_chroot(cache: Cache, suite: str, packages: list[str]) -> Path:
     if os.geteuid() != 0:
         raise ToolMissing(f"building in a {suite} chroot needs root (mmdebstrap, mount, chroot)")
     lines = mirror_lines(host_sources(), _suite_set(suite))
-    key = hash_inputs(CHROOT_RECIPE, suite, sorted(packages), _strip_hosts(lines))
+    key = hash_inputs(CHROOT_RECIPE, suite, _strip_hosts(lines))
     entry = cache.dir("chroots", suite)
     with cache.lock(f"chroot-{suite}", wait_message=f"waiting for another run making the "
                                                     f"{suite} chroot ..."):
+        manifest = read_manifest(entry) or {}
         if entry_is_current(entry, key):
-            return entry / "root"
+            have = set(manifest.get("packages", []))
+            if set(packages) <= have:
+                return entry / "root"
+            packages = sorted(have | set(packages))  # one chroot serves every kernel of a suite
         ensure_mmdebstrap()
-        with atomic_dir(entry, key, {"packages": packages}) as tmp:
+        # replacing the chroot must wait for builds running in the old one (they hold it shared)
+        with cache.lock(f"chroot-{suite}-in-use", wait_message=f"waiting for builds in the "
+                        f"{suite} chroot to finish ..."), \
+                atomic_dir(entry, key, {"packages": packages}) as tmp:
             log = tmp / "mmdebstrap.log"
             args = ["mmdebstrap", "--variant=apt", "--mode=root",
                     '--aptopt=Acquire::Check-Valid-Until "false"',

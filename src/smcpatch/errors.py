@@ -29,7 +29,7 @@ class FetchError(SmcpatchError):
 
 
 class ExtractError(SmcpatchError):
-    """A package or tarball could not be unpacked safely (hostile paths, truncated data, disk full)."""
+    """A package or tarball could not be unpacked safely (hostile paths, truncation, disk full)."""
 
 
 class PatchError(SmcpatchError):
@@ -37,7 +37,11 @@ class PatchError(SmcpatchError):
 
 
 class BuildError(SmcpatchError):
-    """make failed; the message carries the tail of the build log and the log's path."""
+    """make failed; the message names the full log, `detail` carries the log's tail."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class InspectError(SmcpatchError):

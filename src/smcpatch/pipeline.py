@@ -7,6 +7,7 @@ matrix run reports every target.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -71,6 +72,7 @@ def verify_target(cache: Cache, target: Target, options: Options,
         _run_stages(cache, target, options, progress, workspace, report, timer)
     except SmcpatchError as exc:
         report.error = exc.one_line()
+        report.error_detail = getattr(exc, "detail", "")
     report.timings = {**timer.timings, "total": round(time.monotonic() - started, 3)}
     report.finish()
     return report
@@ -99,9 +101,12 @@ def _run_stages(cache: Cache, target: Target, options: Options, progress: Progre
 
     with timer.stage("build"):
         env = _build_env(cache, ws, progress)
-        built = build.build_variants(cache, _variant_key(ws, fixes), ws.kdir,
-                                     _smc_dir(variants.before), _smc_dir(variants.after),
-                                     progress=progress, jobs=options.jobs, env=env)
+        in_use = (cache.lock(f"chroot-{ws.target.build_env}-in-use", shared=True)
+                  if env.root else contextlib.nullcontext())
+        with in_use:
+            built = build.build_variants(cache, _variant_key(ws, fixes), ws.kdir,
+                                         _smc_dir(variants.before), _smc_dir(variants.after),
+                                         progress=progress, jobs=options.jobs, env=env)
     report.from_cache["build"] = built.from_cache
     report.compile_only = built.compile_only
     report.build_env = ws.target.build_env or "host"

@@ -104,6 +104,7 @@ class TargetReport:
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     error: str | None = None
+    error_detail: str = ""  # e.g. the tail of a failed build's log
     ok: bool = False
 
     @classmethod
@@ -261,5 +262,7 @@ def print_summary(reports: list[TargetReport], console: Console) -> None:
     for r in reports:
         for problem in r.problems:
             console.print(f"[red]{r.package_version} {r.flavour}:[/] {escape(problem)}")
+        if r.error_detail:
+            console.print(f"[dim]{escape(r.error_detail)}[/]")
         for note in r.notes:
             console.print(f"[dim]{r.package_version} {r.flavour}: {escape(note)}[/]")

@@ -26,6 +26,7 @@ from .targets import Target, parse_version
 # Bump when the way we extract changes, so old cache entries are rebuilt.
 EXTRACT_RECIPE = 3
 SOURCE_MEMBERS = ("net/smc/*", "include/net/dst.h")
+KDIR_RECIPE = 2  # 2: KBUILD_OUTPUT relocated too (Debian 7.x headers)
 # How each entry's files are checked on use (cache.tree_fingerprint): the small ones by content,
 # the big headers tree (17k files) by its names and directory mtimes, which costs ~30 ms.
 CONTENT_CHECK = {"source": "full", "kdir": "names", "shipped": "full"}
@@ -109,7 +110,7 @@ def _keys(target: Target) -> dict[str, str]:
     ident = (target.package_version, target.abi, target.series, target.kbuild, EXTRACT_RECIPE)
     return {
         "source": hash_inputs("source", target.source_package, *ident),
-        "kdir": hash_inputs("kdir", target.flavour, *ident),
+        "kdir": hash_inputs("kdir", KDIR_RECIPE, target.flavour, *ident),
         "shipped": hash_inputs("shipped", target.flavour, *ident),
     }
 
@@ -224,13 +225,15 @@ def _extract_kdir(target: Target, debs: dict[str, Path], entry: Path, key: str) 
 
 
 def _relocate_headers(root: Path, target: Target, final_root: Path) -> None:
-    """The flavour Makefile includes /usr/src/...-common/Makefile by absolute path: point it at
-    the cache entry's final location (the temp dir is renamed there)."""
+    """The flavour Makefile names /usr/src/... by absolute path (`include` of the common Makefile;
+    on 7.x also KBUILD_OUTPUT): point it at the cache entry's final location (the temp dir is
+    renamed there)."""
     makefile = root / "usr" / "src" / f"linux-headers-{target.release}" / "Makefile"
     if not makefile.is_file():
         raise ExtractError(f"{target.headers_package} lacks {makefile.name}: unexpected layout")
     text = makefile.read_text()
-    fixed = re.sub(r"(?m)^include /usr/src/", f"include {final_root}/usr/src/", text)
+    fixed = re.sub(r"(?m)^(include |KBUILD_OUTPUT\s*:?=\s*)/usr/src/",
+                   lambda m: f"{m.group(1)}{final_root}/usr/src/", text)
     if fixed == text:
         raise ExtractError(f"{makefile}: no absolute /usr/src include to relocate")
     makefile.write_text(fixed)
