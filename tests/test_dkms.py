@@ -23,6 +23,8 @@ from smcpatch.sources import Workspace
 from smcpatch.targets import Target, load_matrix
 
 DATA = Path(__file__).resolve().parent / "data"
+# dkms add refuses to run as non-root (its check_root), even with private trees
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dkms add/build need root")
 PATCHES = pipeline.PATCHES_DIR
 MAIN_PATCH = "0001-smc-clc-prfx-match-rcu.patch"
 DST_H = ("struct dst_entry { struct net_device *dev; };\n"
@@ -225,6 +227,7 @@ def _nothing_outside(release: str) -> None:
 
 
 @pytest.mark.integration
+@needs_root
 def test_dkms_build_vulnerable_kernel(workspace_for: Callable[[str], Workspace],
                                       tmp_path: Path) -> None:
     ws = workspace_for("6.1.176")
@@ -250,6 +253,7 @@ def test_dkms_build_vulnerable_kernel(workspace_for: Callable[[str], Workspace],
 
 
 @pytest.mark.integration
+@needs_root
 def test_dkms_build_fixed_kernel_signed(workspace_for: Callable[[str], Workspace],
                                         tmp_path: Path) -> None:
     ws = workspace_for("6.12.117")
@@ -275,6 +279,7 @@ def test_dkms_build_fixed_kernel_signed(workspace_for: Callable[[str], Workspace
 
 
 @pytest.mark.integration
+@needs_root
 def test_dkms_refuses_other_kernel(workspace_for: Callable[[str], Workspace],
                                    tmp_path: Path) -> None:
     package = dkms.write_package(workspace_for("6.1.176"), states_for(workspace_for("6.1.176")),
@@ -316,6 +321,7 @@ def test_package_command_option_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+@needs_root
 def test_package_command_check_signed(workspace_for: Callable[[str], Workspace],
                                       test_cache: object, tmp_path: Path) -> None:
     """What `inv dkms --kernel 6.12.107 --check --sign-key K --sign-cert C` does."""
