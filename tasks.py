@@ -83,12 +83,15 @@ def kernels(c: Context, flavour: str = "amd64") -> None:
         "source": "your own kernel tree (or a dir holding net/smc); needs --kdir",
         "kdir": "your prepared kernel build/headers directory (make -C KDIR M=...)",
         "jobs": "make -j (default: number of cores)",
+        "sign_key": "sign each fixed after-module with this private key (PEM), using the "
+                    "kernel's own scripts/sign-file; needs --sign-cert",
+        "sign_cert": "the X.509 certificate of --sign-key (PEM or DER)",
     },
 )
 def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
            json: str | None = None, cache: str | None = None, fix: list[str] | None = None,
            source: str | None = None, kdir: str | None = None, jobs: int = 0,
-           parallel: int = 0) -> None:
+           parallel: int = 0, sign_key: str | None = None, sign_cert: str | None = None) -> None:
     """Fetch, classify, patch, build and inspect smc.ko before and after the fix.
 
     Exit 0 when every target ends with a verified fixed module, 1 when any does not, 2 on bad input.
@@ -99,7 +102,8 @@ def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
         request = runner.VerifyRequest(kernels=kernel or [], flavour=flavour,
                                        cache_dir=_path(cache), json_path=_path(json),
                                        fixes=fix or None, source=_path(source), kdir=_path(kdir),
-                                       jobs=jobs or None, parallel=parallel or None)
+                                       jobs=jobs or None, parallel=parallel or None,
+                                       sign_key=_path(sign_key), sign_cert=_path(sign_cert))
         reports, code = runner.run_verify(request, console)
         report.print_summary(reports, console)
         if json:
@@ -160,6 +164,61 @@ def inspect(c: Context, module: str, json: bool = False, release: str | None = N
             runner.render_inspect(data, console)
     if code:
         raise Exit(code=code)
+
+
+@task(
+    iterable=["fix"],
+    auto_shortflags=False,
+    help={
+        "kernel": "upstream version, e.g. 6.1.176 (kernels.toml or the archive)",
+        "out": "directory for the DKMS source package (new, empty, or an earlier package)",
+        "flavour": "the headers --check builds against (the package serves every flavour)",
+        "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
+        "fix": "default, all, or a fix id from patches/series (repeatable)",
+        "check": "also `dkms build` it with Debian's dkms against the extracted headers "
+                 "(private dkms trees, nothing installed) and inspect the smc.ko it makes",
+        "sign_key": "with --check: dkms signs the module with this key (PEM) and the kernel's "
+                    "sign-file; needs --sign-cert",
+        "sign_cert": "the X.509 certificate of --sign-key (PEM or DER)",
+        "json": "print the summary as JSON",
+        "jobs": "make -j for --check (default: number of cores)",
+    },
+)
+def dkms(c: Context, kernel: str, out: str, flavour: str = "amd64", cache: str | None = None,
+         fix: list[str] | None = None, check: bool = False, sign_key: str | None = None,
+         sign_cert: str | None = None, json: bool = False, jobs: int = 0) -> None:
+    """Write a DKMS source package of the fixed SMC module for one kernel (`dkms add OUT`).
+
+    Exit 0 when written (with --check: dkms built a module inspected fixed), 1 when the checked
+    module is not fixed, 2 on bad input.
+    """
+    from smcpatch import dkms as dkms_
+    from smcpatch.cache import Cache
+
+    with reported_errors():
+        cache_ = Cache.open(_path(cache))
+        target = runner.resolve_targets(cache_, [kernel], flavour)[0]
+        summary = dkms_.package_command(cache_, target, Path(out).expanduser(), fix or None,
+                                        check=check, jobs=jobs or None,
+                                        sign_key=_path(sign_key), sign_cert=_path(sign_cert))
+        if json:
+            print(runner.dump_json(summary))
+        else:
+            console.print(f"DKMS package {summary['name']} {summary['version']} for kernels "
+                          f"{summary['release_regex']}: {summary['package']}")
+            for f in summary["fixes"]:
+                console.print(f"  {f['id']}: {f['state']} in the source -> "
+                              + (f"PATCH {f['patch']}" if f["patch"] else "no patch needed"))
+            if summary["check"]:
+                ck = summary["check"]
+                console.print(f"  dkms build ({ck['dkms']}, {ck['seconds']} s) for "
+                              f"{ck['release']}: smc.ko {ck['verdict']}, vermagic "
+                              f"{'ok' if ck['vermagic_ok'] else 'MISMATCH'}, modversions "
+                              f"{'ok' if ck['modversions_ok'] else 'MISMATCH'}, changed vs "
+                              f"Debian's: {', '.join(ck['changed_vs_shipped'] or []) or 'none'}; "
+                              f"{ck['signature_text']}")
+    if summary["check"] and summary["check"]["verdict"] != "fixed":
+        raise Exit(code=1)
 
 
 @task(help={

@@ -24,10 +24,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from . import elfinspect, patching, pipeline, report, sources, targets
+from . import elfinspect, patching, pipeline, report, signing, sources, targets
 from .apt import Apt
 from .cache import Cache
-from .errors import BadInput, FetchError
+from .errors import BadInput, FetchError, InspectError
 from .targets import Target
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
@@ -44,6 +44,8 @@ class VerifyRequest:
     kdir: Path | None = None
     jobs: int | None = None
     parallel: int | None = None
+    sign_key: Path | None = None
+    sign_cert: Path | None = None
 
 
 def resolve_targets(cache: Cache, kernels: list[str], flavour: str,
@@ -71,6 +73,10 @@ def run_verify(request: VerifyRequest, console: Console) -> tuple[list[report.Ta
     options = pipeline.Options(fixes=request.fixes or ["default"], jobs=request.jobs)
     # bad --fix is bad input: say so before fetching anything
     pipeline.select_fixes(patching.load_series(options.patches_dir, "all"), options.fixes)
+    if request.sign_key or request.sign_cert:  # a bad key is bad input: before any work
+        if not (request.sign_key and request.sign_cert):
+            raise BadInput("--sign-key and --sign-cert go together")
+        signing.check_key_matches_cert(request.sign_key, request.sign_cert)
     if request.source or request.kdir:
         if not (request.source and request.kdir):
             raise BadInput("--source and --kdir go together")
@@ -79,6 +85,8 @@ def run_verify(request: VerifyRequest, console: Console) -> tuple[list[report.Ta
     else:
         plan = [(t, None) for t in resolve_targets(cache, request.kernels, request.flavour)]
     reports = run_plan(cache, plan, options, console, request.parallel)
+    if request.sign_key and request.sign_cert:  # each signed module gets a note in its report
+        signing.sign_plan(cache, plan, reports, request.sign_key, request.sign_cert)
     if request.json_path:
         report.write_json(request.json_path, report.document(reports))
     return reports, EXIT_OK if reports and all(r.ok for r in reports) else EXIT_FAIL
@@ -175,9 +183,11 @@ def run_inspect(module: Path, release: str | None = None,
         "verdict": info.evidence.verdict, "reasons": info.evidence.reasons,
         "evidence": report.evidence_json(info),
     }
-    signer = getattr(info, "signature", None)
-    if signer:
-        data["signature"] = signer
+    try:
+        sig = signing.module_signature(module)
+        data["signature"], data["signature_text"] = sig, signing.describe(sig)
+    except InspectError as exc:  # a damaged signature is reported, the verdict still stands
+        data["signature"], data["signature_text"] = None, f"malformed: {exc.one_line()}"
     if release:
         data["vermagic_ok"], data["vermagic_detail"] = elfinspect.check_vermagic(info, release)
     if symvers:
@@ -193,6 +203,7 @@ def render_inspect(data: dict[str, Any], console: Console) -> None:
     colour = {"fixed": "green", "vulnerable": "red"}.get(data["verdict"], "yellow")
     console.print(f"[bold]{data['module']}[/]: [{colour}]{data['verdict']}[/]")
     console.print(f"  vermagic: {data['vermagic']}   DWARF: {'yes' if data['has_dwarf'] else 'no'}")
+    console.print(f"  signature: {data.get('signature_text', 'unsigned')}")
     for reason in data["reasons"]:
         console.print(f"  - {escape(reason)}")
     ev = data["evidence"]
