@@ -5,6 +5,7 @@ Inputs (skipped with the reason when unset):
   SMCPATCH_TEST_IMAGE_DEB   the linux-image-<release>-unsigned .deb of the kernel to boot
   SMCPATCH_TEST_AFTER_KO    our fixed smc.ko for that release
   SMCPATCH_TEST_BEFORE_KO   optional; default: the smc.ko.xz shipped in the image
+  SMCPATCH_TEST_CANARY_KO   the fixed module with bench/canary-prfx-match-delay.patch (gate test)
   SMCPATCH_TEST_CACHE       optional cache directory (default: a pytest temp dir per session)
 """
 
@@ -131,3 +132,25 @@ def test_guest_panic_is_reported(kernel: vm.GuestKernel, tmp_path: Path, cache_d
         vm.run_guest(kernel, initramfs, tmp_path / "share", "echo c > /proc/sysrq-trigger\n",
                      timeout_s=120, smp=1)
     _no_qemu_left(tmp_path / "share")
+
+
+def test_gate_catches_the_canary(kernel: vm.GuestKernel, modules: dict[str, Path],
+                                 tmp_path: Path, cache_dir: Path) -> None:
+    """before, after (the fix) and canary (fix + udelay(100) in smc_clc_prfx_match) in one boot:
+    the gate must flag the canary in clcv1 and pass the fix. Small enough for CI (~1-2 min)."""
+    canary = _env_path("SMCPATCH_TEST_CANARY_KO")
+    cfg = b.BenchConfig(modes=("clcv1", "tcp"), connections_per_run=60, values_per_run=6,
+                        runs=4, validate=False, timeout_s=420, bootstrap=500)
+    res = b.run_bench(kernel, {**modules, "canary": canary}, cfg, tmp_path / "results",
+                      cache_dir=cache_dir)
+    s_canary, s_after = res.stat("clcv1", "canary"), res.stat("clcv1", "after")
+    assert s_canary.ci_low > 1 + cfg.threshold, s_canary
+    assert not (s_after.ratio > 1 + cfg.threshold and s_after.ci_low > 1), s_after
+    fix_only = b.BenchResult(results_dir=res.results_dir, release=res.release,
+                             variants=["before", "after"], modes=res.modes, values=res.values,
+                             stats=[s for s in res.stats if s.variant == "after"])
+    assert b.gate(fix_only, cfg.threshold)[0] is True
+    passed, lines = b.gate(res, cfg.threshold)
+    assert passed is False
+    assert any(line.startswith("clcv1") and "canary" in line and "REGRESSION" in line
+               for line in lines)

@@ -236,14 +236,16 @@ def plot(result: BenchResult, path: Path) -> Path:
             ax.scatter([i + rng.uniform(-0.08, 0.08) for _ in d], d, s=5, color="black",
                        alpha=0.4)
         ax.set_xticks(range(1, len(result.variants) + 1), result.variants)
-        ax.set_ylabel("µs per connection")
+        ax.set_ylabel("µs per connection" + (" (icount clock)" if "icount" in result.clock
+                                              else ""))
         title = mode
         for s in result.stats:
             if s.mode == mode:
                 title += f"\n{s.variant}/before {s.ratio:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]"
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"SMC handshake latency, {result.release} (QEMU TCG)", fontsize=10)
+    clock = "instruction-count clock" if "icount" in result.clock else "host clock"
+    fig.suptitle(f"SMC handshake latency, {result.release} (QEMU TCG, {clock})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
