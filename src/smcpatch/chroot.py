@@ -21,8 +21,10 @@ from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manife
 from .errors import BuildError, ToolMissing
 from .targets import Target
 
-CHROOT_RECIPE = 1
-BASE_PACKAGES = ("make",)
+CHROOT_RECIPE = 2
+# binutils: kbuild's cc-option probes run plain `as`; *-for-host compilers bring only the
+# triplet-prefixed one, and a failed probe silently drops flags such as -mfentry.
+BASE_PACKAGES = ("make", "binutils")
 MMDEBSTRAP_TIMEOUT_S = 1800
 
 # Runs as: bash -c SCRIPT smcpatch ROOT NBINDS BIND... COMMAND...

@@ -99,6 +99,7 @@ def _run_stages(cache: Cache, target: Target, options: Options, progress: Progre
                              else "as-shipped")
     report.notes.extend(variants.notes)
 
+    report.build_env = ws.target.build_env or "host"
     with timer.stage("build"):
         env = _build_env(cache, ws, progress)
         in_use = (cache.lock(f"chroot-{ws.target.build_env}-in-use", shared=True)
@@ -109,7 +110,6 @@ def _run_stages(cache: Cache, target: Target, options: Options, progress: Progre
                                          progress=progress, jobs=options.jobs, env=env)
     report.from_cache["build"] = built.from_cache
     report.compile_only = built.compile_only
-    report.build_env = ws.target.build_env or "host"
     report.compiler = built.compiler
     report.notes.extend(built.notes)
     report.timings_detail["build_before"] = round(built.before.seconds, 3)
