@@ -329,7 +329,8 @@ def build_helper(cache_dir: Path) -> tuple[Path, Path]:
 
 
 def _guest_script(python: str, config: str, guest_py: str) -> str:
-    paths = ":".join(p for p in site.getsitepackages() if Path(p).is_dir())
+    dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    paths = ":".join(p for p in dirs if Path(p).is_dir())
     return "\n".join([
         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "export HOME=/root TMPDIR=/run/smcb/tmp PYTHONDONTWRITEBYTECODE=1 "
