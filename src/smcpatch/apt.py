@@ -125,7 +125,9 @@ class Apt:
                       if ln.startswith(("E:", "Err:")) or "Failed to fetch" in ln]
             if proc.returncode != 0 or failed:
                 raise FetchError("apt-get update failed: the archive is unreachable or refused "
-                                 f"the request ({_last_error(proc.stderr)})")
+                                 f"the request ({_last_error(proc.stderr)}); check the network, "
+                                 "proxy and /etc/apt sources, then rerun (a warm cache needs "
+                                 "no archive)")
             stamp.touch()
 
     def show(self, name: str, version: str) -> PackageRecord | None:
