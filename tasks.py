@@ -236,3 +236,12 @@ def test(c: Context, quick: bool = False, k: str | None = None) -> None:
     if result is None or result.exited:
         raise Exit(code=result.exited if result else 1)
 
+
+
+@task
+def lint(c: Context) -> None:
+    """ruff and mypy --strict over the project (needs `pip install -e '.[dev]'`)."""
+    for command in ("ruff check .", "mypy"):
+        result = c.run(f"{sys.executable} -m {command}", warn=True)
+        if result is None or result.exited:
+            raise Exit(code=result.exited if result else 1)
