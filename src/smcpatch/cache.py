@@ -126,9 +126,10 @@ def tree_fingerprint(root: Path, mode: str) -> str:
     """What an entry's files look like, to notice a deleted, added, truncated or rewritten file.
 
     "full": every name and every file's bytes (for the few small files that matter); "stat":
-    every name, each file's size and mtime; "names": every name and type, and each directory's
-    mtime (which changes when an entry below it is added, deleted or renamed) without a stat per
-    file, for the big headers tree, where anything more would slow every warm run.
+    every name, each file's size and mtime; "names": every name and type, each directory's
+    mtime (which changes when an entry below it is added, deleted or renamed) and the size and
+    mtime of the files near the top only (a headers tree's Makefile, .config, Module.symvers),
+    for the big headers tree, where a stat per file would slow every warm run.
     """
     digest = hashlib.sha256(mode.encode())
     stack = [(str(root), "")]
@@ -147,7 +148,7 @@ def tree_fingerprint(root: Path, mode: str) -> str:
                 stack.append((entry.path, name + "/"))
             elif mode == "full":
                 facts = f"F{hash_file(Path(entry.path))}"
-            elif mode == "stat":
+            elif mode == "stat" or name.count("/") <= 4:
                 st = entry.stat()
                 facts = f"F{st.st_size}:{st.st_mtime_ns}"
             else:
