@@ -10,12 +10,14 @@ Everything here is explicit-path based: give it the image .deb and a cache direc
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import lzma
 import os
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import tempfile
 import time
@@ -38,6 +40,7 @@ HOST_TOOLS: dict[str, str] = {
     "gcc": "gcc",
     "ip": "iproute2",
     "rdma": "iproute2",
+    "zstd": "zstd",  # to decompress the kernel ahead of time (PVH boot)
 }
 # modules the initramfs needs to mount the 9p shares (virtio-pci is built in on Debian)
 INITRAMFS_MODULES = ("9p", "9pnet_virtio")
@@ -97,6 +100,13 @@ class GuestKernel:
     release: str
     vmlinuz: Path
     modules_root: Path  # modules_root/lib/modules/<release>/...
+    # the same kernel, decompressed ahead of time: an ELF with a PVH entry that QEMU boots
+    # directly (no firmware boot path, no in-guest decompression: ~4 s less under TCG)
+    pvh_vmlinux: Path | None = None
+
+    @property
+    def boot_image(self) -> Path:
+        return self.pvh_vmlinux or self.vmlinuz
 
     @property
     def modules_dir(self) -> Path:
@@ -155,7 +165,68 @@ def prepare_guest_kernel(image_deb: Path, cache_dir: Path) -> GuestKernel:
     vmlinuz = dest / "boot" / f"vmlinuz-{release}"
     if not vmlinuz.is_file():
         raise BadInput(f"{image_deb} carries no boot/vmlinuz-{release}")
-    return GuestKernel(release=release, vmlinuz=vmlinuz, modules_root=dest)
+    pvh = dest / "boot" / f"vmlinux-{release}.pvh"
+    if not pvh.is_file():
+        image = extract_pvh_vmlinux(vmlinuz)
+        if image is not None:
+            tmp_pvh = pvh.with_name(f".{pvh.name}.{os.getpid()}")
+            tmp_pvh.write_bytes(image)
+            tmp_pvh.replace(pvh)
+    return GuestKernel(release=release, vmlinuz=vmlinuz, modules_root=dest,
+                       pvh_vmlinux=pvh if pvh.is_file() else None)
+
+
+XEN_ELFNOTE_PHYS32_ENTRY = 18
+
+
+def _has_pvh_entry(elf: bytes) -> bool:
+    """An ELF64 kernel with a Xen PHYS32_ENTRY note: QEMU can boot it directly (PVH)."""
+    if elf[:5] != b"\x7fELF\x02" or len(elf) < 64:
+        return False
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    for i in range(phnum):
+        p_type, _flags, p_offset = struct.unpack_from("<IIQ", elf, phoff + i * phentsize)
+        p_filesz, = struct.unpack_from("<Q", elf, phoff + i * phentsize + 0x20)
+        if p_type != 4:  # PT_NOTE
+            continue
+        pos, end = p_offset, p_offset + p_filesz
+        while pos + 12 <= end:
+            namesz, descsz, ntype = struct.unpack_from("<III", elf, pos)
+            name = elf[pos + 12: pos + 12 + namesz].rstrip(b"\0")
+            if name == b"Xen" and ntype == XEN_ELFNOTE_PHYS32_ENTRY:
+                return True
+            pos += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3)
+    return False
+
+
+def extract_pvh_vmlinux(vmlinuz: Path) -> bytes | None:
+    """Decompress a bzImage's payload (zstd, xz or gzip) into the ELF vmlinux, if it has a PVH
+    entry; None when that is not possible (the bzImage is then booted as is)."""
+    data = Path(vmlinuz).read_bytes()
+    if len(data) < 0x250 or data[0x202:0x206] != b"HdrS":
+        return None
+    setup_sects = data[0x1F1] or 4
+    pm_start = (setup_sects + 1) * 512
+    off, length = struct.unpack_from("<II", data, 0x248)
+    payload = data[pm_start + off: pm_start + off + length]
+    try:
+        if payload[:4] == b"\x28\xb5\x2f\xfd":  # zstd, le32 size appended
+            proc = subprocess.run(["zstd", "-dcq"], input=payload[:-4], capture_output=True,
+                                  timeout=120)
+            image = proc.stdout
+        elif payload[:6] == b"\xfd7zXZ\x00":  # xz, le32 size appended
+            image = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload[:-4])
+        elif payload[:2] == b"\x1f\x8b":
+            image = gzip.decompress(payload)
+        else:
+            return None
+    except (OSError, lzma.LZMAError, subprocess.SubprocessError, EOFError):
+        return None
+    size, = struct.unpack("<I", payload[-4:])
+    if len(image) != size or not _has_pvh_entry(image):
+        return None
+    return image
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +401,7 @@ def qemu_command(kernel: GuestKernel, initramfs: Path, share_dir: Path, console:
         else "host", "-smp", str(smp), "-m", str(memory_mb),
         "-nodefaults", "-display", "none", "-monitor", "none", "-no-reboot",
         "-serial", f"file:{console}",
-        "-kernel", str(kernel.vmlinuz), "-initrd", str(initramfs), "-append", cmdline,
+        "-kernel", str(kernel.boot_image), "-initrd", str(initramfs), "-append", cmdline,
         "-fsdev", "local,id=hostroot,path=/,readonly=on,security_model=none,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
         "-fsdev", f"local,id=results,path={share_dir},security_model=none",
