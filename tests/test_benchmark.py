@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lzma
 import random
+import struct
 from pathlib import Path
 
 import pytest
@@ -304,3 +305,44 @@ def test_guest_proofs_name_the_fallback_reason() -> None:
         g.prove("clcv1", 30, g.stats_delta(before, after))
     with pytest.raises(g.Fail, match="SMC counters moved"):
         g.prove("tcp", 30, g.stats_delta(before, {"smcr_srv_v2_succ": 1}))
+
+
+def _elf_with_note(name: bytes, ntype: int) -> bytes:
+    """A minimal ELF64 with one PT_NOTE program header holding one note."""
+    desc = b"\0" * 4
+    note = struct.pack("<III", len(name) + 1, len(desc), ntype) + name + b"\0"
+    note += b"\0" * (-len(note) % 4) + desc
+    ehdr = bytearray(64)
+    ehdr[:5] = b"\x7fELF\x02"
+    struct.pack_into("<Q", ehdr, 0x20, 64)  # e_phoff
+    struct.pack_into("<HH", ehdr, 0x36, 56, 1)  # e_phentsize, e_phnum
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 64 + 56, 0, 0, len(note), len(note), 4)
+    return bytes(ehdr) + phdr + note
+
+
+def _bzimage(payload: bytes) -> bytes:
+    setup_sects = 1
+    img = bytearray(0x400)
+    img[0x1F1] = setup_sects
+    img[0x202:0x206] = b"HdrS"
+    struct.pack_into("<II", img, 0x248, 0, len(payload))
+    return bytes(img) + payload
+
+
+def test_extract_pvh_vmlinux(tmp_path: Path) -> None:
+    elf = _elf_with_note(b"Xen", vm.XEN_ELFNOTE_PHYS32_ENTRY)
+    assert vm._has_pvh_entry(elf)
+    assert not vm._has_pvh_entry(_elf_with_note(b"GNU", 3))
+    payload = lzma.compress(elf, format=lzma.FORMAT_XZ) + struct.pack("<I", len(elf))
+    p = tmp_path / "vmlinuz"
+    p.write_bytes(_bzimage(payload))
+    assert vm.extract_pvh_vmlinux(p) == elf
+    # no PVH note, wrong size, not a bzImage: boot the bzImage as is
+    plain = _elf_with_note(b"GNU", 3)
+    p.write_bytes(_bzimage(lzma.compress(plain, format=lzma.FORMAT_XZ)
+                           + struct.pack("<I", len(plain))))
+    assert vm.extract_pvh_vmlinux(p) is None
+    p.write_bytes(_bzimage(lzma.compress(elf, format=lzma.FORMAT_XZ) + struct.pack("<I", 1)))
+    assert vm.extract_pvh_vmlinux(p) is None
+    p.write_bytes(b"MZ" + b"\0" * 0x300)
+    assert vm.extract_pvh_vmlinux(p) is None
