@@ -134,7 +134,7 @@ def _inspect_cached(cache: Cache, ws: sources.Workspace, built: build.BuildResul
               ws.symvers, Path(elfinspect.__file__), Path(disasm.__file__), Path(__file__)]
     if ws.shipped_module is not None:
         inputs.append(ws.shipped_module)
-    key = hash_inputs([_file_identity(p) for p in inputs],
+    key = hash_inputs([_file_identity(p) for p in inputs], ws.target.release,
                       sorted({f for s in states for f in s.variant.functions}))
     entry = cache.dir("inspect", ws.target.key)
     if entry_is_current(entry, key):

@@ -360,18 +360,26 @@ def user_tree(source: Path, kdir: Path, flavour: str) -> Workspace:
             raise BadInput(f"{kdir} lacks {needed}: give a prepared kernel build/headers directory")
     release = _kdir_release(kdir)
     target = Target(version=release, package_version=release, abi=release, series="",
-                    suite="local", flavour=flavour, notes=f"user tree {source}")
+                    suite="local", flavour=flavour, notes=f"user tree {source}",
+                    fixed_release=release)
     return Workspace(target=target, kdir=kdir, source_tree=source, shipped_module=None,
                      image_deb=None, from_cache=True)
 
 
 def _kdir_release(kdir: Path) -> str:
-    for candidate in (kdir / "include" / "config" / "kernel.release",):
-        if candidate.is_file():
-            return candidate.read_text().strip()
+    """The release modules built here get in their vermagic: UTS_RELEASE, which is what the
+    kernel checks (Debian's include/config/kernel.release says only the upstream version)."""
+    uts = kdir / "include" / "generated" / "utsrelease.h"
+    if uts.is_file():
+        match = re.search(r'UTS_RELEASE\s+"([^"]+)"', uts.read_text(errors="replace"))
+        if match:
+            return match.group(1)
     variables = kdir / ".kernelvariables"
     if variables.is_file():
         match = re.search(r"KERNELRELEASE\s*=\s*(\S+)", variables.read_text())
         if match:
             return match.group(1)
-    raise BadInput(f"cannot tell the kernel release of {kdir} (no include/config/kernel.release)")
+    release = kdir / "include" / "config" / "kernel.release"
+    if release.is_file():
+        return release.read_text().strip()
+    raise BadInput(f"cannot tell the kernel release of {kdir} (no include/generated/utsrelease.h)")

@@ -34,11 +34,12 @@ class Target:
     # Suites the packages come from beyond the host's apt sources (same mirrors, read at run time).
     apt_suites: tuple[str, ...] = ()
     in_default: bool = True  # part of `inv verify` with no --kernel
+    fixed_release: str = ""  # a user's tree: the release its build dir says, not abi-flavour
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def release(self) -> str:
-        return f"{self.abi}-{self.flavour}"
+        return self.fixed_release or f"{self.abi}-{self.flavour}"
 
     @property
     def key(self) -> str:
