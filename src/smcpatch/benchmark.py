@@ -435,7 +435,7 @@ def run_bench(kernel: vm.GuestKernel, modules: Mapping[str, Path], config: Bench
                  "guest_uptime_at_script_s": _script_start(run.console),
                  "guest_total_s": gres.get("guest_total_s")},
     )
-    if config.icount:
+    if config.icount and vm.qemu_accel() == "tcg":
         result.clock = (f"QEMU -icount {config.icount}: guest time counts executed "
                         "instructions (shift=0: 1 ns each) and skips idle time, so it is "
                         "reproducible but not wall time")

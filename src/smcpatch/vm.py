@@ -387,11 +387,16 @@ def console_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.replace("\r", "").splitlines()[-lines:])
 
 
+def qemu_accel() -> str:
+    """TCG unless SMCPATCH_QEMU_ACCEL=kvm: /dev/kvm may exist without working (nested
+    virtualisation hangs the guest here), so KVM is opt-in."""
+    return os.environ.get("SMCPATCH_QEMU_ACCEL", "tcg")
+
+
 def qemu_command(kernel: GuestKernel, initramfs: Path, share_dir: Path, console: Path, *,
                  memory_mb: int = 2048, smp: int = 2, cmdline_extra: str = "",
                  icount: str | None = None) -> list[str]:
-    # /dev/kvm may exist without working (nested virtualisation): TCG unless asked for KVM
-    accel = os.environ.get("SMCPATCH_QEMU_ACCEL", "tcg")
+    accel = qemu_accel()
     cmdline = (
         "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic panic_on_warn=0 "
         f"rdinit=/init nokaslr mitigations=off tsc=reliable {cmdline_extra}"
