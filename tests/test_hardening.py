@@ -285,8 +285,19 @@ def test_two_runs_on_one_cache_at_once(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- corrupt cache
 
 
+def test_listing_fingerprint_ignores_directory_mtimes(tmp_path: Path) -> None:
+    entry = tmp_path / "kdir"
+    with atomic_dir(entry, "k", content="listing") as tmp:
+        (tmp / "a" / "b").mkdir(parents=True)
+        (tmp / "a" / "b" / "deep.h").write_text("x")
+    os.utime(entry / "a" / "b", ns=(0, 0))  # e.g. a symlink replaced in place
+    assert entry_is_current(entry, "k", "listing")
+    (entry / "a" / "b" / "deep.h").unlink()
+    assert not entry_is_current(entry, "k", "listing")
+
+
 def test_content_fingerprint_catches_edits_deletions_and_truncation(tmp_path: Path) -> None:
-    for mode in ("full", "stat", "names"):
+    for mode in ("full", "stat", "names", "listing"):
         entry = tmp_path / mode
         with atomic_dir(entry, "k", content=mode) as tmp:
             (tmp / "a").mkdir()

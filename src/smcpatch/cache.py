@@ -128,8 +128,10 @@ def tree_fingerprint(root: Path, mode: str) -> str:
     "full": every name and every file's bytes (for the few small files that matter); "stat":
     every name, each file's size and mtime; "names": every name and type, each directory's
     mtime (which changes when an entry below it is added, deleted or renamed) and the size and
-    mtime of the files near the top only (a headers tree's Makefile, .config, Module.symvers),
-    for the big headers tree, where a stat per file would slow every warm run.
+    mtime of the files near the top only (a headers tree's Makefile, .config, Module.symvers);
+    "listing": the same without directory mtimes, for the big headers tree, where a stat per
+    file would slow every warm run and directory mtimes proved unstable (tar's delayed symlinks
+    can touch a directory after the fingerprint was taken).
     """
     digest = hashlib.sha256(mode.encode())
     stack = [(str(root), "")]
@@ -148,7 +150,7 @@ def tree_fingerprint(root: Path, mode: str) -> str:
                 stack.append((entry.path, name + "/"))
             elif mode == "full":
                 facts = f"F{hash_file(Path(entry.path))}"
-            elif mode == "stat" or name.count("/") <= 4:
+            elif mode == "stat" or name.count("/") <= 4:  # "names", "listing": top files only
                 st = entry.stat()
                 facts = f"F{st.st_size}:{st.st_mtime_ns}"
             else:

@@ -29,7 +29,7 @@ SOURCE_MEMBERS = ("net/smc/*", "include/net/dst.h")
 KDIR_RECIPE = 2  # 2: KBUILD_OUTPUT relocated too (Debian 7.x headers)
 # How each entry's files are checked on use (cache.tree_fingerprint): the small ones by content,
 # the big headers tree (17k files) by its names and directory mtimes, which costs ~30 ms.
-CONTENT_CHECK = {"source": "full", "kdir": "names", "shipped": "full"}
+CONTENT_CHECK = {"source": "full", "kdir": "listing", "shipped": "full"}
 
 
 
