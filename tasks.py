@@ -245,3 +245,54 @@ def lint(c: Context) -> None:
         result = c.run(f"{sys.executable} -m {command}", warn=True)
         if result is None or result.exited:
             raise Exit(code=result.exited if result else 1)
+
+
+@task(help={
+    "kernel": "upstream version whose Debian image boots in the guest (default 6.12.107)",
+    "variant": "after (our fix, default) | canary (fix + bench/canary-prfx-match-delay.patch)",
+    "check": "exit 1 when the variant is slower than before beyond --threshold, significantly",
+    "threshold": "regression threshold, a fraction (default 0.05)",
+    "runs": "pyperf runs per mode and variant; each is one module load, interleaved (default 20)",
+    "connections": "connections per run (default 300)",
+    "modes": "comma-separated subset of smcr,clcv1,tcp",
+    "results": "results directory (default results/bench-<kernel>-<variant>)",
+    "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
+    "host_clock": "time with the host clock instead of QEMU's instruction-count clock (noisy)",
+    "timeout": "guest timeout in seconds (default 900)",
+})
+def bench(c: Context, kernel: str = "6.12.107", variant: str = "after", check: bool = False,
+          threshold: float = 0.05, runs: int = 20, connections: int = 300,
+          modes: str = "smcr,clcv1,tcp", results: str | None = None, cache: str | None = None,
+          host_clock: bool = False, timeout: int = 900) -> None:
+    """SMC handshake latency before vs after the fix: the real Debian kernel in QEMU, Soft-RoCE,
+    pyperf; every run proven from the kernel's SMC counters.
+
+    Results (pyperf JSON per mode and variant, compare_to.txt, latency.png, summary.md) go to one
+    directory, printed at the end. With --check: exit 1 on a significant regression.
+    """
+    from smcpatch import benchmark, benchprep, vm
+    from smcpatch.cache import Cache
+
+    with reported_errors():
+        cache_ = Cache.open(_path(cache))
+        target = runner.resolve_targets(cache_, [kernel], "amd64")[0]
+        config = benchmark.BenchConfig(
+            modes=tuple(m.strip() for m in modes.split(",") if m.strip()), runs=runs,
+            connections_per_run=connections, threshold=threshold, timeout_s=timeout,
+            **({"icount": None} if host_clock else {}))
+        vm.ensure_host_tools()
+        inputs = benchprep.bench_inputs(cache_, target, variant)
+        guest = vm.prepare_guest_kernel(inputs.image_deb, cache_.dir("vm"))
+        out = _path(results) or ROOT / "results" / f"bench-{kernel}-{variant}"
+        result = benchmark.run_bench(guest, {"before": inputs.before, variant: inputs.candidate},
+                                     config, out, cache_dir=cache_.dir("vm"),
+                                     progress=console.print)
+        passed, lines = benchmark.gate(result, threshold)
+        for line in lines:
+            console.print(line)
+        console.print(f"boot to guest script {result.boot_s or 0:.1f} s, "
+                      f"total {result.wall_s:.0f} s")
+        console.print(f"results: {result.results_dir} "
+                      "(summary.md, latency.png, compare_to.txt, pyperf *.json)")
+    if check and not passed:
+        raise Exit(code=1)

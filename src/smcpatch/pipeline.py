@@ -93,7 +93,7 @@ def _run_stages(cache: Cache, target: Target, options: Options, progress: Progre
 
     with timer.stage("variants"):
         variants = patching.make_variants(ws.source_tree, states,
-                                          cache.dir("variants", _variant_key(ws, fixes)))
+                                          cache.dir("variants", variant_key(ws, fixes)))
     report.patch = variants.patch_action
     report.before_variant = ("reverted-for-before" if variants.patch_action == "already-present"
                              else "as-shipped")
@@ -101,11 +101,11 @@ def _run_stages(cache: Cache, target: Target, options: Options, progress: Progre
 
     report.build_env = ws.target.build_env or "host"
     with timer.stage("build"):
-        env = _build_env(cache, ws, progress)
+        env = build_env(cache, ws, progress)
         in_use = (cache.lock(f"chroot-{ws.target.build_env}-in-use", shared=True)
                   if env.root else contextlib.nullcontext())
         with in_use:
-            built = build.build_variants(cache, _variant_key(ws, fixes), ws.kdir,
+            built = build.build_variants(cache, variant_key(ws, fixes), ws.kdir,
                                          _smc_dir(variants.before), _smc_dir(variants.after),
                                          progress=progress, jobs=options.jobs, env=env)
     report.from_cache["build"] = built.from_cache
@@ -191,7 +191,8 @@ def _inspect(ws: sources.Workspace, built: build.BuildResult,
                 ws.shipped_module, built.before.ko, PRIMARY_FUNCTION)
 
 
-def _build_env(cache: Cache, ws: sources.Workspace, progress: Progress) -> build.BuildEnv:
+def build_env(cache: Cache, ws: sources.Workspace,
+              progress: Progress = silent) -> build.BuildEnv:
     """The host, or a cached chroot of the kernel's own suite (its compiler, its glibc)."""
     suite = ws.target.build_env
     if not suite:
@@ -205,7 +206,7 @@ def _build_env(cache: Cache, ws: sources.Workspace, progress: Progress) -> build
     return build.BuildEnv(root=root, binds=(ws.kdir_root,))
 
 
-def _variant_key(ws: sources.Workspace, fixes: list[patching.Fix]) -> str:
+def variant_key(ws: sources.Workspace, fixes: list[patching.Fix]) -> str:
     ids = "+".join(sorted(f.id for f in fixes)) if fixes else "none"
     return f"{ws.target.key}__{_short(ids)}"
 

@@ -1,0 +1,94 @@
+"""The benchmark's inputs from the pipeline: the kernel image, the shipped module, ours.
+
+`before` is Debian's shipped smc.ko (for a vulnerable kernel, the vulnerable code as users run
+it), `after` our verified fixed build, and `canary` that fixed build with
+bench/canary-prfx-match-delay.patch (a deliberate udelay(100) in smc_clc_prfx_match), which proves
+the regression gate can fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import build, patching, pipeline, sources
+from .apt import Apt
+from .cache import Cache, atomic_dir, entry_is_current, hash_file, hash_inputs
+from .errors import BadInput, PatchError
+from .targets import Target
+
+CANARY_PATCH = Path(__file__).resolve().parents[2] / "bench" / "canary-prfx-match-delay.patch"
+VARIANTS = ("after", "canary")
+
+
+@dataclass
+class BenchInputs:
+    target: Target
+    image_deb: Path
+    before: Path  # Debian's shipped smc.ko(.xz)
+    candidate: Path  # our after or canary smc.ko
+    variant: str
+
+
+def bench_inputs(cache: Cache, target: Target, variant: str) -> BenchInputs:
+    if variant not in VARIANTS:
+        raise BadInput(f"--variant {variant}: choose {' or '.join(VARIANTS)}")
+    ws = sources.fetch(cache, target)
+    if ws.shipped_module is None:
+        raise BadInput(f"kernel {target.version}: Debian ships no smc.ko for {target.release} "
+                       "(SMC is off in its config): nothing to benchmark")
+    report = pipeline.verify_target(cache, target, pipeline.Options(), workspace=ws)
+    if not report.ok or report.after is None:
+        raise BadInput(f"kernel {target.version}: the after-module is not verified "
+                       f"({'; '.join(report.problems) or report.error}): not benchmarking it")
+    if report.compile_only:
+        raise BadInput(f"kernel {target.version}: compile-and-inspect only, cannot load")
+    candidate = Path(report.after.path)
+    if variant == "canary":
+        candidate = build_canary(cache, ws)
+    return BenchInputs(target=target, image_deb=image_deb(cache, ws), before=ws.shipped_module,
+                       candidate=candidate, variant=variant)
+
+
+def image_deb(cache: Cache, ws: sources.Workspace) -> Path:
+    """The linux-image package to boot: the cached one, or downloaded again if it was removed."""
+    if ws.image_deb is not None:
+        return ws.image_deb
+    apt = Apt(cache, suites=ws.target.apt_suites)
+    apt.update()
+    record = apt.show(ws.target.image_package, ws.target.package_version)
+    if record is None:
+        raise BadInput(f"{ws.target.image_package} {ws.target.package_version} is not in the "
+                       "archive: no kernel image to boot")
+    return apt.download([record], cache.dir("debs"))[0]
+
+
+def build_canary(cache: Cache, ws: sources.Workspace) -> Path:
+    """Our fixed sources plus the canary patch, built against the same kernel."""
+    fixes = pipeline.select_fixes(patching.load_series(pipeline.PATCHES_DIR, "all"), ["default"])
+    key = pipeline.variant_key(ws, fixes)
+    after_src = cache.dir("variants", key) / "after" / "net" / "smc"
+    canary_src = _canary_sources(cache, key, after_src)
+    built = build.build_variants(cache, f"{key}__canary", ws.kdir, after_src, canary_src,
+                                 env=pipeline.build_env(cache, ws))
+    return built.after.ko
+
+
+def _canary_sources(cache: Cache, key: str, after_src: Path) -> Path:
+    entry = cache.dir("variants", f"{key}__canary")
+    inputs = hash_inputs(hash_file(CANARY_PATCH), hash_file(after_src / "smc_clc.c"))
+    with cache.lock(f"canary-{key}"):
+        if not entry_is_current(entry, inputs):
+            with atomic_dir(entry, inputs) as tmp:
+                shutil.copytree(after_src, tmp / "net" / "smc")
+                proc = subprocess.run(["patch", "-p1", "--batch", "--forward", "--fuzz=0",
+                                       "-d", str(tmp), "-i", str(CANARY_PATCH)],
+                                      capture_output=True, text=True, timeout=60, check=False,
+                                      env={**os.environ, "LC_ALL": "C"})
+                if proc.returncode != 0:
+                    raise PatchError(f"the canary patch does not apply to the fixed sources: "
+                                     f"{(proc.stdout.strip().splitlines() or ['?'])[-1]}")
+    return entry / "net" / "smc"
