@@ -21,14 +21,14 @@ from smcpatch.targets import Target, load_matrix
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _test_cache_root() -> Path:
+def cache_root_for_tests() -> Path:
     env = os.environ.get("SMCPATCH_TEST_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "smcpatch-tests"
 
 
 @pytest.fixture(scope="session")
 def test_cache() -> Cache:
-    return Cache.open(_test_cache_root())
+    return Cache.open(cache_root_for_tests())
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +41,7 @@ def real_workspace(version: str) -> Workspace:
     """The fetched workspace of a matrix kernel, by upstream or Debian version (cached on disk)."""
     for target in load_matrix():
         if version in (target.version, target.package_version):
-            return fetch(Cache.open(_test_cache_root()), target)
+            return fetch(Cache.open(cache_root_for_tests()), target)
     raise KeyError(f"{version} is not in kernels.toml")
 
 

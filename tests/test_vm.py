@@ -1,8 +1,9 @@
 """Integration smoke of the VM benchmark: boot the real kernel, load the after module, ~20
 connections per mode, every proof must hold. Also the fault paths that need a real guest.
 
-Inputs (skipped with the reason when unset):
-  SMCPATCH_TEST_IMAGE_DEB   the linux-image-<release>-unsigned .deb of the kernel to boot
+Inputs: by default the real pipeline's, for 6.12.107 (Debian's image, our verified after-module,
+the canary build), from the test cache. Each can be overridden:
+  SMCPATCH_TEST_IMAGE_DEB   the linux-image-<release>[-unsigned] .deb of the kernel to boot
   SMCPATCH_TEST_AFTER_KO    our fixed smc.ko for that release
   SMCPATCH_TEST_BEFORE_KO   optional; default: the smc.ko.xz shipped in the image
   SMCPATCH_TEST_CANARY_KO   the fixed module with bench/canary-prfx-match-delay.patch (gate test)
@@ -11,6 +12,7 @@ Inputs (skipped with the reason when unset):
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import subprocess
@@ -26,10 +28,28 @@ from smcpatch.errors import BadInput, VmError
 pytestmark = pytest.mark.vm
 
 
+VM_KERNEL = "6.12.107"
+
+
+@functools.cache
+def _pipeline_input(name: str) -> Path:
+    """The input the VM tests need, made by the real pipeline in the test cache."""
+    from conftest import cache_root_for_tests, real_workspace
+
+    from smcpatch import benchprep
+    from smcpatch.cache import Cache
+
+    ws = real_workspace(VM_KERNEL)  # the matrix kernel, fetched into the test cache
+    cache = Cache.open(cache_root_for_tests())
+    variant = "canary" if name == "SMCPATCH_TEST_CANARY_KO" else "after"
+    inputs = benchprep.bench_inputs(cache, ws.target, variant)
+    return inputs.image_deb if name == "SMCPATCH_TEST_IMAGE_DEB" else inputs.candidate
+
+
 def _env_path(name: str) -> Path:
     value = os.environ.get(name)
     if not value:
-        pytest.skip(f"{name} is not set (path to the real input for the VM smoke test)")
+        return _pipeline_input(name)
     p = Path(value)
     if not p.is_file():
         pytest.skip(f"{name}={value} does not exist")
