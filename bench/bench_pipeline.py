@@ -2,6 +2,7 @@
 
     python bench/bench_pipeline.py cold --kernel 6.1.176 [--cache DIR]   # empty cache: one run
     python bench/bench_pipeline.py warm -o warm.json [--cache DIR]        # pyperf, warm cache
+    python bench/bench_pipeline.py matrix --parallel N [--seed-debs DIR]   # whole matrix, cold
 
 `cold` starts from an empty cache (a fresh temp dir unless --cache is given) and prints the
 download, extract, build (before, after) and inspect times of one `verify` run, plus which objects
@@ -48,6 +49,28 @@ def cold(kernel: str, cache_dir: str | None) -> None:
     print(json.dumps(figures, indent=1))
 
 
+def matrix(parallel: int, seed_debs: str | None) -> None:
+    """The whole default matrix from an empty cache, N targets at once; with --seed-debs the
+    .debs are copied in first, so the figure is extraction + build + inspection only."""
+    import shutil
+
+    from rich.console import Console
+
+    root = Path(tempfile.mkdtemp(prefix=f"smcpatch-matrix-p{parallel}-"))
+    if seed_debs:
+        shutil.copytree(seed_debs, root / "debs")
+    cache = Cache.open(root)
+    plan = [(t, None) for t in runner.resolve_targets(cache, [], "amd64")]
+    started = time.monotonic()
+    reports = runner.run_plan(cache, plan, pipeline.Options(), Console(quiet=True), parallel)
+    wall = time.monotonic() - started
+    print(json.dumps({"parallel": parallel, "targets": len(reports),
+                      "ok": all(r.ok for r in reports), "wall_s": round(wall, 1),
+                      "per_target_s": [r.timings.get("total") for r in reports],
+                      "cache": str(root)}, indent=1))
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def warm_once(cache_dir: str | None) -> None:
     cache = Cache.open(Path(cache_dir) if cache_dir else None)
     targets = runner.resolve_targets(cache, [], "amd64")
@@ -75,6 +98,12 @@ def main() -> None:
         parser.add_argument("--cache")
         args = parser.parse_args(sys.argv[2:])
         cold(args.kernel, args.cache)
+    elif len(sys.argv) > 1 and sys.argv[1] == "matrix":
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--parallel", type=int, default=1)
+        parser.add_argument("--seed-debs")
+        args = parser.parse_args(sys.argv[2:])
+        matrix(args.parallel, args.seed_debs)
     elif len(sys.argv) > 1 and sys.argv[1] == "warm":
         sys.argv = [sys.argv[0], *sys.argv[2:]]
         warm(sys.argv[1:])
