@@ -1120,6 +1120,12 @@ def inspect_module(path: Path, dwarf_object: Path | None = None) -> ModuleInfo:
     return _inspect(Path(path), Path(dwarf_object) if dwarf_object else None, FUNCTION)
 
 
+def inspect_function(path: Path, function: str) -> ModuleInfo:
+    """The same judgement for another function that looks a device up through a socket's dst
+    (the sibling fixes: smc_clc_prfx_set, smc_pnet_find_*_resource, smc_vlan_by_tcpsk)."""
+    return _inspect(Path(path), None, function)
+
+
 def check_vermagic(info: ModuleInfo, kernel_release: str) -> tuple[bool, str]:
     """Whether the module was built for ``kernel_release`` (vermagic starts with "<release> ")."""
     if info.vermagic is None:

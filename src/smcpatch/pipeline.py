@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import build, chroot, disasm, elfinspect, patching, sources
 from .cache import Cache, atomic_dir, entry_is_current, hash_inputs
-from .errors import BadInput, SmcpatchError
+from .errors import BadInput, InspectError, SmcpatchError
 from .progress import Progress, silent
 from .report import ModuleReport, TargetReport
 from .targets import Target
@@ -124,7 +124,8 @@ def _run_stages(cache: Cache, target: Target, options: Options, progress: Progre
 # Report fields that inspection fills in; cached as JSON beside the build.
 INSPECT_FIELDS = ("before", "after", "shipped", "shipped_same_as_after", "shipped_same_as_before",
                   "vermagic_ok", "vermagic_detail", "modversions_ok", "modversions_mismatches",
-                  "changed_functions", "expected_changed_functions", "layout_only_functions")
+                  "changed_functions", "expected_changed_functions", "layout_only_functions",
+                  "inlined_patched_functions", "sibling_verdicts")
 
 
 def _inspect_cached(cache: Cache, ws: sources.Workspace, built: build.BuildResult,
@@ -152,6 +153,27 @@ def _inspect_cached(cache: Cache, ws: sources.Workspace, built: build.BuildResul
     report.from_cache["inspect"] = False
 
 
+def _sibling_verdicts(built: build.BuildResult, states: list[patching.FixState],
+                      present: set[str]) -> list[dict[str, str]]:
+    """Every other patched function where the vulnerable pattern lives (the before-build takes a
+    dst reference in it), judged by the same principle as smc_clc_prfx_match."""
+    verdicts = []
+    for state in states:
+        for function in state.variant.functions:
+            if function == PRIMARY_FUNCTION or function not in present:
+                continue
+            try:
+                before = elfinspect.inspect_function(built.before.ko, function).evidence
+            except InspectError:  # only compiler clones of it exist (foo.isra.0): a helper
+                continue
+            if not before.dst_ref_sites:
+                continue  # a helper (e.g. the *_rcu prefix walks): no dst handling of its own
+            after = elfinspect.inspect_function(built.after.ko, function).evidence
+            verdicts.append({"fix": state.fix_id, "function": function,
+                             "before": before.verdict, "after": after.verdict})
+    return verdicts
+
+
 def _file_identity(path: Path) -> str:
     """Path, size, mtime and inode: any rewrite of a cache entry (atomic rename) changes it."""
     stat = path.stat()
@@ -170,7 +192,12 @@ def _inspect(ws: sources.Workspace, built: build.BuildResult,
     report.modversions_ok, report.modversions_mismatches = elfinspect.check_modversions(
         after, symvers)
 
-    report.expected_changed_functions = sorted({f for s in states for f in s.variant.functions})
+    patched = {f for s in states for f in s.variant.functions}
+    # a patched static helper the compiler inlined everywhere has no code of its own to differ
+    present = {name.split(".", 1)[0] for path in (built.before.ko, built.after.ko)
+               for name in elfinspect.function_bodies(path)}
+    report.expected_changed_functions = sorted(patched & present)
+    report.inlined_patched_functions = sorted(patched - present)
     changed = elfinspect.changed_functions(built.before.ko, built.after.ko)
     # A function the patch doesn't touch may differ only in padding (its start moved): say so
     # apart, after checking its instruction stream is the same.
@@ -178,6 +205,7 @@ def _inspect(ws: sources.Workspace, built: build.BuildResult,
                    and disasm.layout_only_change(built.before.ko, built.after.ko, f)]
     report.changed_functions = sorted(set(changed) - set(layout_only))
     report.layout_only_functions = sorted(layout_only)
+    report.sibling_verdicts = _sibling_verdicts(built, states, present)
 
     if ws.shipped_module is not None:
         shipped = elfinspect.inspect_module(ws.shipped_module)

@@ -94,6 +94,10 @@ class TargetReport:
     expected_changed_functions: list[str] = field(default_factory=list)
     # differ in bytes but not in instructions: only alignment padding moved (gcc-14)
     layout_only_functions: list[str] = field(default_factory=list)
+    # functions a patch touches that have no symbol of their own (inlined into their callers)
+    inlined_patched_functions: list[str] = field(default_factory=list)
+    # --fix all: the sibling fixes' functions, judged like smc_clc_prfx_match
+    sibling_verdicts: list[dict[str, str]] = field(default_factory=list)
     recompiled_for_after: list[str] = field(default_factory=list)
     compiler: str = ""
     build_env: str = "host"  # host, or the suite of the chroot the module was built in
@@ -150,6 +154,10 @@ class TargetReport:
              f"changed functions {self.changed_functions} != patched "
              f"{self.expected_changed_functions}"),
         ]
+        for sibling in self.sibling_verdicts:
+            checks.append((sibling["before"] == "vulnerable" and sibling["after"] == "fixed",
+                           f"{sibling['fix']}: {sibling['function']} is {sibling['before']} "
+                           f"before and {sibling['after']} after"))
         if self.expect is not None and self.source_state in ("vulnerable", "fixed"):
             checks.append((self.expect == self.source_state,
                            f"source is {self.source_state} but kernels.toml expects {self.expect}"))
