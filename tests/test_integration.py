@@ -139,3 +139,19 @@ def test_modversions_check_catches_a_foreign_kernel(
     ok, mismatches = elfinspect.check_modversions(info, elfinspect.read_module_symvers(new.symvers))
     assert not ok and mismatches
     assert not elfinspect.check_vermagic(info, new.target.release)[0]
+
+
+def test_all_fixes_every_function_verified(test_cache: Cache, matrix: dict[str, Target],
+                                           workspace_for: Callable[[str], Workspace]) -> None:
+    """--fix all: the three sibling fixes too, each function judged by the same principle."""
+    options = pipeline.Options(fixes=["all"])
+    r = pipeline.verify_target(test_cache, matrix["6.1.176"], options,
+                               workspace=workspace_for("6.1.176"))
+    assert r.ok, (r.error, r.problems)
+    assert {f["id"] for f in r.fixes} == {"CVE-2025-40168", "CVE-2025-40139", "CVE-2025-40064",
+                                          "smc_vlan_by_tcpsk-0b0e4d51c655"}
+    judged = {(v["function"], v["before"], v["after"]) for v in r.sibling_verdicts}
+    assert judged == {(fn, "vulnerable", "fixed") for fn in (
+        "smc_clc_prfx_set", "smc_pnet_find_roce_resource", "smc_pnet_find_ism_resource",
+        "smc_vlan_by_tcpsk")}
+    assert {"smc_clc_prfx_match", "smc_vlan_by_tcpsk"} <= set(r.changed_functions)
