@@ -155,3 +155,15 @@ def test_all_fixes_every_function_verified(test_cache: Cache, matrix: dict[str, 
         "smc_clc_prfx_set", "smc_pnet_find_roce_resource", "smc_pnet_find_ism_resource",
         "smc_vlan_by_tcpsk")}
     assert {"smc_clc_prfx_match", "smc_vlan_by_tcpsk"} <= set(r.changed_functions)
+
+
+def test_rt_flavour_builds_against_its_own_common_rt_headers(
+        test_cache: Cache, matrix: dict[str, Target]) -> None:
+    target = matrix["6.12.107"].with_flavour("rt-amd64")
+    r = pipeline.verify_target(test_cache, target, pipeline.Options())
+    assert r.ok, (r.error, r.problems)
+    assert r.release == "6.12.107+deb12-rt-amd64"
+    assert r.after is not None and r.after.vermagic is not None
+    assert r.after.vermagic.startswith("6.12.107+deb12-rt-amd64 ")
+    assert r.shipped is not None and r.shipped.verdict == "vulnerable"
+    assert r.shipped_same_as_before is True
