@@ -16,13 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import synthetic
 
 from smcpatch import dkms, elfinspect, patching, pipeline, signing
 from smcpatch.errors import BadInput, PatchError, ToolMissing
 from smcpatch.sources import Workspace
 from smcpatch.targets import Target, load_matrix
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = synthetic.data_dir()  # made from our patch: no kernel code in the repo
 # dkms add refuses to run as non-root (its check_root), even with private trees
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dkms add/build need root")
 PATCHES = pipeline.PATCHES_DIR

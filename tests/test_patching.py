@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import synthetic
 from conftest import real_workspace
 
 from smcpatch.errors import ConfigError, PatchError, ToolMissing
@@ -33,7 +34,7 @@ from smcpatch.patching import (
 REPO = Path(__file__).resolve().parent.parent
 PATCHES = REPO / "patches"
 CANARY = REPO / "bench" / "canary-prfx-match-delay.patch"
-DATA = Path(__file__).resolve().parent / "data"
+DATA = synthetic.data_dir()  # made from our patch: no kernel code in the repo
 VULNERABLE_C = DATA / "smc_clc_vulnerable.c"
 FIXED_C = DATA / "smc_clc_fixed.c"
 
