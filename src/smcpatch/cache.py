@@ -191,7 +191,7 @@ def atomic_dir(final: Path, key: str, extra: dict[str, Any] | None = None,
         if content is not None:
             manifest["content"] = {"mode": content, "digest": tree_fingerprint(tmp, content)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        _replace_dir(tmp, final)
+        replace_dir(tmp, final)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
@@ -199,7 +199,8 @@ def atomic_dir(final: Path, key: str, extra: dict[str, Any] | None = None,
         raise
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Put tmp at final's place; an existing final is moved aside first, then removed."""
     if final.exists():
         old = final.parent / f"{TMP_PREFIX}{final.name}.old.{os.getpid()}.{time.monotonic_ns()}"
         final.rename(old)

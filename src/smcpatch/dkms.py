@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, build, elfinspect, patching, pipeline, signing, sources
-from .cache import TMP_PREFIX, Cache, sweep_stale_temps
+from .cache import TMP_PREFIX, Cache, replace_dir, sweep_stale_temps
 from .errors import BadInput, BuildError, PatchError, ToolMissing
 from .patching import FixState, patch_tool
 from .progress import Progress, silent
@@ -136,7 +136,7 @@ def write_package(ws: Workspace, states: list[FixState], out_dir: Path) -> Path:
                   "fixes": {s.fix_id: s.state for s in states}, "patches": patch_names,
                   "created": time.time()}
         (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
-        _replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -169,16 +169,6 @@ def _check_out_dir(out_dir: Path) -> None:
     if any(out_dir.iterdir()) and not is_our_package(out_dir):
         raise BadInput(f"--out {out_dir} exists and is not empty (and is not a DKMS package "
                        "written by smcpatch): choose a new or empty directory")
-
-
-def _replace(tmp: Path, final: Path) -> None:
-    if final.exists():
-        old = final.parent / f"{TMP_PREFIX}{final.name}.old.{os.getpid()}.{time.monotonic_ns()}"
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
 
 
 def _copy_patches(states: list[FixState], dest: Path) -> list[str]:
