@@ -167,3 +167,17 @@ def test_rt_flavour_builds_against_its_own_common_rt_headers(
     assert r.after.vermagic.startswith("6.12.107+deb12-rt-amd64 ")
     assert r.shipped is not None and r.shipped.verdict == "vulnerable"
     assert r.shipped_same_as_before is True
+
+
+def test_kernel_outside_the_matrix_is_resolved_from_the_archive(test_cache: Cache) -> None:
+    """`--kernel 6.1.187`: the first Debian 6.1 with the fix, not pinned in kernels.toml. Its own
+    linux-kbuild-6.1 is gone from the archive; a newer one of the series builds the module and
+    the vermagic/modversions checks vouch for the result."""
+    from smcpatch import runner
+
+    [target] = runner.resolve_targets(test_cache, ["6.1.187"], "amd64")
+    assert (target.package_version, target.release) == ("6.1.187-1", "6.1.0-53-amd64")
+    r = pipeline.verify_target(test_cache, target, pipeline.Options())
+    assert r.ok, (r.error, r.problems)
+    assert r.source_state == "fixed" and r.vermagic_ok and r.modversions_ok
+    assert any("is gone from the archive" in note for note in r.notes)

@@ -84,6 +84,7 @@ def _run_stages(cache: Cache, target: Target, options: Options, progress: Progre
     with timer.stage("fetch"):
         ws = workspace or sources.fetch(cache, target, progress)
     report.timings_detail = dict(ws.timings)
+    report.notes.extend(ws.notes)
     report.from_cache["fetch"] = ws.from_cache
 
     with timer.stage("classify"):

@@ -43,6 +43,7 @@ class Workspace:
     shipped_module: Path | None  # Debian's own smc.ko / smc.ko.xz, the reference
     image_deb: Path | None  # the linux-image package (for the VM stage)
     kdir_root: Path | None = None  # the extracted packages' root, bind-mounted for chroot builds
+    notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     downloaded_bytes: int = 0
     from_cache: bool = False
@@ -97,6 +98,8 @@ def package_records(apt: Apt, target: Target, with_image: bool = True) -> list[P
     records: list[PackageRecord] = []
     for name in names:
         record = apt.show(name, target.package_version)
+        if record is None and name == f"linux-kbuild-{target.series}":
+            record = _substitute_kbuild(apt, name)
         if record is None:
             available = apt.versions(name) or apt.versions(target.source_package)
             listing = ", ".join(available[:12]) or "none"
@@ -104,6 +107,17 @@ def package_records(apt: Apt, target: Target, with_image: bool = True) -> list[P
                              f"available: {listing}")
         records.append(record)
     return records
+
+
+def _substitute_kbuild(apt: Apt, name: str) -> PackageRecord | None:
+    """linux-kbuild-6.1 is not per-ABI and the archive keeps only its newest versions: when the
+    exact one is gone, the newest of the same series builds the module (the vermagic and
+    modversions checks then vouch for the result against the kernel's own Module.symvers)."""
+    for version in apt.versions(name):
+        record = apt.show(name, version)
+        if record is not None:
+            return record
+    return None
 
 
 def _keys(target: Target) -> dict[str, str]:
@@ -151,6 +165,7 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
             progress(f"extract {', '.join(missing)}")
             _extract_parallel(cache, target, debs, {n: (entries[n], keys[n]) for n in missing})
             timings["extract"] = time.monotonic() - started
+        notes = _kbuild_note(entries["kdir"], target)
         shipped = _shipped_module(entries["shipped"])
         image_deb = cache.root / "debs" / _image_deb_name(entries["shipped"])
         return Workspace(
@@ -163,12 +178,21 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
             timings=timings,
             downloaded_bytes=downloaded,
             from_cache=not missing,
+            notes=notes,
         )
 
 
 def _target_apt(cache: Cache, target: Target) -> Apt:
     """The host's sources, or the target's own suites on the host's mirrors."""
     return Apt(cache, suites=target.apt_suites)
+
+
+def _kbuild_note(entry: Path, target: Target) -> list[str]:
+    for deb in (read_manifest(entry) or {}).get("debs", []):
+        if str(deb).startswith(f"{target.kbuild}_") and f"_{target.package_version}_" not in deb:
+            return [f"{target.kbuild} {target.package_version} is gone from the archive: built "
+                    f"with {deb} (same series)"]
+    return []
 
 
 def _records_for(target: Target, records: dict[str, PackageRecord],
