@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import hostpkg
 from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, hash_tree
 from .errors import BuildError, ToolMissing
 from .progress import Poller, Progress, silent
@@ -130,14 +131,9 @@ def _apt_install(packages: list[str], command: str) -> None:
     if not shutil.which("apt-get"):
         raise ToolMissing(f"missing build tools ({', '.join(packages)}) and no apt-get to install "
                           f"them: install them with `{command}` or your system's package manager")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "-q", "update"], env=env, capture_output=True, timeout=1800,
-                   check=False)  # best effort: a stale index may still hold the packages
-    proc = subprocess.run(["apt-get", "-q", "install", "-y", *packages], env=env,
-                          capture_output=True, text=True, timeout=1800, check=False)
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or ["apt-get failed"])[-1]
-        raise ToolMissing(f"`{command}` failed: {reason}")
+    installed, tail = hostpkg.apt_install(packages)
+    if not installed:
+        raise ToolMissing(f"`{command}` failed: {(tail.splitlines() or ['apt-get failed'])[-1]}")
 
 
 def _compiler_identity(compiler: str) -> str:

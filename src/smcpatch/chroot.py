@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from . import hostpkg
 from .apt import Apt, host_sources, mirror_lines
 from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
 from .errors import BuildError, ToolMissing
@@ -83,15 +84,13 @@ def _show_fields(apt: Apt, name: str, version: str) -> dict[str, str]:
 def ensure_mmdebstrap() -> None:
     if shutil.which("mmdebstrap"):
         return
-    command = "apt-get install -y mmdebstrap"
-    if os.geteuid() != 0:
+    command = hostpkg.install_command(["mmdebstrap"])
+    if not hostpkg.can_install():
         raise ToolMissing(f"mmdebstrap not found (builds for other suites need it): run "
                           f"`{command}` as root")
-    proc = subprocess.run(["apt-get", "-q", "install", "-y", "mmdebstrap"], capture_output=True,
-                          text=True, timeout=1800, check=False,
-                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    if proc.returncode != 0 or not shutil.which("mmdebstrap"):
-        raise ToolMissing(f"`{command}` failed: {(proc.stderr.strip().splitlines() or [''])[-1]}")
+    installed, tail = hostpkg.apt_install(["mmdebstrap"])
+    if not installed or not shutil.which("mmdebstrap"):
+        raise ToolMissing(f"`{command}` failed: {(tail.splitlines() or [''])[-1]}")
 
 
 def ensure_chroot(cache: Cache, suite: str, packages: list[str]) -> Path:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, build, elfinspect, patching, pipeline, signing, sources
+from . import __version__, build, elfinspect, hostpkg, patching, pipeline, signing, sources
 from .cache import TMP_PREFIX, Cache, replace_dir, sweep_stale_temps
 from .errors import BadInput, BuildError, PatchError, ToolMissing
 from .patching import FixState, patch_tool
@@ -48,7 +48,7 @@ README = "README.smcpatch"
 FORMAT = 1
 MODULES = ("smc", "smc_diag")
 DEST_MODULE_LOCATION = "/updates/dkms"  # what Debian's dkms uses whatever dkms.conf says
-DKMS_INSTALL = "apt-get install -y --no-install-recommends dkms"
+DKMS_INSTALL = hostpkg.install_command(["dkms"])
 DKMS_TIMEOUT = 3600
 LOG_TAIL_LINES = 25
 # Characters dkms and its directory names ("<name>-<version>") handle without quoting trouble.
@@ -279,13 +279,11 @@ module with its MOK key (/var/lib/dkms/mok.key) if the kernel's sign-file is ins
 def ensure_dkms(install: bool = True) -> str:
     """dkms's version (``dkms-3.0.10``); install it with apt when missing and root."""
     if shutil.which("dkms") is None:
-        if not install or os.geteuid() != 0:
+        if not install or not hostpkg.can_install():
             raise ToolMissing(f"dkms is not installed: run `{DKMS_INSTALL}` as root")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        proc = subprocess.run(DKMS_INSTALL.split(), env=env, capture_output=True, text=True,
-                              timeout=1800, check=False)
-        if proc.returncode != 0 or shutil.which("dkms") is None:
-            reason = (proc.stderr.strip().splitlines() or ["apt-get failed"])[-1]
+        installed, tail = hostpkg.apt_install(["dkms"])
+        if not installed or shutil.which("dkms") is None:
+            reason = (tail.splitlines() or ["apt-get failed"])[-1]
             raise ToolMissing(f"`{DKMS_INSTALL}` failed: {reason}")
     proc = subprocess.run(["dkms", "--version"], capture_output=True, text=True, check=False)
     return (proc.stdout.strip() or proc.stderr.strip()).splitlines()[0]

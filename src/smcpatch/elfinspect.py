@@ -29,7 +29,7 @@ import shutil
 import struct
 import subprocess
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -501,14 +501,11 @@ class _Elf:
             )
         return _Fragment(sym, sec, start, end)
 
-    def function_fragments(self, function: str) -> list[_Fragment]:
-        """The function's own symbol and its compiler-made fragments (name.cold, name.part.0)."""
+    def unique_fragments(self, accept: Callable[[str], bool]) -> Iterator[_Fragment]:
+        """The code of each distinct FUNC symbol whose name `accept`s (aliases counted once)."""
         seen: set[tuple[str, int, int]] = set()
-        out = []
         for sym in self.symbols:
-            if sym.type != _STT_FUNC:
-                continue
-            if sym.name != function and not sym.name.startswith(function + "."):
+            if sym.type != _STT_FUNC or not accept(sym.name):
                 continue
             key = (sym.name, sym.shndx, sym.value)
             if key in seen:
@@ -516,7 +513,12 @@ class _Elf:
             seen.add(key)
             frag = self.fragment(sym)
             if frag is not None:
-                out.append(frag)
+                yield frag
+
+    def function_fragments(self, function: str) -> list[_Fragment]:
+        """The function's own symbol and its compiler-made fragments (name.cold, name.part.0)."""
+        out = list(self.unique_fragments(
+            lambda name: name == function or name.startswith(function + ".")))
         out.sort(key=lambda f: (f.symbol.name != function, f.symbol.name))
         return out
 
@@ -1181,18 +1183,8 @@ def check_modversions(info: ModuleInfo, symvers: dict[str, int]) -> tuple[bool, 
 
 def _bodies(elf: _Elf) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
-    seen: set[tuple[str, int, int]] = set()
-    for sym in elf.symbols:
-        if sym.type != _STT_FUNC or sym.name.startswith(("__pfx_", "__cfi_")):
-            continue
-        key = (sym.name, sym.shndx, sym.value)
-        if key in seen:
-            continue
-        seen.add(key)
-        frag = elf.fragment(sym)
-        if frag is None:
-            continue
-        name = normalize_symbol(sym.name)
+    for frag in elf.unique_fragments(lambda name: not name.startswith(("__pfx_", "__cfi_"))):
+        name = normalize_symbol(frag.symbol.name)
         if name in out:
             n = 2
             while f"{name}~{n}" in out:
@@ -1215,7 +1207,11 @@ def function_bodies(path: Path) -> dict[str, bytes]:
 
 def changed_functions(before: Path, after: Path) -> list[str]:
     """Sorted names of functions whose normalized body differs, or that exist in one only."""
-    a, b = function_bodies(before), function_bodies(after)
+    return changed_between(function_bodies(before), function_bodies(after))
+
+
+def changed_between(a: dict[str, bytes], b: dict[str, bytes]) -> list[str]:
+    """changed_functions for bodies already read with function_bodies."""
     return sorted(name for name in set(a) | set(b) if a.get(name) != b.get(name))
 
 

@@ -8,6 +8,7 @@ matrix run reports every target.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -195,11 +196,12 @@ def _inspect(ws: sources.Workspace, built: build.BuildResult,
 
     patched = {f for s in states for f in s.variant.functions}
     # a patched static helper the compiler inlined everywhere has no code of its own to differ
-    present = {name.split(".", 1)[0] for path in (built.before.ko, built.after.ko)
-               for name in elfinspect.function_bodies(path)}
+    bodies_before = elfinspect.function_bodies(built.before.ko)
+    bodies_after = elfinspect.function_bodies(built.after.ko)
+    present = {name.split(".", 1)[0] for name in (*bodies_before, *bodies_after)}
     report.expected_changed_functions = sorted(patched & present)
     report.inlined_patched_functions = sorted(patched - present)
-    changed = elfinspect.changed_functions(built.before.ko, built.after.ko)
+    changed = elfinspect.changed_between(bodies_before, bodies_after)
     # A function the patch doesn't touch may differ only in padding (its start moved): say so
     # apart, after checking its instruction stream is the same.
     layout_only = [f for f in changed if f not in report.expected_changed_functions
@@ -241,8 +243,6 @@ def variant_key(ws: sources.Workspace, fixes: list[patching.Fix]) -> str:
 
 
 def _short(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smcpatch import hostpkg
 from smcpatch.errors import BadInput, ToolMissing, VmError
 
 GUEST_DIR = Path(__file__).resolve().parents[2] / "bench" / "guest"
@@ -77,18 +78,13 @@ def ensure_host_tools(tools: Iterable[str] | None = None, *, install: bool = Tru
     if not missing:
         return
     pkgs = sorted(set(missing.values()))
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *pkgs]
+    cmd = hostpkg.install_command(pkgs)
     if install and os.geteuid() == 0 and _which("apt-get"):
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        still = missing_host_tools(missing)
-        if proc.returncode == 0 and not still:
+        installed, tail = hostpkg.apt_install(pkgs)
+        if installed and not missing_host_tools(missing):
             return
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-10:])
-        raise ToolMissing(f"could not install {', '.join(pkgs)} ({' '.join(cmd)}):\n{tail}")
-    raise ToolMissing(
-        f"missing host tools {', '.join(sorted(missing))}: run `{' '.join(cmd)}` as root"
-    )
+        raise ToolMissing(f"could not install {', '.join(pkgs)} ({cmd}):\n{tail}")
+    raise ToolMissing(f"missing host tools {', '.join(sorted(missing))}: run `{cmd}` as root")
 
 
 # ---------------------------------------------------------------------------------------------
