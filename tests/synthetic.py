@@ -11,7 +11,9 @@ import functools
 import tempfile
 from pathlib import Path
 
-PATCH = Path(__file__).resolve().parents[1] / "patches" / "0001-smc-clc-prfx-match-rcu.patch"
+from smcpatch.data import DEFAULT_PATCHES
+
+PATCH = DEFAULT_PATCHES / "0001-smc-clc-prfx-match-rcu.patch"
 HEADER = "// test file generated from {patch}: not kernel code\n\n/* padding */\n\n"
 FOOTER = "\n/* end of the test file */\n"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from smcpatch import benchmark as b
-from smcpatch import vm
+from smcpatch import hostpkg, vm
 from smcpatch.errors import BadInput, VmError
 
 
@@ -252,7 +252,7 @@ def test_cpio_newc_layout() -> None:
 def test_ensure_host_tools_reports_the_apt_command(monkeypatch: pytest.MonkeyPatch) -> None:
     from smcpatch.errors import ToolMissing
 
-    monkeypatch.setattr(vm, "_which", lambda tool: None)
+    monkeypatch.setattr(hostpkg, "which", lambda tool: None)
     monkeypatch.setattr(vm.os, "geteuid", lambda: 1000)
     with pytest.raises(ToolMissing, match="apt-get install -y --no-install-recommends "
                        "qemu-system-x86"):

@@ -51,7 +51,7 @@ def test_kernel_config_facts(tmp_path: Path) -> None:
 def test_missing_compiler_names_the_install_command(tmp_path: Path) -> None:
     config = tmp_path / ".config"
     config.write_text('CONFIG_CC_VERSION_TEXT="gcc-99 (Debian 99.1) 99.1"\n')
-    with pytest.raises(ToolMissing, match=r"apt-get install -y gcc-99"):
+    with pytest.raises(ToolMissing, match=r"apt-get install -y --no-install-recommends gcc-99"):
         ensure_toolchain(KernelConfig.read(config), install=False)
 
 

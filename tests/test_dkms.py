@@ -214,7 +214,7 @@ def test_patch_that_does_not_apply_in_order(tmp_path: Path) -> None:
 
 
 def test_ensure_dkms_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: None)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(ToolMissing, match=r"run `apt-get install -y --no-install-recommends dkms`"):
         dkms.ensure_dkms()

@@ -589,16 +589,9 @@ def test_disk_full_during_build(tmp_path: Path, small_tmpfs: Path) -> None:
 # --------------------------------------------------------------------------- bad patches
 
 
-def _repo_copy(tmp_path: Path) -> Path:
-    """This checkout's CLI with its own patches/ dir (tasks.py puts its src/ first on sys.path)."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("tasks.py", "kernels.toml"):
-        shutil.copy2(ROOT / name, repo / name)
-    for name in ("src", "patches", "module_src"):
-        shutil.copytree(ROOT / name, repo / name, symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    return repo
+def _patches_copy(tmp_path: Path) -> Path:
+    """A copy of our patch series, for `--patches DIR`."""
+    return Path(shutil.copytree(ROOT / "patches", tmp_path / "patches"))
 
 
 def _break_series_syntax(patches: Path) -> str:
@@ -624,9 +617,10 @@ def _break_patch_body(patches: Path) -> str:
                                      _break_patch_body])
 def test_broken_patches_dir_is_one_line_error(tmp_path: Path,
                                               breaker: Callable[[Path], str]) -> None:
-    repo = _repo_copy(tmp_path)
-    message = breaker(repo / "patches")
-    proc = inv("verify", "--kernel", KERNEL, "--cache", str(tmp_path / "cache"), cwd=repo)
+    patches = _patches_copy(tmp_path)
+    message = breaker(patches)
+    proc = inv("verify", "--kernel", KERNEL, "--cache", str(tmp_path / "cache"), "--patches",
+               str(patches))
     assert_one_line_error(proc, message)
     assert not (tmp_path / "cache" / "debs").exists()  # refused before fetching anything
 
@@ -657,7 +651,7 @@ def test_half_applied_real_tree_is_one_line_error_and_untouched(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("version", "hidden", "install"), [
-    (KERNEL, "make", "apt-get install -y make"),
+    (KERNEL, "make", "apt-get install -y --no-install-recommends make"),
     (KERNEL, "gcc-12", "gcc-12"),
     ("6.12.107", "pahole", "dwarves"),
 ])
@@ -707,7 +701,7 @@ def test_missing_compiler_without_apt(monkeypatch: pytest.MonkeyPatch, tmp_path:
     """As root smcpatch installs what's missing; with no apt-get it says what to run instead."""
     monkeypatch.setenv("PATH", fake_path(tmp_path, lambda n: "gcc-12" in n or n == "apt-get"))
     config = build.KernelConfig({"CONFIG_CC_VERSION_TEXT": "x86_64-linux-gnu-gcc-12 (Debian) 12.2"})
-    with pytest.raises(ToolMissing, match="apt-get install -y gcc-12"):
+    with pytest.raises(ToolMissing, match="apt-get install -y --no-install-recommends gcc-12"):
         build.ensure_toolchain(config)
 
 

@@ -21,6 +21,7 @@ import pytest
 import synthetic
 from conftest import real_workspace
 
+from smcpatch.data import CANARY_PATCH, DEFAULT_PATCHES
 from smcpatch.errors import ConfigError, PatchError, ToolMissing
 from smcpatch.patching import (
     Fix,
@@ -31,9 +32,8 @@ from smcpatch.patching import (
     make_variants,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-PATCHES = REPO / "patches"
-CANARY = REPO / "bench" / "canary-prfx-match-delay.patch"
+PATCHES = DEFAULT_PATCHES
+CANARY = CANARY_PATCH
 DATA = synthetic.data_dir()  # made from our patch: no kernel code in the repo
 VULNERABLE_C = DATA / "smc_clc_vulnerable.c"
 FIXED_C = DATA / "smc_clc_fixed.c"

@@ -6,7 +6,7 @@ the canary build), from the test cache. Each can be overridden:
   SMCPATCH_TEST_IMAGE_DEB   the linux-image-<release>[-unsigned] .deb of the kernel to boot
   SMCPATCH_TEST_AFTER_KO    our fixed smc.ko for that release
   SMCPATCH_TEST_BEFORE_KO   optional; default: the smc.ko.xz shipped in the image
-  SMCPATCH_TEST_CANARY_KO   the fixed module with bench/canary-prfx-match-delay.patch (gate test)
+  SMCPATCH_TEST_CANARY_KO   the fixed module with the canary patch (smcpatch/data) (gate test)
   SMCPATCH_TEST_CACHE       optional cache directory (default: a pytest temp dir per session)
 """
 

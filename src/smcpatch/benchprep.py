@@ -14,13 +14,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import build, patching, pipeline, sources
+from . import build, hostpkg, patching, pipeline, sources, vm
 from .apt import Apt
 from .cache import Cache, atomic_dir, entry_is_current, hash_file, hash_inputs
+from .data import CANARY_PATCH
 from .errors import BadInput, PatchError
 from .targets import Target
 
-CANARY_PATCH = Path(__file__).resolve().parents[2] / "bench" / "canary-prfx-match-delay.patch"
 VARIANTS = ("after", "canary")
 
 
@@ -37,6 +37,8 @@ def bench_inputs(cache: Cache, target: Target, variant: str) -> BenchInputs:
     if variant not in VARIANTS:
         raise BadInput(f"--variant {variant}: choose {' or '.join(VARIANTS)}")
     ws = sources.fetch(cache, target)
+    # every host tool of the run (the guest's and the build's), in one install before any work
+    hostpkg.ensure([*vm.host_tools(), *pipeline.host_tools(ws)], "benchmark tools")
     if ws.shipped_module is None:
         raise BadInput(f"kernel {target.version}: Debian ships no smc.ko for {target.release} "
                        "(SMC is off in its config): nothing to benchmark")

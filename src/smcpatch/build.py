@@ -19,12 +19,12 @@ from pathlib import Path
 
 from . import hostpkg
 from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, hash_tree
+from .data import KBUILD_RECIPE
 from .errors import BuildError, ToolMissing
 from .progress import Poller, Progress, silent
 
 # Bump when the build recipe changes, so cached modules are rebuilt.
 BUILD_RECIPE = 2
-MODULE_SRC = Path(__file__).resolve().parents[2] / "module_src"
 SOURCE_SUFFIXES = (".c", ".h")
 SOURCE_NAMES = ("Makefile", "Kconfig", "Kbuild")
 OUTPUTS = ("smc.ko", "smc_clc.o", "smc_diag.ko")
@@ -90,9 +90,9 @@ class KernelConfig:
 
 
 def config_fragment() -> dict[str, str]:
-    """module_src/smc.config: the CONFIG_ options given to make for the out-of-tree build."""
+    """data/kbuild/smc.config: the CONFIG_ options given to make for the out-of-tree build."""
     values: dict[str, str] = {}
-    for line in (MODULE_SRC / "smc.config").read_text().splitlines():
+    for line in (KBUILD_RECIPE / "smc.config").read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
@@ -101,39 +101,24 @@ def config_fragment() -> dict[str, str]:
 
 
 # -- toolchain ---------------------------------------------------------------------------------
-def ensure_toolchain(config: KernelConfig, install: bool = True) -> str:
-    """Check make, the kernel's own compiler and pahole; install what's missing when root."""
-    wanted: dict[str, str] = {"make": "make"}
+def toolchain_tools(config: KernelConfig) -> list[hostpkg.Tool]:
+    """make, the kernel's own compiler and, for BTF of modules, pahole."""
     compiler = config.compiler_command
-    wanted[compiler] = _compiler_package(compiler)
+    tools = [hostpkg.Tool("make", "make"), hostpkg.Tool(compiler, _compiler_package(compiler))]
     if config.needs_pahole:
-        wanted["pahole"] = "dwarves"
-    missing = sorted({pkg for tool, pkg in wanted.items() if not shutil.which(tool)})
-    if missing:
-        command = f"apt-get install -y {' '.join(missing)}"
-        if not install or os.geteuid() != 0:
-            raise ToolMissing(f"missing build tools ({', '.join(missing)}): "
-                              f"run `{command}` as root")
-        _apt_install(missing, command)
-        still = sorted({tool for tool in wanted if not shutil.which(tool)})
-        if still:  # installed, yet not on PATH: say which, not a crash later in make
-            raise ToolMissing(f"{', '.join(still)} not found on PATH after `{command}`: "
-                              f"check PATH ({os.environ.get('PATH', '')})")
-    return _compiler_identity(compiler)
+        tools.append(hostpkg.Tool("pahole", "dwarves"))
+    return tools
+
+
+def ensure_toolchain(config: KernelConfig, install: bool = True) -> str:
+    """The build tools present (installed now when root); the compiler's identity."""
+    hostpkg.ensure(toolchain_tools(config), "build tools", install=install)
+    return _compiler_identity(config.compiler_command)
 
 
 def _compiler_package(command: str) -> str:
     match = re.search(r"gcc-(\d+)$", command)
     return f"gcc-{match.group(1)}" if match else "gcc"
-
-
-def _apt_install(packages: list[str], command: str) -> None:
-    if not shutil.which("apt-get"):
-        raise ToolMissing(f"missing build tools ({', '.join(packages)}) and no apt-get to install "
-                          f"them: install them with `{command}` or your system's package manager")
-    installed, tail = hostpkg.apt_install(packages)
-    if not installed:
-        raise ToolMissing(f"`{command}` failed: {(tail.splitlines() or ['apt-get failed'])[-1]}")
 
 
 def _compiler_identity(compiler: str) -> str:

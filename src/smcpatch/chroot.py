@@ -81,16 +81,12 @@ def _show_fields(apt: Apt, name: str, version: str) -> dict[str, str]:
     return fields
 
 
+# what making and entering a chroot of another suite needs on the host
+TOOLS = (hostpkg.Tool("mmdebstrap", "mmdebstrap"), hostpkg.Tool("unshare", "util-linux"))
+
+
 def ensure_mmdebstrap() -> None:
-    if shutil.which("mmdebstrap"):
-        return
-    command = hostpkg.install_command(["mmdebstrap"])
-    if not hostpkg.can_install():
-        raise ToolMissing(f"mmdebstrap not found (builds for other suites need it): run "
-                          f"`{command}` as root")
-    installed, tail = hostpkg.apt_install(["mmdebstrap"])
-    if not installed or not shutil.which("mmdebstrap"):
-        raise ToolMissing(f"`{command}` failed: {(tail.splitlines() or [''])[-1]}")
+    hostpkg.ensure(TOOLS, "tools for builds in other suites' chroots")
 
 
 def ensure_chroot(cache: Cache, suite: str, packages: list[str]) -> Path:
@@ -146,7 +142,6 @@ def _strip_hosts(lines: list[str]) -> list[str]:
 
 def command_in_chroot(root: Path, binds: list[Path], command: list[str]) -> list[str]:
     """argv that runs `command` inside `root` with `binds` mounted at their own paths."""
-    if not shutil.which("unshare"):
-        raise ToolMissing("unshare not found: run `apt-get install -y util-linux`")
+    hostpkg.ensure(TOOLS[1:], "tools for builds in other suites' chroots", install=False)
     return ["unshare", "--mount", "--propagation", "private", "bash", "-c", _ENTER, "smcpatch",
             str(root), str(len(binds)), *[str(b) for b in binds], *command]

@@ -36,7 +36,7 @@ from typing import Any
 
 from . import __version__, build, elfinspect, hostpkg, patching, pipeline, signing, sources
 from .cache import TMP_PREFIX, Cache, replace_dir, sweep_stale_temps
-from .errors import BadInput, BuildError, PatchError, ToolMissing
+from .errors import BadInput, BuildError, PatchError
 from .patching import FixState, patch_tool
 from .progress import Progress, silent
 from .sources import Workspace
@@ -48,7 +48,6 @@ README = "README.smcpatch"
 FORMAT = 1
 MODULES = ("smc", "smc_diag")
 DEST_MODULE_LOCATION = "/updates/dkms"  # what Debian's dkms uses whatever dkms.conf says
-DKMS_INSTALL = hostpkg.install_command(["dkms"])
 DKMS_TIMEOUT = 3600
 LOG_TAIL_LINES = 25
 # Characters dkms and its directory names ("<name>-<version>") handle without quoting trouble.
@@ -276,15 +275,12 @@ module with its MOK key (/var/lib/dkms/mok.key) if the kernel's sign-file is ins
 
 
 # -- building it with Debian's dkms --------------------------------------------------------------
+TOOLS = (hostpkg.Tool("dkms", "dkms"),)
+
+
 def ensure_dkms(install: bool = True) -> str:
-    """dkms's version (``dkms-3.0.10``); install it with apt when missing and root."""
-    if shutil.which("dkms") is None:
-        if not install or not hostpkg.can_install():
-            raise ToolMissing(f"dkms is not installed: run `{DKMS_INSTALL}` as root")
-        installed, tail = hostpkg.apt_install(["dkms"])
-        if not installed or shutil.which("dkms") is None:
-            reason = (tail.splitlines() or ["apt-get failed"])[-1]
-            raise ToolMissing(f"`{DKMS_INSTALL}` failed: {reason}")
+    """dkms's version (``dkms-3.0.10``); installed with apt when missing and root (hostpkg)."""
+    hostpkg.ensure(TOOLS, "dkms", install=install)
     proc = subprocess.run(["dkms", "--version"], capture_output=True, text=True, check=False)
     return (proc.stdout.strip() or proc.stderr.strip()).splitlines()[0]
 
@@ -386,7 +382,8 @@ def _run_dkms(args: list[str], env: dict[str, str], make_log: Path | None = None
 def package_command(cache: Cache, target: Target, out_dir: Path, fixes: list[str] | None = None,
                     check: bool = False, jobs: int | None = None,
                     sign_key: Path | None = None, sign_cert: Path | None = None,
-                    progress: Progress = silent) -> dict[str, Any]:
+                    progress: Progress = silent,
+                    patches_dir: Path | None = None) -> dict[str, Any]:
     """Fetch, classify, write the package; with ``check``, dkms-build it and inspect the result.
 
     Returns a JSON-able summary. The check builds in a temp dir under the cache (removed after).
@@ -397,15 +394,17 @@ def package_command(cache: Cache, target: Target, out_dir: Path, fixes: list[str
         if not check:
             raise BadInput("--sign-key/--sign-cert sign the module dkms builds: add --check")
         signing.check_key_matches_cert(sign_key, sign_cert)
-    selected = pipeline.select_fixes(patching.load_series(pipeline.PATCHES_DIR, "all"),
+    series = patches_dir or pipeline.PATCHES_DIR
+    selected = pipeline.select_fixes(patching.load_series(series, "all"),
                                      fixes or ["default"])  # a bad --fix: before any download
     if check and target.build_env:
         raise BadInput(f"--check runs dkms with this host's compiler, but {target.version} is "
                        f"built with {target.compiler} of {target.build_env}: write the package "
                        f"without --check and build it on a {target.build_env} system")
-    if check:
-        ensure_dkms()
     ws = sources.fetch(cache, target, progress)
+    if check:  # every host tool of the check, in one install
+        config = build.KernelConfig.read(ws.kdir / ".config")
+        hostpkg.ensure([*TOOLS, *build.toolchain_tools(config)], "dkms and build tools")
     progress("classify")
     states = patching.classify(ws.source_tree, selected)
     progress("write package")

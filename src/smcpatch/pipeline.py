@@ -1,8 +1,9 @@
 """The verify pipeline for one target: fetch → classify → variants → build → inspect → result.
 
-Each stage lives in its own module; this one only sequences them, times them and turns their
-results into a TargetReport. Errors raised by a stage end that target (recorded as its error), so a
-matrix run reports every target.
+Each stage lives in its own module; this one sequences them, times them and turns their results
+into a TargetReport. It also picks the build environment (host or a suite's chroot), says which host
+tools a target needs, and caches the inspection's results. Errors raised by a stage end that
+target (recorded as its error), so a matrix run reports every target.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import build, chroot, disasm, elfinspect, patching, sources
+from . import build, chroot, disasm, elfinspect, hostpkg, patching, sources
 from .cache import Cache, atomic_dir, entry_is_current, hash_inputs
+from .data import DEFAULT_PATCHES
 from .errors import BadInput, InspectError, SmcpatchError
 from .progress import Progress, silent
 from .report import ModuleReport, TargetReport
 from .targets import Target
 
-PATCHES_DIR = Path(__file__).resolve().parents[2] / "patches"
+PATCHES_DIR = DEFAULT_PATCHES
 PRIMARY_FUNCTION = "smc_clc_prfx_match"
 
 
@@ -62,28 +64,67 @@ class _Timer:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.monotonic() - started, 3)
 
 
+@dataclass
+class Fetched:
+    """A target after the fetch stage: its workspace, or the error that ended it."""
+
+    target: Target
+    workspace: sources.Workspace | None = None
+    error: SmcpatchError | None = None
+    seconds: float = 0.0
+
+
+def fetch_target(cache: Cache, target: Target, progress: Progress = silent) -> Fetched:
+    """The fetch stage alone (a run fetches every target before it installs host tools)."""
+    started = time.monotonic()
+    try:
+        return Fetched(target, sources.fetch(cache, target, progress),
+                       seconds=time.monotonic() - started)
+    except SmcpatchError as exc:
+        return Fetched(target, error=exc, seconds=time.monotonic() - started)
+
+
+def host_tools(ws: sources.Workspace) -> list[hostpkg.Tool]:
+    """What building this target needs on the host: its compiler and make, or the chroot tools
+    when it builds in a chroot of its own suite (the chroot brings the compiler)."""
+    if ws.target.build_env:
+        return list(chroot.TOOLS)
+    return build.toolchain_tools(build.KernelConfig.read(ws.kdir / ".config"))
+
+
 def verify_target(cache: Cache, target: Target, options: Options,
                   progress: Progress = silent,
                   workspace: sources.Workspace | None = None) -> TargetReport:
     """Run every stage for one target; stage errors become the report's error."""
-    report = TargetReport.for_target(target)
+    fetched = (Fetched(target, workspace) if workspace is not None
+               else fetch_target(cache, target, progress))
+    return verify_fetched(cache, fetched, options, progress)
+
+
+def verify_fetched(cache: Cache, fetched: Fetched, options: Options,
+                   progress: Progress = silent) -> TargetReport:
+    """Every stage after fetch; the fetch's error, or a later stage's, becomes the report's."""
+    report = TargetReport.for_target(fetched.target)
     timer = _Timer()
+    timer.timings["fetch"] = round(fetched.seconds, 3)
     started = time.monotonic()
     try:
-        _run_stages(cache, target, options, progress, workspace, report, timer)
+        if fetched.error is not None:
+            raise fetched.error
+        assert fetched.workspace is not None
+        _run_stages(cache, fetched.workspace, options, progress, report, timer)
     except SmcpatchError as exc:
         report.error = exc.one_line()
         report.error_detail = getattr(exc, "detail", "")
-    report.timings = {**timer.timings, "total": round(time.monotonic() - started, 3)}
+    report.timings = {**timer.timings,
+                      "total": round(time.monotonic() - started + fetched.seconds, 3)}
     report.finish()
     return report
 
 
-def _run_stages(cache: Cache, target: Target, options: Options, progress: Progress,
-                workspace: sources.Workspace | None, report: TargetReport, timer: _Timer) -> None:
+def _run_stages(cache: Cache, ws: sources.Workspace, options: Options, progress: Progress,
+                report: TargetReport, timer: _Timer) -> None:
     fixes = select_fixes(patching.load_series(options.patches_dir, "all"), options.fixes)
-    with timer.stage("fetch"):
-        ws = workspace or sources.fetch(cache, target, progress)
     report.timings_detail = dict(ws.timings)
     report.notes.extend(ws.notes)
     report.from_cache["fetch"] = ws.from_cache

@@ -24,10 +24,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from . import elfinspect, patching, pipeline, report, signing, sources, targets
+from . import elfinspect, hostpkg, patching, pipeline, report, signing, sources, targets
 from .apt import Apt
 from .cache import Cache
-from .errors import BadInput, FetchError, InspectError
+from .errors import BadInput, FetchError, InspectError, ToolMissing
 from .targets import Target
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
@@ -46,12 +46,15 @@ class VerifyRequest:
     parallel: int | None = None
     sign_key: Path | None = None
     sign_cert: Path | None = None
+    matrix: Path | None = None  # --matrix: a kernels.toml of the user's (default: ours)
+    patches: Path | None = None  # --patches: a patch series of the user's (default: ours)
 
 
 def resolve_targets(cache: Cache, kernels: list[str], flavour: str,
-                    apt_factory: Callable[[Cache], Apt] = Apt) -> list[Target]:
+                    apt_factory: Callable[[Cache], Apt] = Apt,
+                    matrix_path: Path | None = None) -> list[Target]:
     """Matrix entries for known versions; archive lookups for the others (bad input if absent)."""
-    matrix = targets.load_matrix()
+    matrix = targets.load_matrix(matrix_path)
     chosen = targets.select(matrix, kernels, flavour)
     missing = targets.unmatched(matrix, kernels)
     if missing:
@@ -70,7 +73,8 @@ def resolve_targets(cache: Cache, kernels: list[str], flavour: str,
 
 def run_verify(request: VerifyRequest, console: Console) -> tuple[list[report.TargetReport], int]:
     cache = Cache.open(request.cache_dir)
-    options = pipeline.Options(fixes=request.fixes or ["default"], jobs=request.jobs)
+    options = pipeline.Options(fixes=request.fixes or ["default"], jobs=request.jobs,
+                               patches_dir=request.patches or pipeline.PATCHES_DIR)
     # bad --fix is bad input: say so before fetching anything
     pipeline.select_fixes(patching.load_series(options.patches_dir, "all"), options.fixes)
     if request.sign_key or request.sign_cert:  # a bad key is bad input: before any work
@@ -83,7 +87,8 @@ def run_verify(request: VerifyRequest, console: Console) -> tuple[list[report.Ta
         ws = sources.user_tree(request.source, request.kdir, request.flavour)
         plan: list[tuple[Target, sources.Workspace | None]] = [(ws.target, ws)]
     else:
-        plan = [(t, None) for t in resolve_targets(cache, request.kernels, request.flavour)]
+        plan = [(t, None) for t in resolve_targets(cache, request.kernels, request.flavour,
+                                                   matrix_path=request.matrix)]
     reports = run_plan(cache, plan, options, console, request.parallel)
     if request.sign_key and request.sign_cert:  # each signed module gets a note in its report
         signing.sign_plan(cache, plan, reports, request.sign_key, request.sign_cert)
@@ -97,27 +102,51 @@ def run_plan(cache: Cache, plan: list[tuple[Target, sources.Workspace | None]],
              parallel: int | None = None) -> list[report.TargetReport]:
     """Verify the targets, up to `parallel` at once (default: one per core), in one display.
 
-    The cores are shared: with N targets at once each make gets cores/N jobs, unless --jobs says.
+    First every target is fetched; then the host tools all of them need are installed at once
+    (one apt-get, before any parallel build could race for dpkg's lock); then the targets are
+    built and inspected. The cores are shared: with N targets at once each make gets cores/N jobs,
+    unless --jobs says.
     """
     cores = os.cpu_count() or 1
     workers = max(1, min(parallel or cores, len(plan)))
     if options.jobs is None:
         options = dataclasses.replace(options, jobs=max(1, cores // workers))
-    results: dict[int, report.TargetReport] = {}
+    labels = [f"{target.package_version} {target.flavour}" for target, _ in plan]
     with progress_display(console) as bars, ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {}
-        for index, (target, workspace) in enumerate(plan):
-            label = f"{target.package_version} {target.flavour}"
-            futures[pool.submit(pipeline.verify_target, cache, target, options,
-                                bars.reporter(label), workspace)] = (index, label)
+        reporters = [bars.reporter(label) for label in labels]
+        fetched = list(pool.map(
+            lambda i: (pipeline.Fetched(plan[i][0], plan[i][1]) if plan[i][1] is not None
+                       else pipeline.fetch_target(cache, plan[i][0], reporters[i])),
+            range(len(plan))))
+        fetched = install_host_tools(fetched, console)
+        futures = {pool.submit(pipeline.verify_fetched, cache, item, options, reporters[index]):
+                   index for index, item in enumerate(fetched)}
+        results: dict[int, report.TargetReport] = {}
         for future in as_completed(futures):
-            index, label = futures[future]
+            index = futures[future]
             result = results[index] = future.result()
-            bars.done(label)
-            console.print(f"{'[green]OK[/]' if result.ok else '[red]FAIL[/]'} {label} "
+            bars.done(labels[index])
+            console.print(f"{'[green]OK[/]' if result.ok else '[red]FAIL[/]'} {labels[index]} "
                           f"({result.timings.get('total', 0):.1f} s)"
                           + (f": {escape(result.error)}" if result.error else ""))
     return [results[i] for i in range(len(plan))]
+
+
+def install_host_tools(fetched: list[pipeline.Fetched],
+                       console: Console) -> list[pipeline.Fetched]:
+    """Every host tool the fetched targets need, installed in one go; a target whose tools could
+    not be had ends with that error (the others go on)."""
+    needs = {id(item): pipeline.host_tools(item.workspace)
+             for item in fetched if item.workspace is not None and item.error is None}
+    try:
+        hostpkg.ensure([tool for tools in needs.values() for tool in tools], "build tools",
+                       say=lambda message: console.print(escape(message)))
+        return fetched
+    except ToolMissing as exc:
+        error = exc
+    # one install failed: each target finds out whether its own tools are there
+    return [dataclasses.replace(item, error=error) if hostpkg.missing(needs.get(id(item), []))
+            else item for item in fetched]
 
 
 class _Bars:
@@ -148,10 +177,11 @@ def progress_display(console: Console) -> Iterator[_Bars]:
         yield _Bars(bars)
 
 
-def matrix_text(fmt: str, flavour: str) -> str:
+def matrix_text(fmt: str, flavour: str, matrix_path: Path | None = None) -> str:
     """The default matrix as CI jobs."""
     jobs = [{"kernel": t.version, "flavour": t.flavour, "package_version": t.package_version,
-             "release": t.release} for t in targets.select(targets.load_matrix(), [], flavour)]
+             "release": t.release}
+            for t in targets.select(targets.load_matrix(matrix_path), [], flavour)]
     if fmt == "github":
         return json.dumps({"include": jobs}, separators=(",", ":"))
     if fmt == "json":

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data import DEFAULT_MATRIX
 from .errors import BadInput, ConfigError
 
 FLAVOURS = ("amd64", "cloud-amd64", "rt-amd64")
@@ -71,8 +72,8 @@ class Target:
 
 
 def default_matrix_path() -> Path:
-    """kernels.toml at the project root (beside src/)."""
-    return Path(__file__).resolve().parents[2] / "kernels.toml"
+    """kernels.toml, shipped in the package (smcpatch/data/kernels.toml)."""
+    return DEFAULT_MATRIX
 
 
 def load_matrix(path: Path | None = None) -> list[Target]:

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smcpatch import hostpkg
-from smcpatch.errors import BadInput, ToolMissing, VmError
+from smcpatch.data import GUEST_DIR
+from smcpatch.errors import BadInput, VmError
 
-GUEST_DIR = Path(__file__).resolve().parents[2] / "bench" / "guest"
 INIT_SCRIPT = GUEST_DIR / "init.sh"
 
-# tool -> (Debian package, extra check)
+# the host tools of the guest stage: the command, and the Debian package that brings it
 HOST_TOOLS: dict[str, str] = {
     "qemu-system-x86_64": "qemu-system-x86",
     "busybox": "busybox-static",
@@ -47,10 +47,6 @@ HOST_TOOLS: dict[str, str] = {
 INITRAMFS_MODULES = ("9p", "9pnet_virtio")
 
 
-def _which(tool: str) -> str | None:
-    return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-
-
 def _busybox_is_static(path: str) -> bool:
     with open(path, "rb") as f:
         head = f.read(4096)
@@ -58,33 +54,21 @@ def _busybox_is_static(path: str) -> bool:
     return b"ld-linux" not in head and b"/lib64/ld" not in head
 
 
+def host_tools(tools: Iterable[str] | None = None) -> list[hostpkg.Tool]:
+    """The guest stage's tools (all of them by default) as hostpkg.Tools."""
+    return [hostpkg.Tool(tool, HOST_TOOLS[tool],
+                         _busybox_is_static if tool == "busybox" else None)
+            for tool in (tools or HOST_TOOLS)]
+
+
 def missing_host_tools(tools: Iterable[str] | None = None) -> dict[str, str]:
     """Return {tool: package} for every needed host tool that is absent."""
-    missing: dict[str, str] = {}
-    for tool in tools or HOST_TOOLS:
-        pkg = HOST_TOOLS[tool]
-        path = _which(tool)
-        if path is None or (tool == "busybox" and not _busybox_is_static(path)):
-            missing[tool] = pkg
-    return missing
+    return {t.command: t.package for t in hostpkg.missing(host_tools(tools))}
 
 
 def ensure_host_tools(tools: Iterable[str] | None = None, *, install: bool = True) -> None:
-    """Check the host tools the benchmark needs; install the missing ones with apt-get when root.
-
-    Raises ToolMissing naming the exact apt-get command otherwise.
-    """
-    missing = missing_host_tools(tools)
-    if not missing:
-        return
-    pkgs = sorted(set(missing.values()))
-    cmd = hostpkg.install_command(pkgs)
-    if install and os.geteuid() == 0 and _which("apt-get"):
-        installed, tail = hostpkg.apt_install(pkgs)
-        if installed and not missing_host_tools(missing):
-            return
-        raise ToolMissing(f"could not install {', '.join(pkgs)} ({cmd}):\n{tail}")
-    raise ToolMissing(f"missing host tools {', '.join(sorted(missing))}: run `{cmd}` as root")
+    """The guest stage's host tools present, installed with apt-get when root (hostpkg)."""
+    hostpkg.ensure(host_tools(tools), "host tools", install=install)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +314,7 @@ def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
 def build_initramfs(kernel: GuestKernel, cache_dir: Path) -> Path:
     """busybox-static + the 9p/virtio modules (decompressed) + our /init; cached by inputs hash."""
     ensure_host_tools(["busybox"])
-    busybox = Path(_which("busybox") or "/bin/busybox").resolve()
+    busybox = Path(hostpkg.which("busybox") or "/bin/busybox").resolve()
     mods = _module_closure(kernel, INITRAMFS_MODULES)
     h = hashlib.sha256()
     for p in (busybox, INIT_SCRIPT, *mods):

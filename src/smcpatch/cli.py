@@ -1,0 +1,292 @@
+"""smcpatch's command line: the tasks behind both `smcpatch <task>` (the console script) and
+`inv <task>` (tasks.py in a checkout). `smcpatch --list`, `smcpatch <task> --help`.
+
+A thin layer: parse options, call the library, print, choose the exit code. Errors are raised deep
+as smcpatch.errors.SmcpatchError and reported here once, as one line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from invoke import Collection, Context, Exit, Program, task
+from rich.console import Console
+from rich.markup import escape
+
+from . import __version__, data, runner, targets
+from .errors import SmcpatchError
+
+# A wide page when piped (CI logs): the result table should not be squeezed to 80 columns.
+console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 220)
+errors = Console(stderr=True, highlight=False)
+
+MATRIX_HELP = f"your own kernel matrix (kernels.toml format; default: {data.DEFAULT_MATRIX})"
+PATCHES_HELP = f"your own patch series directory (default: {data.DEFAULT_PATCHES})"
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn any failure into one line on stderr and a non-zero exit; never a traceback."""
+    try:
+        yield
+    except SmcpatchError as exc:
+        errors.print(f"[red]error:[/] {escape(exc.one_line())}", markup=True, soft_wrap=True)
+        raise Exit(code=exc.exit_code) from None
+    except KeyboardInterrupt:
+        errors.print("[red]interrupted[/]: nothing half-written was kept; rerun to resume")
+        raise Exit(code=130) from None
+    except Exit:
+        raise
+    except Exception as exc:  # a bug: still one line, with a way to see the traceback
+        if os.environ.get("SMCPATCH_DEBUG"):
+            raise
+        errors.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                     "(rerun with SMCPATCH_DEBUG=1 for the traceback)", soft_wrap=True)
+        raise Exit(code=3) from None
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+@task(help={"flavour": "amd64 | cloud-amd64 | rt-amd64 | all", "matrix": MATRIX_HELP})
+def kernels(c: Context, flavour: str = "amd64", matrix: str | None = None) -> None:
+    """List the kernel matrix (kernels.toml): version, Debian packages, kernel release."""
+    from rich.table import Table
+
+    with reported_errors():
+        path = _path(matrix) or data.DEFAULT_MATRIX
+        table = Table(title=f"kernel matrix ({path})")
+        for column in ("version", "package version", "suite", "release", "packages", "expect"):
+            table.add_column(column)
+        for t in targets.select(targets.load_matrix(path), [], flavour):
+            packages = "\n".join((t.source_package, t.headers_package, t.common_headers_package,
+                                  t.kbuild, t.image_package))
+            table.add_row(t.version, t.package_version, t.suite, t.release, packages,
+                          t.expect or "-")
+        console.print(table)
+
+
+@task(
+    iterable=["kernel", "fix"],
+    help={
+        "kernel": "upstream version, e.g. 6.1.176 (repeatable; default: the whole matrix)",
+        "flavour": "amd64 | cloud-amd64 | rt-amd64 | all",
+        "json": "write the JSON report (schema smcpatch-report/1) to this path",
+        "parallel": "targets verified at once (default: the number of cores)",
+        "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
+        "fix": "default (the series' default set), all, or a fix id from patches/series "
+               "(repeatable)",
+        "source": "your own kernel tree (or a dir holding net/smc); needs --kdir",
+        "kdir": "your prepared kernel build/headers directory (make -C KDIR M=...)",
+        "jobs": "make -j (default: number of cores)",
+        "sign_key": "sign each fixed after-module with this private key (PEM), using the "
+                    "kernel's own scripts/sign-file; needs --sign-cert",
+        "sign_cert": "the X.509 certificate of --sign-key (PEM or DER)",
+        "matrix": MATRIX_HELP,
+        "patches": PATCHES_HELP,
+    },
+)
+def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
+           json: str | None = None, cache: str | None = None, fix: list[str] | None = None,
+           source: str | None = None, kdir: str | None = None, jobs: int = 0,
+           parallel: int = 0, sign_key: str | None = None, sign_cert: str | None = None,
+           matrix: str | None = None, patches: str | None = None) -> None:
+    """Fetch, classify, patch, build and inspect smc.ko before and after the fix.
+
+    Exit 0 when every target ends with a verified fixed module, 1 when any does not, 2 on bad input.
+    """
+    from smcpatch import report
+
+    with reported_errors():
+        request = runner.VerifyRequest(kernels=kernel or [], flavour=flavour,
+                                       cache_dir=_path(cache), json_path=_path(json),
+                                       fixes=fix or None, source=_path(source), kdir=_path(kdir),
+                                       jobs=jobs or None, parallel=parallel or None,
+                                       sign_key=_path(sign_key), sign_cert=_path(sign_cert),
+                                       matrix=_path(matrix), patches=_path(patches))
+        reports, code = runner.run_verify(request, console)
+        report.print_summary(reports, console)
+        if json:
+            console.print(f"JSON report: {json}")
+        failed = [f"{r.package_version} {r.flavour}: {r.error}" for r in reports if r.error]
+        if failed:  # a target that could not be verified: one line on stderr for build farms
+            errors.print(f"[red]error:[/] {escape('; '.join(failed))}", soft_wrap=True)
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={
+    "format": "github (a GitHub Actions strategy.matrix, JSON) | json | text",
+    "flavour": "amd64 | cloud-amd64 | rt-amd64 | all",
+    "matrix": MATRIX_HELP,
+})
+def matrix(c: Context, format: str = "text", flavour: str = "amd64",
+           matrix: str | None = None) -> None:
+    """Print the default matrix as CI jobs, one per target (`inv verify --kernel K --flavour F`).
+
+    With --format github, feed it to `strategy.matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}`;
+    each job writes its --json report and `inv report --merge DIR` joins them.
+    """
+    with reported_errors():
+        print(runner.matrix_text(format, flavour, _path(matrix)))
+
+
+@task(help={
+    "merge": "directory holding the JSON reports of several runs (e.g. one per CI job)",
+    "json": "also write the merged report here",
+})
+def report(c: Context, merge: str, json: str | None = None) -> None:
+    """Merge JSON reports into one table (and one JSON report); exit 1 if any target failed."""
+    from smcpatch import report as report_
+
+    with reported_errors():
+        reports, code = runner.run_merge(Path(merge).expanduser(), _path(json))
+        report_.print_summary(reports, console)
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={
+    "module": "smc.ko, smc.ko.xz/.zst/.gz (also Debian's stripped modules) or smc_clc.o",
+    "json": "print the result as JSON instead of text",
+    "release": "also check vermagic against this kernel release, e.g. 6.1.0-50-amd64",
+    "symvers": "also check modversions CRCs against this Module.symvers",
+})
+def inspect(c: Context, module: str, json: bool = False, release: str | None = None,
+            symvers: str | None = None) -> None:
+    """Inspect any SMC module and print the verdict with its evidence.
+
+    Exit 0 = fixed, 1 = vulnerable, 2 = unknown or bad input.
+    """
+    with reported_errors():
+        data, code = runner.run_inspect(Path(module).expanduser(), release, _path(symvers))
+        if json:
+            print(runner.dump_json(data))
+        else:
+            runner.render_inspect(data, console)
+    if code:
+        raise Exit(code=code)
+
+
+@task(
+    iterable=["fix"],
+    auto_shortflags=False,
+    help={
+        "kernel": "upstream version, e.g. 6.1.176 (kernels.toml or the archive)",
+        "out": "directory for the DKMS source package (new, empty, or an earlier package)",
+        "flavour": "the headers --check builds against (the package serves every flavour)",
+        "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
+        "fix": "default, all, or a fix id from patches/series (repeatable)",
+        "check": "also `dkms build` it with Debian's dkms against the extracted headers "
+                 "(private dkms trees, nothing installed) and inspect the smc.ko it makes",
+        "sign_key": "with --check: dkms signs the module with this key (PEM) and the kernel's "
+                    "sign-file; needs --sign-cert",
+        "sign_cert": "the X.509 certificate of --sign-key (PEM or DER)",
+        "json": "print the summary as JSON",
+        "jobs": "make -j for --check (default: number of cores)",
+        "matrix": MATRIX_HELP,
+        "patches": PATCHES_HELP,
+    },
+)
+def dkms(c: Context, kernel: str, out: str, flavour: str = "amd64", cache: str | None = None,
+         fix: list[str] | None = None, check: bool = False, sign_key: str | None = None,
+         sign_cert: str | None = None, json: bool = False, jobs: int = 0,
+         matrix: str | None = None, patches: str | None = None) -> None:
+    """Write a DKMS source package of the fixed SMC module for one kernel (`dkms add OUT`).
+
+    Exit 0 when written (with --check: dkms built a module inspected fixed), 1 when the checked
+    module is not fixed, 2 on bad input.
+    """
+    from smcpatch import dkms as dkms_
+    from smcpatch.cache import Cache
+
+    with reported_errors():
+        cache_ = Cache.open(_path(cache))
+        target = runner.resolve_targets(cache_, [kernel], flavour, matrix_path=_path(matrix))[0]
+        summary = dkms_.package_command(cache_, target, Path(out).expanduser(), fix or None,
+                                        check=check, jobs=jobs or None,
+                                        sign_key=_path(sign_key), sign_cert=_path(sign_cert),
+                                        patches_dir=_path(patches))
+        if json:
+            print(runner.dump_json(summary))
+        else:
+            console.print(f"DKMS package {summary['name']} {summary['version']} for kernels "
+                          f"{summary['release_regex']}: {summary['package']}")
+            for f in summary["fixes"]:
+                console.print(f"  {f['id']}: {f['state']} in the source -> "
+                              + (f"PATCH {f['patch']}" if f["patch"] else "no patch needed"))
+            if summary["check"]:
+                ck = summary["check"]
+                console.print(f"  dkms build ({ck['dkms']}, {ck['seconds']} s) for "
+                              f"{ck['release']}: smc.ko {ck['verdict']}, vermagic "
+                              f"{'ok' if ck['vermagic_ok'] else 'MISMATCH'}, modversions "
+                              f"{'ok' if ck['modversions_ok'] else 'MISMATCH'}, changed vs "
+                              f"Debian's: {', '.join(ck['changed_vs_shipped'] or []) or 'none'}; "
+                              f"{ck['signature_text']}")
+    if summary["check"] and summary["check"]["verdict"] != "fixed":
+        raise Exit(code=1)
+
+
+@task(help={
+    "kernel": "upstream version whose Debian image boots in the guest (default 6.12.107)",
+    "variant": "after (our fix, default) | canary (fix + bench/canary-prfx-match-delay.patch)",
+    "check": "exit 1 when the variant is slower than before beyond --threshold, significantly",
+    "threshold": "regression threshold, a fraction (default 0.05)",
+    "runs": "pyperf runs per mode and variant; each is one module load, interleaved (default 20)",
+    "connections": "connections per run (default 300)",
+    "modes": "comma-separated subset of smcr,clcv1,tcp",
+    "results": "results directory (default results/bench-<kernel>-<variant>)",
+    "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
+    "host_clock": "time with the host clock instead of QEMU's instruction-count clock (noisy)",
+    "timeout": "guest timeout in seconds (default 900)",
+    "matrix": MATRIX_HELP,
+})
+def bench(c: Context, kernel: str = "6.12.107", variant: str = "after", check: bool = False,
+          threshold: float = 0.05, runs: int = 20, connections: int = 300,
+          modes: str = "smcr,clcv1,tcp", results: str | None = None, cache: str | None = None,
+          host_clock: bool = False, timeout: int = 900, matrix: str | None = None) -> None:
+    """SMC handshake latency before vs after the fix: the real Debian kernel in QEMU, Soft-RoCE,
+    pyperf; every run proven from the kernel's SMC counters.
+
+    Results (pyperf JSON per mode and variant, compare_to.txt, latency.png, summary.md) go to one
+    directory, printed at the end. With --check: exit 1 on a significant regression.
+    """
+    from smcpatch import benchmark, benchprep, vm
+    from smcpatch.cache import Cache
+
+    with reported_errors():
+        cache_ = Cache.open(_path(cache))
+        target = runner.resolve_targets(cache_, [kernel], "amd64", matrix_path=_path(matrix))[0]
+        config = benchmark.BenchConfig(
+            modes=tuple(m.strip() for m in modes.split(",") if m.strip()), runs=runs,
+            connections_per_run=connections, threshold=threshold, timeout_s=timeout,
+            **({"icount": None} if host_clock else {}))
+        inputs = benchprep.bench_inputs(cache_, target, variant)
+        guest = vm.prepare_guest_kernel(inputs.image_deb, cache_.dir("vm"))
+        out = _path(results) or Path("results") / f"bench-{kernel}-{variant}"
+        result = benchmark.run_bench(guest, {"before": inputs.before, variant: inputs.candidate},
+                                     config, out, cache_dir=cache_.dir("vm"),
+                                     progress=console.print)
+        passed, lines = benchmark.gate(result, threshold)
+        for line in lines:
+            console.print(line)
+        console.print(f"boot to guest script {result.boot_s or 0:.1f} s, "
+                      f"total {result.wall_s:.0f} s")
+        console.print(f"results: {result.results_dir} "
+                      "(summary.md, latency.png, compare_to.txt, pyperf *.json)")
+    if check and not passed:
+        raise Exit(code=1)
+
+
+namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench)
+
+
+def main() -> None:
+    """The `smcpatch` console script."""
+    Program(namespace=namespace, version=__version__, name="smcpatch",
+            binary="smcpatch").run()

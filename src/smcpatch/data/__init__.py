@@ -1,0 +1,28 @@
+"""smcpatch's own data, shipped inside the package (a wheel or `pip install .` carries it):
+
+- ``kernels.toml``: the default kernel matrix (``--matrix FILE`` replaces it);
+- ``patches/``: our unified diffs and the ``series`` file (``--patches DIR`` replaces it);
+- ``kbuild/``: the out-of-tree build recipe (``smc.config``);
+- ``guest/``: the files the QEMU guest runs (init script, benchmark driver, client/server);
+- ``canary-prfx-match-delay.patch``: the benchmark's deliberate-regression patch.
+
+Found with importlib.resources, so they are where the package is, from any working directory.
+Each user of a path checks it exists when it reads it (a missing file is a ConfigError there).
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+
+def _path(*parts: str) -> Path:
+    # a real path: patch(1), make and QEMU's 9p share read these files directly
+    return Path(str(files(__name__).joinpath(*parts)))
+
+
+DEFAULT_MATRIX = _path("kernels.toml")
+DEFAULT_PATCHES = _path("patches")
+KBUILD_RECIPE = _path("kbuild")
+GUEST_DIR = _path("guest")
+CANARY_PATCH = _path("canary-prfx-match-delay.patch")
