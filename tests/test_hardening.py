@@ -666,10 +666,11 @@ def test_missing_build_tool_is_named_with_its_install_command(
 
 @pytest.mark.parametrize(("tool", "package"), [("xz", "xz-utils"), ("dpkg-deb", "dpkg")])
 def test_missing_extraction_tool_is_named(tmp_path: Path, tool: str, package: str) -> None:
-    path = fake_path(tmp_path, lambda n: n == tool)
+    path = fake_path(tmp_path, lambda n: n in (tool, "apt-get"))
     proc = inv("verify", "--kernel", KERNEL, "--cache", str(tmp_path / "cache"),
                env=cli_env(path))
-    assert_one_line_error(proc, f"{tool} not found", f"apt-get install {package}")
+    assert_one_line_error(proc, f"missing fetch tools ({tool})",
+                          f"apt-get install -y --no-install-recommends {package}")
 
 
 def test_missing_apt_is_named(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from smcpatch import hostpkg
 from smcpatch.errors import ConfigError, PatchError, SmcpatchError, ToolMissing
 
 SERIES_NAME = "series"
@@ -364,6 +365,9 @@ def _has_symbol(tree: Path, rel: str, sym: str, fix_id: str, variant: str) -> bo
 
 
 # --------------------------------------------------------------------------- running patch
+
+
+TOOL = hostpkg.Tool("patch", "patch")  # GNU patch: classify and the variants run it
 
 
 def patch_tool() -> str:

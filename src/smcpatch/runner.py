@@ -112,6 +112,9 @@ def run_plan(cache: Cache, plan: list[tuple[Target, sources.Workspace | None]],
     if options.jobs is None:
         options = dataclasses.replace(options, jobs=max(1, cores // workers))
     labels = [f"{target.package_version} {target.flavour}" for target, _ in plan]
+    # what fetching and patching need, before the targets fetch in parallel
+    hostpkg.ensure([*sources.TOOLS, patching.TOOL], "fetch tools",
+                   say=lambda message: console.print(escape(message)))
     with progress_display(console) as bars, ThreadPoolExecutor(max_workers=workers) as pool:
         reporters = [bars.reporter(label) for label in labels]
         fetched = list(pool.map(

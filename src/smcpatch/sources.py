@@ -17,9 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import hostpkg
 from .apt import Apt, PackageRecord
 from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
-from .errors import BadInput, ExtractError, FetchError, ToolMissing
+from .errors import BadInput, ExtractError, FetchError
 from .progress import Progress, silent
 from .targets import Target, parse_version
 
@@ -207,10 +208,13 @@ def _records_for(target: Target, records: dict[str, PackageRecord],
     return [records[name] for name in records if name in wanted]
 
 
+# what unpacking the packages needs on the host (xz: the source tarball, in parallel)
+TOOLS = (hostpkg.Tool("dpkg-deb", "dpkg"), hostpkg.Tool("tar", "tar"),
+         hostpkg.Tool("xz", "xz-utils"))
+
+
 def _check_tools() -> None:
-    for tool, package in (("dpkg-deb", "dpkg"), ("tar", "tar"), ("xz", "xz-utils")):
-        if not shutil.which(tool):
-            raise ToolMissing(f"{tool} not found: install it with `apt-get install {package}`")
+    hostpkg.ensure(TOOLS, "fetch tools")
 
 
 # -- extraction --------------------------------------------------------------------------------
