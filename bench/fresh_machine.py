@@ -1,0 +1,136 @@
+"""The README's two commands on a fresh machine: a clean bookworm chroot with Python, nothing else.
+
+    sudo python bench/fresh_machine.py [--kernel 6.1.176] [--skip-tests] [--keep]
+
+Makes a minimal bookworm chroot with mmdebstrap from the host's own mirrors (python3, pip and venv:
+Debian's system Python refuses `pip install` outside a venv, PEP 668, so the commands run in an
+activated venv, as the README says), clones this checkout's committed HEAD into it, and runs the
+README's Quick start commands exactly as written there, the main job with `--kernel K` appended (one
+vulnerable kernel, to keep it short). It records how long each took and which Debian packages the
+run installed, and writes results/fresh-machine.json. Not part of CI: it takes a while.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from smcpatch import chroot, hostpkg  # noqa: E402
+from smcpatch.apt import host_sources, mirror_lines  # noqa: E402
+
+SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
+PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates")
+
+# Runs as: unshare -m bash -c ENTER fresh ROOT COMMAND: a private mount namespace, so nothing stays
+# mounted afterwards; /proc, /sys and /dev as a machine has them.
+ENTER = r"""
+set -eu
+root=$1; shift
+mount -t proc proc "$root/proc"
+mount --rbind /sys "$root/sys"
+mount --rbind /dev "$root/dev"
+cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+exec chroot "$root" /usr/bin/env -i \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME=/root LANG=C.UTF-8 TERM=dumb bash -c "$1"
+"""
+
+
+def quick_start_commands(readme: Path) -> tuple[str, str]:
+    """The two indented commands of the README's Quick start section, as written."""
+    text = readme.read_text()
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = [line.strip() for line in section.splitlines()
+                if line.startswith("    ") and "pip install" in line]
+    if len(commands) != 2:
+        raise SystemExit(f"README Quick start: expected two `pip install ...` commands, "
+                         f"found {commands}")
+    return commands[0], commands[1]
+
+
+def make_chroot(root: Path, log: Path) -> float:
+    hostpkg.ensure(chroot.TOOLS, "tools for the fresh-machine chroot")
+    started = time.monotonic()
+    args = ["mmdebstrap", "--variant=apt", "--mode=root",
+            '--aptopt=Acquire::Check-Valid-Until "false"', f"--include={','.join(PACKAGES)}",
+            "bookworm", str(root), *mirror_lines(host_sources(), SUITES)]
+    with open(log, "w") as handle:
+        subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, check=True)
+    return time.monotonic() - started
+
+
+def in_chroot(root: Path, script: str, log: Path) -> tuple[int, float]:
+    started = time.monotonic()
+    with open(log, "w") as handle:
+        code = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                               ENTER, "fresh", str(root), script], stdout=handle,
+                              stderr=subprocess.STDOUT, check=False).returncode
+    return code, time.monotonic() - started
+
+
+def installed_packages(root: Path) -> set[str]:
+    proc = subprocess.run(["dpkg-query", "--admindir", str(root / "var/lib/dpkg"), "-W",
+                           "-f", "${Package}\\n"], capture_output=True, text=True, check=True)
+    return set(proc.stdout.split())
+
+
+def last_lines(log: Path, n: int = 6) -> list[str]:
+    return log.read_text(errors="replace").strip().splitlines()[-n:]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kernel", default="6.1.176", help="the main job's one kernel")
+    parser.add_argument("--skip-tests", action="store_true", help="only the main job")
+    parser.add_argument("--keep", action="store_true", help="keep the chroot afterwards")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "fresh-machine")
+    args = parser.parse_args()
+    main_job, test_job = quick_start_commands(ROOT / "README.md")
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="smcpatch-fresh-", dir="/var/tmp"))
+    root = work / "root"
+    result: dict[str, object] = {"kernel": args.kernel, "main_command": main_job,
+                                 "test_command": test_job}
+    try:
+        result["chroot_seconds"] = round(make_chroot(root, args.out / "mmdebstrap.log"), 1)
+        subprocess.run(["git", "clone", "-q", "--no-local", str(ROOT), str(root / "root/smcpatch")],
+                       check=True)
+        before = installed_packages(root)
+        venv = "python3 -m venv /root/venv && . /root/venv/bin/activate && cd /root/smcpatch"
+        code, seconds = in_chroot(root, f"{venv} && {main_job} --kernel {args.kernel}",
+                                  args.out / "main.log")
+        after = installed_packages(root)
+        result["main"] = {"exit": code, "seconds": round(seconds, 1),
+                          "installed": sorted(after - before),
+                          "tail": last_lines(args.out / "main.log")}
+        print(f"main job: exit {code} in {seconds:.0f} s; installed "
+              f"{', '.join(sorted(after - before)) or 'nothing'}")
+        if not args.skip_tests:
+            code, seconds = in_chroot(root, f"{venv} && {test_job}", args.out / "tests.log")
+            summary = [ln for ln in last_lines(args.out / "tests.log", 40)
+                       if re.search(r"\d+ (passed|failed)", ln)]
+            result["tests"] = {"exit": code, "seconds": round(seconds, 1),
+                               "summary": summary[-1:] or last_lines(args.out / "tests.log")}
+            print(f"test suite: exit {code} in {seconds:.0f} s: {summary[-1:] or '?'}")
+    finally:
+        (args.out / "fresh-machine.json").write_text(json.dumps(result, indent=2) + "\n")
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"results: {args.out / 'fresh-machine.json'} (logs beside it)")
+    ok = result.get("main", {}).get("exit") == 0  # type: ignore[union-attr]
+    tests_ok = args.skip_tests or result.get("tests", {}).get("exit") == 0  # type: ignore[union-attr]
+    return 0 if ok and tests_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
