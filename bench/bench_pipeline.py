@@ -62,7 +62,8 @@ def matrix(parallel: int, seed_debs: str | None) -> None:
     cache = Cache.open(root)
     plan = [(t, None) for t in runner.resolve_targets(cache, [], "amd64")]
     started = time.monotonic()
-    reports = runner.run_plan(cache, plan, pipeline.Options(), Console(quiet=True), parallel)
+    reports = [rep for _, rep in runner.run_plan(cache, plan, pipeline.Options(),
+                                                 Console(quiet=True), parallel)]
     wall = time.monotonic() - started
     print(json.dumps({"parallel": parallel, "targets": len(reports),
                       "ok": all(r.ok for r in reports), "wall_s": round(wall, 1),

@@ -42,7 +42,8 @@ mount --rbind /dev "$root/dev"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 exec chroot "$root" /usr/bin/env -i \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME=/root LANG=C.UTF-8 TERM=dumb bash -c "$1"
+    HOME=/root LANG=C.UTF-8 TERM=dumb PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt bash -c "$1"
 """
 
 
@@ -67,6 +68,18 @@ def make_chroot(root: Path, log: Path) -> float:
     with open(log, "w") as handle:
         subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, check=True)
     return time.monotonic() - started
+
+
+def trust_host_cas(root: Path) -> None:
+    """The machine's own local certificate authorities (its network may re-sign TLS): part of
+    the machine a user has, not of what the project installs."""
+    local = Path("/usr/local/share/ca-certificates")
+    if not local.is_dir():
+        return
+    shutil.copytree(local, root / local.relative_to("/"), dirs_exist_ok=True)
+    code, _ = in_chroot(root, "update-ca-certificates >/dev/null", root / "tmp/ca.log")
+    if code:
+        raise SystemExit("update-ca-certificates failed in the chroot")
 
 
 def in_chroot(root: Path, script: str, log: Path) -> tuple[int, float]:
@@ -105,6 +118,7 @@ def main() -> int:
         result["chroot_seconds"] = round(make_chroot(root, args.out / "mmdebstrap.log"), 1)
         subprocess.run(["git", "clone", "-q", "--no-local", str(ROOT), str(root / "root/smcpatch")],
                        check=True)
+        trust_host_cas(root)
         before = installed_packages(root)
         venv = "python3 -m venv /root/venv && . /root/venv/bin/activate && cd /root/smcpatch"
         code, seconds = in_chroot(root, f"{venv} && {main_job} --kernel {args.kernel}",

@@ -32,6 +32,14 @@ def test_cache() -> Cache:
 
 
 @pytest.fixture(scope="session")
+def gnu_patch() -> str:
+    """GNU patch, installed as root when missing (as smcpatch itself does); else a skip."""
+    from elfobjs import require_tool
+
+    return require_tool("patch", "patch")
+
+
+@pytest.fixture(scope="session")
 def matrix() -> dict[str, Target]:
     return {t.version: t for t in load_matrix()}
 

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from smcpatch import hostpkg
+from smcpatch.errors import ToolMissing
+
 SMC_CLC_C = r"""
 struct net_device { int ifindex; };
 struct dst_entry { struct net_device *dev; int refcnt; };
@@ -194,11 +197,20 @@ int smc_clc_something_else(int a, int b) { return a * b + 1; }
 """
 
 
+def require_tool(command: str, package: str) -> str:
+    """The tool's path: installed through hostpkg as root (a fresh machine has no gcc), else a
+    skip that says what is missing."""
+    try:
+        hostpkg.ensure([hostpkg.Tool(command, package)], "test tools")
+    except ToolMissing as exc:
+        pytest.skip(exc.one_line())
+    path = shutil.which(command)
+    assert path is not None
+    return path
+
+
 def require_gcc() -> str:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed")
-    return gcc
+    return require_tool("gcc", "gcc")
 
 
 def compile_c(
@@ -236,18 +248,14 @@ def compile_c(
 
 def strip_debug(obj: Path, out: Path) -> Path:
     """Like Debian's shipped modules: no DWARF, symbols and relocations kept."""
-    strip = shutil.which("strip")
-    if strip is None:
-        pytest.skip("binutils strip is not installed")
+    strip = require_tool("strip", "binutils")
     subprocess.run([strip, "--strip-debug", "-o", str(out), str(obj)], check=True)
     return out
 
 
 def link_relocatable(out: Path, *objs: Path) -> Path:
     """``ld -r`` the objects into one, as kbuild links a module's objects into smc.ko."""
-    ld = shutil.which("ld")
-    if ld is None:
-        pytest.skip("binutils ld is not installed")
+    ld = require_tool("ld", "binutils")
     subprocess.run([ld, "-r", "-o", str(out), *map(str, objs)], check=True)
     return out
 
@@ -265,9 +273,7 @@ def gz_copy(obj: Path) -> Path:
 
 
 def zst_copy(obj: Path) -> Path:
-    zstd = shutil.which("zstd")
-    if zstd is None:
-        pytest.skip("zstd is not installed")
+    zstd = require_tool("zstd", "zstd")
     out = obj.with_name(obj.name + ".zst")
     subprocess.run([zstd, "-q", "-f", "-o", str(out), str(obj)], check=True)
     return out

@@ -276,7 +276,7 @@ def test_sign_plan_signs_after_module(workspace_for: Callable[[str], Workspace],
     after = Path(rep.after.path)
     failed = dataclasses.replace(rep, after=None, notes=[])
     cache = Cache.open(tmp_path / "cache")
-    results = signing.sign_plan(cache, [(ws.target, ws), (ws.target, None)], [rep, failed], *keys)
+    results = signing.sign_plan(cache, [(ws, rep), (ws, failed)], *keys)
     assert results[1] is None and failed.notes == []  # nothing to sign without an after-module
     result = results[0]
     assert result is not None and result["signature"]["signer"] == "smcpatch throwaway key"

@@ -130,11 +130,15 @@ class Apt:
                                  "no archive)")
             stamp.touch()
 
-    def show(self, name: str, version: str) -> PackageRecord | None:
-        """The archive's record of name=version, or None when the archive doesn't have it."""
+    def fields(self, name: str, version: str) -> dict[str, str]:
+        """The control fields of name=version (the first stanza of apt-cache show), or {}."""
         proc = subprocess.run(["apt-cache", "show", f"{name}={version}"], env=self.env(),
                               capture_output=True, text=True, timeout=120, check=False)
-        fields = _parse_stanza(proc.stdout)
+        return _parse_stanza(proc.stdout)
+
+    def show(self, name: str, version: str) -> PackageRecord | None:
+        """The archive's record of name=version, or None when the archive doesn't have it."""
+        fields = self.fields(name, version)
         if not fields or fields.get("Version") != version:
             return None
         return PackageRecord(name=name, version=version, filename=fields.get("Filename", ""),

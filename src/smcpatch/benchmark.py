@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import site
@@ -26,8 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from smcpatch import vm
-from smcpatch.errors import BadInput, BuildError, VmError
+from . import vm
+from .cache import publish_dir
+from .errors import BadInput, BuildError, VmError
 
 MODES = ("smcr", "clcv1", "tcp")
 BASELINE = "before"
@@ -311,20 +311,16 @@ def build_helper(cache_dir: Path) -> tuple[Path, Path]:
     exe, lib = d / "smcbench", d / "libsmcbench.so"
     if exe.is_file() and lib.is_file():
         return exe, lib
-    tmp = d.with_name(f".{key}.{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for cmd in (
-        ["gcc", "-O2", "-Wall", "-DSMCB_MAIN", "-o", str(tmp / "smcbench"), str(src)],
-        ["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-o", str(tmp / "libsmcbench.so"), str(src)],
-    ):
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise BuildError(f"building the guest helper failed: {' '.join(cmd)}\n{proc.stderr}")
-    if d.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.rename(d)
+    with publish_dir(d) as tmp:
+        for cmd in (
+            ["gcc", "-O2", "-Wall", "-DSMCB_MAIN", "-o", str(tmp / "smcbench"), str(src)],
+            ["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-o", str(tmp / "libsmcbench.so"),
+             str(src)],
+        ):
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:
+                raise BuildError(f"building the guest helper failed: {' '.join(cmd)}\n"
+                                 f"{proc.stderr}")
     return exe, lib
 
 

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import build, hostpkg, patching, pipeline, sources, vm
+from . import build, hostpkg, pipeline, sources, vm
 from .apt import Apt
 from .cache import Cache, atomic_dir, entry_is_current, hash_file, hash_inputs
 from .data import CANARY_PATCH
@@ -70,9 +70,9 @@ def image_deb(cache: Cache, ws: sources.Workspace) -> Path:
 
 def build_canary(cache: Cache, ws: sources.Workspace) -> Path:
     """Our fixed sources plus the canary patch, built against the same kernel."""
-    fixes = pipeline.select_fixes(patching.load_series(pipeline.PATCHES_DIR, "all"), ["default"])
+    fixes = pipeline.Options().selected_fixes  # the default set, as verify_target used
     key = pipeline.variant_key(ws, fixes)
-    after_src = cache.dir("variants", key) / "after" / "net" / "smc"
+    after_src = pipeline.variants_dir(cache, ws, fixes) / "after" / "net" / "smc"
     canary_src = _canary_sources(cache, key, after_src)
     built = build.build_variants(cache, f"{key}__canary", ws.kdir, after_src, canary_src,
                                  env=pipeline.build_env(cache, ws))

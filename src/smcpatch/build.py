@@ -7,7 +7,6 @@ the patched file and relinks. Outputs are copied into a cache entry keyed by the
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
@@ -21,6 +20,7 @@ from . import hostpkg
 from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, hash_tree
 from .data import KBUILD_RECIPE
 from .errors import BuildError, ToolMissing
+from .proc import kill_group
 from .progress import Poller, Progress, silent
 
 # Bump when the build recipe changes, so cached modules are rebuilt.
@@ -268,7 +268,7 @@ def _make(kdir: Path, work: Path, log: Path, jobs: int | None, env: BuildEnv,
         try:
             code = proc.wait(timeout=3600)
         except BaseException:
-            _kill_group(proc)
+            kill_group(proc)
             raise
     if code != 0 and "No space left on device" in log.read_text(errors="replace"):
         shutil.rmtree(work, ignore_errors=True)  # free what the build wrote; rebuilt next time
@@ -281,12 +281,6 @@ def _make(kdir: Path, work: Path, log: Path, jobs: int | None, env: BuildEnv,
         tail = "\n".join(lines[-LOG_TAIL_LINES:])
         raise BuildError(f"make failed (exit {code}): {(errors or ['see the log'])[0].strip()}; "
                          f"full log: {kept}", detail=tail)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, 9)
-    proc.wait()
 
 
 def _keep_log(log: Path, work: Path) -> Path:

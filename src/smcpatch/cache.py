@@ -174,12 +174,12 @@ def content_ok(entry: Path, manifest: dict[str, Any], mode: str) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path, key: str, extra: dict[str, Any] | None = None,
-               content: str | None = None) -> Iterator[Path]:
-    """Yield a fresh temp dir; on success it replaces `final` with a manifest carrying `key`
-    (and, given a content mode, the fingerprint of the files, checked on use).
+def publish_dir(final: Path) -> Iterator[Path]:
+    """Yield a fresh temp dir beside `final`; on success it replaces `final` whole (a rename),
+    on any exception (including KeyboardInterrupt) it is removed and `final` is untouched.
 
-    On any exception (including KeyboardInterrupt) the temp dir is removed and `final` is untouched.
+    The one way smcpatch publishes a directory: cache entries (atomic_dir), variants, DKMS
+    packages, guest kernels.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(final.parent)
@@ -187,16 +187,25 @@ def atomic_dir(final: Path, key: str, extra: dict[str, Any] | None = None,
     tmp.mkdir()
     try:
         yield tmp
-        manifest = {"key": key, "created": time.time(), **(extra or {})}
-        if content is not None:
-            manifest["content"] = {"mode": content, "digest": tree_fingerprint(tmp, content)}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         replace_dir(tmp, final)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise ExtractError(f"no space left on device while writing {final.parent}") from exc
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, key: str, extra: dict[str, Any] | None = None,
+               content: str | None = None) -> Iterator[Path]:
+    """A cache entry published with publish_dir, with a manifest carrying `key` (and, given a
+    content mode, the fingerprint of the files, checked on use: entry_is_current)."""
+    with publish_dir(final) as tmp:
+        yield tmp
+        manifest = {"key": key, "created": time.time(), **(extra or {})}
+        if content is not None:
+            manifest["content"] = {"mode": content, "digest": tree_fingerprint(tmp, content)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

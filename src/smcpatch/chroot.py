@@ -45,7 +45,7 @@ def build_packages(apt: Apt, target: Target) -> list[str]:
     (the compiler, pahole, the libraries the kbuild helpers link), minus the kernel's own."""
     names = set(BASE_PACKAGES)
     for package in (target.headers_package, target.kbuild):
-        fields = _show_fields(apt, package, target.package_version)
+        fields = apt.fields(package, target.package_version)
         for alternatives in fields.get("Depends", "").split(","):
             first = alternatives.split("|")[0].strip()
             name = re.split(r"[\s(:]", first, maxsplit=1)[0]
@@ -68,17 +68,6 @@ def cached_build_packages(cache: Cache, target: Target) -> list[str]:
     tmp.write_text(json.dumps(packages))
     tmp.replace(memo)
     return packages
-
-
-def _show_fields(apt: Apt, name: str, version: str) -> dict[str, str]:
-    proc = subprocess.run(["apt-cache", "show", f"{name}={version}"], env=apt.env(),
-                          capture_output=True, text=True, timeout=120, check=False)
-    fields: dict[str, str] = {}
-    for line in proc.stdout.split("\n\n", 1)[0].splitlines():
-        if line and not line[0].isspace() and ":" in line:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return fields
 
 
 # what making and entering a chroot of another suite needs on the host

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, build, elfinspect, hostpkg, patching, pipeline, signing, sources
-from .cache import TMP_PREFIX, Cache, replace_dir, sweep_stale_temps
+from .cache import Cache, publish_dir
 from .errors import BadInput, BuildError, PatchError
 from .patching import FixState, patch_tool
 from .progress import Progress, silent
@@ -116,11 +116,7 @@ def write_package(ws: Workspace, states: list[FixState], out_dir: Path) -> Path:
     out_dir = out_dir.expanduser().absolute()
     _check_out_dir(out_dir)
     to_apply = [s for s in states if s.state == "vulnerable"]
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temps(out_dir.parent)
-    tmp = out_dir.parent / f"{TMP_PREFIX}{out_dir.name}.{os.getpid()}.{time.monotonic_ns()}"
-    tmp.mkdir()
-    try:
+    with publish_dir(out_dir) as tmp:
         (tmp / "net" / "smc").mkdir(parents=True)
         for path in sorted(smc.iterdir()):
             if path.is_file() and not path.is_symlink():
@@ -135,10 +131,6 @@ def write_package(ws: Workspace, states: list[FixState], out_dir: Path) -> Path:
                   "fixes": {s.fix_id: s.state for s in states}, "patches": patch_names,
                   "created": time.time()}
         (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -1,4 +1,9 @@
-"""The exception tree. Stages raise these deep down; the CLI edge (tasks.py) reports them once."""
+"""The exception tree. Stages raise these deep down; the CLI edge (smcpatch.cli) reports them once.
+
+Exit codes: 2 when the run cannot do what was asked as asked (bad input, our own or the user's
+data files malformed, a host tool missing that smcpatch may not install), 1 when the work was done
+and failed (archive, extraction, patch, build, guest), as for a target that is not verified.
+"""
 
 from __future__ import annotations
 
@@ -27,17 +32,25 @@ class ToolMissing(SmcpatchError):
 class FetchError(SmcpatchError):
     """The archive, apt or the network failed, or a package version is gone."""
 
+    exit_code = 1
+
 
 class ExtractError(SmcpatchError):
     """A package or tarball could not be unpacked safely (hostile paths, truncation, disk full)."""
+
+    exit_code = 1
 
 
 class PatchError(SmcpatchError):
     """The fix neither applies nor reverts cleanly on the tree (names the rejected hunks)."""
 
+    exit_code = 1
+
 
 class BuildError(SmcpatchError):
     """make failed; the message names the full log, `detail` carries the log's tail."""
+
+    exit_code = 1
 
     def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message)
@@ -50,3 +63,5 @@ class InspectError(SmcpatchError):
 
 class VmError(SmcpatchError):
     """The QEMU guest failed: panic, hang, module load failure, or an unexpected fallback."""
+
+    exit_code = 1

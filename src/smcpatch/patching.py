@@ -22,15 +22,15 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from smcpatch import hostpkg
-from smcpatch.errors import ConfigError, PatchError, SmcpatchError, ToolMissing
+from . import hostpkg
+from .cache import publish_dir
+from .errors import ConfigError, PatchError, SmcpatchError, ToolMissing
 
 SERIES_NAME = "series"
 MARKER_NAME = ".smcpatch-variants.json"
@@ -627,18 +627,16 @@ def make_variants(tree: Path, states: list[FixState], dest: Path) -> Variants:
     if reused is not None:
         return reused
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise PatchError(f"{dest} exists and is not a directory")
     try:
-        result = _build(tree, states, files, tmp, want, copy_notes)
-        return _install(tmp, dest, want, result)
+        with publish_dir(dest) as tmp:
+            result = _build(tree, states, files, tmp, want, copy_notes)
     except SmcpatchError:
         raise
     except OSError as e:
         raise PatchError(f"making variants in {dest} failed: {e}") from e
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    return Variants(dest / "before", dest / "after", result.patch_action, result.notes)
 
 
 def _build(
@@ -705,28 +703,6 @@ def _apply(side: Path, tree: Path, st: FixState, *, reverse: bool) -> None:
     for rel, old in old_mtimes.items():
         new = max(now, old + 1_000_000_000)
         os.utime(side / rel, ns=(new, new))
-
-
-def _install(tmp: Path, dest: Path, want: str, built: Variants) -> Variants:
-    final = Variants(dest / "before", dest / "after", built.patch_action, built.notes)
-    trash: Path | None = None
-    if dest.exists() or dest.is_symlink():
-        if dest.is_symlink() or not dest.is_dir():
-            raise PatchError(f"{dest} exists and is not a directory")
-        trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        os.rename(dest, trash / "old")
-    try:
-        os.rename(tmp, dest)
-    except OSError:
-        # Someone else installed a result at the same moment: use theirs if it matches.
-        other = _read_marker(dest, want)
-        if other is None:
-            raise
-        return other
-    finally:
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-    return final
 
 
 __all__ = [

@@ -9,6 +9,7 @@ target (recorded as its error), so a matrix run reports every target.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import time
@@ -32,9 +33,14 @@ PRIMARY_FUNCTION = "smc_clc_prfx_match"
 
 @dataclass
 class Options:
-    fixes: list[str] = field(default_factory=lambda: ["default"])
+    fixes: list[str] = field(default_factory=lambda: ["default"])  # ids, `default` or `all`
     patches_dir: Path = PATCHES_DIR
     jobs: int | None = None
+
+    @functools.cached_property
+    def selected_fixes(self) -> list[patching.Fix]:
+        """The series read and the fixes chosen once per run (bad input raises here)."""
+        return select_fixes(patching.load_series(self.patches_dir, "all"), self.fixes)
 
 
 def select_fixes(all_fixes: list[patching.Fix], wanted: list[str]) -> list[patching.Fix]:
@@ -124,7 +130,7 @@ def verify_fetched(cache: Cache, fetched: Fetched, options: Options,
 
 def _run_stages(cache: Cache, ws: sources.Workspace, options: Options, progress: Progress,
                 report: TargetReport, timer: _Timer) -> None:
-    fixes = select_fixes(patching.load_series(options.patches_dir, "all"), options.fixes)
+    fixes = options.selected_fixes
     report.timings_detail = dict(ws.timings)
     report.notes.extend(ws.notes)
     report.from_cache["fetch"] = ws.from_cache
@@ -135,8 +141,7 @@ def _run_stages(cache: Cache, ws: sources.Workspace, options: Options, progress:
     report.set_states(states)
 
     with timer.stage("variants"):
-        variants = patching.make_variants(ws.source_tree, states,
-                                          cache.dir("variants", variant_key(ws, fixes)))
+        variants = patching.make_variants(ws.source_tree, states, variants_dir(cache, ws, fixes))
     report.patch = variants.patch_action
     report.before_variant = ("reverted-for-before" if variants.patch_action == "already-present"
                              else "as-shipped")
@@ -276,6 +281,11 @@ def build_env(cache: Cache, ws: sources.Workspace,
     packages = chroot.cached_build_packages(cache, ws.target)
     root = chroot.ensure_chroot(cache, suite, packages)
     return build.BuildEnv(root=root, binds=(ws.kdir_root,))
+
+
+def variants_dir(cache: Cache, ws: sources.Workspace, fixes: list[patching.Fix]) -> Path:
+    """Where the before/after sources of this target and fix set live in the cache."""
+    return cache.dir("variants", variant_key(ws, fixes))
 
 
 def variant_key(ws: sources.Workspace, fixes: list[patching.Fix]) -> str:

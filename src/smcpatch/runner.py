@@ -75,8 +75,8 @@ def run_verify(request: VerifyRequest, console: Console) -> tuple[list[report.Ta
     cache = Cache.open(request.cache_dir)
     options = pipeline.Options(fixes=request.fixes or ["default"], jobs=request.jobs,
                                patches_dir=request.patches or pipeline.PATCHES_DIR)
-    # bad --fix is bad input: say so before fetching anything
-    pipeline.select_fixes(patching.load_series(options.patches_dir, "all"), options.fixes)
+    if not options.selected_fixes:  # a bad --fix or series is bad input: before any download
+        raise BadInput("no fixes selected: the series has no default fix")
     if request.sign_key or request.sign_cert:  # a bad key is bad input: before any work
         if not (request.sign_key and request.sign_cert):
             raise BadInput("--sign-key and --sign-cert go together")
@@ -89,9 +89,10 @@ def run_verify(request: VerifyRequest, console: Console) -> tuple[list[report.Ta
     else:
         plan = [(t, None) for t in resolve_targets(cache, request.kernels, request.flavour,
                                                    matrix_path=request.matrix)]
-    reports = run_plan(cache, plan, options, console, request.parallel)
+    verified = run_plan(cache, plan, options, console, request.parallel)
+    reports = [rep for _, rep in verified]
     if request.sign_key and request.sign_cert:  # each signed module gets a note in its report
-        signing.sign_plan(cache, plan, reports, request.sign_key, request.sign_cert)
+        signing.sign_plan(cache, verified, request.sign_key, request.sign_cert)
     if request.json_path:
         report.write_json(request.json_path, report.document(reports))
     return reports, EXIT_OK if reports and all(r.ok for r in reports) else EXIT_FAIL
@@ -99,7 +100,8 @@ def run_verify(request: VerifyRequest, console: Console) -> tuple[list[report.Ta
 
 def run_plan(cache: Cache, plan: list[tuple[Target, sources.Workspace | None]],
              options: pipeline.Options, console: Console,
-             parallel: int | None = None) -> list[report.TargetReport]:
+             parallel: int | None = None
+             ) -> list[tuple[sources.Workspace | None, report.TargetReport]]:
     """Verify the targets, up to `parallel` at once (default: one per core), in one display.
 
     First every target is fetched; then the host tools all of them need are installed at once
@@ -109,8 +111,8 @@ def run_plan(cache: Cache, plan: list[tuple[Target, sources.Workspace | None]],
     """
     cores = os.cpu_count() or 1
     workers = max(1, min(parallel or cores, len(plan)))
-    if options.jobs is None:
-        options = dataclasses.replace(options, jobs=max(1, cores // workers))
+    if options.jobs is None:  # (the same Options for every target: its fixes are read once)
+        options.jobs = max(1, cores // workers)
     labels = [f"{target.package_version} {target.flavour}" for target, _ in plan]
     # what fetching and patching need, before the targets fetch in parallel
     hostpkg.ensure([*sources.TOOLS, patching.TOOL], "fetch tools",
@@ -132,7 +134,7 @@ def run_plan(cache: Cache, plan: list[tuple[Target, sources.Workspace | None]],
             console.print(f"{'[green]OK[/]' if result.ok else '[red]FAIL[/]'} {labels[index]} "
                           f"({result.timings.get('total', 0):.1f} s)"
                           + (f": {escape(result.error)}" if result.error else ""))
-    return [results[i] for i in range(len(plan))]
+    return [(fetched[i].workspace, results[i]) for i in range(len(plan))]
 
 
 def install_host_tools(fetched: list[pipeline.Fetched],

@@ -24,15 +24,15 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import build, elfinspect, sources
+from . import build, elfinspect
 from .cache import Cache
 from .errors import BadInput, InspectError, SmcpatchError, ToolMissing
 from .report import TargetReport
 from .sources import Workspace
-from .targets import Target
 
 MAGIC = b"~Module signature appended~\n"
 _SIG_STRUCT = struct.Struct(">BBBBB3xI")  # struct module_signature, 12 bytes
@@ -386,24 +386,23 @@ def sign_built(cache: Cache, ws: Workspace, module: Path, key: Path, cert: Path,
     return {"path": str(signed), "signature": sig, "text": describe(sig)}
 
 
-def sign_plan(cache: Cache, plan: list[tuple[Target, Workspace | None]],
-              reports: list[TargetReport], key: Path, cert: Path,
-              hash_algo: str | None = None) -> list[dict[str, Any] | None]:
+def sign_plan(cache: Cache, verified: Sequence[tuple[Workspace | None, TargetReport]],
+              key: Path, cert: Path, hash_algo: str | None = None) -> list[dict[str, Any] | None]:
     """Sign the after-module of every verified target (``inv verify --sign-key/--sign-cert``).
 
     One result per report (None where there is no fixed after-module to sign); each signed module
     also gets a note in its report, and a signing failure becomes the target's error (not ok).
     """
     results: list[dict[str, Any] | None] = []
-    for (target, ws), rep in zip(plan, reports, strict=True):
-        if rep.after is None or rep.after.verdict != "fixed" or rep.error:
+    for ws, rep in verified:
+        if ws is None or rep.after is None or rep.after.verdict != "fixed" or rep.error:
             results.append(None)
             continue
         try:
-            workspace = ws or sources.fetch(cache, target)  # cached: no download
-            result = sign_built(cache, workspace, Path(rep.after.path), key, cert, hash_algo)
+            result = sign_built(cache, ws, Path(rep.after.path), key, cert, hash_algo)
         except SmcpatchError as exc:
-            rep.error, rep.ok = f"signing the after-module failed: {exc.one_line()}", False
+            rep.error = f"signing the after-module failed: {exc.one_line()}"
+            rep.finish()  # ok and problems follow the error
             results.append(None)
             continue
         rep.notes.append(f"after-module signed: {result['path']} ({result['text']})")

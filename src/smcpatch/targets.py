@@ -140,8 +140,8 @@ def parse_version(text: str) -> tuple[str, str]:
 def select(matrix: list[Target], versions: list[str], flavour: str) -> list[Target]:
     """Targets for the user's --kernel list (all of the matrix when empty), in the given flavour.
 
-    Versions outside the matrix are returned as None placeholders by `unknown_versions` so the
-    caller can resolve them against the archive.
+    Versions outside the matrix are not returned: `unmatched` names them, so that the caller can
+    resolve them against the archive.
     """
     flavours = check_flavour(flavour)
     if "all" in versions:

@@ -9,25 +9,23 @@ Everything here is explicit-path based: give it the image .deb and a cache direc
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import lzma
 import os
-import shutil
-import signal
 import stat
 import struct
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smcpatch import hostpkg
-from smcpatch.data import GUEST_DIR
-from smcpatch.errors import BadInput, VmError
+from . import hostpkg
+from .cache import hash_file, publish_dir
+from .data import GUEST_DIR
+from .errors import BadInput, VmError
+from .proc import kill_group
 
 INIT_SCRIPT = GUEST_DIR / "init.sh"
 
@@ -93,16 +91,6 @@ class GuestKernel:
         return self.modules_root / "lib" / "modules" / self.release
 
 
-def _file_digest(path: Path, *extra: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    for e in extra:
-        h.update(e.encode())
-    return h.hexdigest()[:16]
-
-
 def _find_release(root: Path, image_deb: Path) -> str:
     mods = root / "lib" / "modules"
     releases = sorted(p.name for p in mods.iterdir()) if mods.is_dir() else []
@@ -117,12 +105,10 @@ def prepare_guest_kernel(image_deb: Path, cache_dir: Path) -> GuestKernel:
     if not image_deb.is_file():
         raise BadInput(f"kernel image package not found: {image_deb}")
     ensure_host_tools(["dpkg-deb", "depmod"])
-    key = _file_digest(image_deb)
+    key = hash_file(image_deb)[:16]
     dest = Path(cache_dir) / "guest-kernel" / f"{image_deb.stem}-{key}"
     if not dest.is_dir():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
-        try:
+        with publish_dir(dest) as tmp:
             proc = subprocess.run(["dpkg-deb", "-x", str(image_deb), str(tmp)],
                                   capture_output=True, text=True)
             if proc.returncode:
@@ -132,15 +118,6 @@ def prepare_guest_kernel(image_deb: Path, cache_dir: Path) -> GuestKernel:
                                   capture_output=True, text=True)
             if proc.returncode:
                 raise VmError(f"depmod -b {tmp} {release} failed: {proc.stderr.strip()}")
-            try:
-                tmp.rename(dest)
-            except OSError:
-                if not dest.is_dir():
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)  # a concurrent run won the race
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     release = _find_release(dest, image_deb)
     vmlinuz = dest / "boot" / f"vmlinuz-{release}"
     if not vmlinuz.is_file():
@@ -396,13 +373,6 @@ def qemu_command(kernel: GuestKernel, initramfs: Path, share_dir: Path, console:
     ]
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-
-
 def run_guest(kernel: GuestKernel, initramfs: Path, share_dir: Path, guest_script: str, *,
               timeout_s: float, memory_mb: int = 2048, smp: int = 2, icount: str | None = None,
               on_progress: object = None) -> GuestRun:
@@ -434,13 +404,13 @@ def run_guest(kernel: GuestKernel, initramfs: Path, share_dir: Path, guest_scrip
             if callable(on_progress):
                 on_progress(now)
             if now > timeout_s:
-                _kill_group(proc)
+                kill_group(proc)
                 raise VmError(
                     f"guest timed out after {timeout_s:.0f} s (hang or too slow); QEMU killed. "
                     f"Console tail ({console}):\n{console_tail(console)}"
                 )
     except BaseException:
-        _kill_group(proc)
+        kill_group(proc)
         raise
     wall = time.monotonic() - t0
     qemu_out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
