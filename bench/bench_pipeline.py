@@ -22,9 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from smcpatch import pipeline, runner  # noqa: E402
-from smcpatch.cache import Cache  # noqa: E402
-from smcpatch.targets import load_matrix, select  # noqa: E402
+from smcpatch.commands import verify as verify_cmd  # noqa: E402
+from smcpatch.plumbing.cache import Cache  # noqa: E402
+from smcpatch.stages import pipeline, targets  # noqa: E402
+from smcpatch.stages.targets import load_matrix, select  # noqa: E402
 
 
 def cold(kernel: str, cache_dir: str | None) -> None:
@@ -54,16 +55,15 @@ def matrix(parallel: int, seed_debs: str | None) -> None:
     .debs are copied in first, so the figure is extraction + build + inspection only."""
     import shutil
 
-    from rich.console import Console
 
     root = Path(tempfile.mkdtemp(prefix=f"smcpatch-matrix-p{parallel}-"))
     if seed_debs:
         shutil.copytree(seed_debs, root / "debs")
     cache = Cache.open(root)
-    plan = [(t, None) for t in runner.resolve_targets(cache, [], "amd64")]
+    plan = [(t, None) for t in targets.resolve(cache, [], "amd64")]
     started = time.monotonic()
-    reports = [rep for _, rep in runner.run_plan(cache, plan, pipeline.Options(),
-                                                 Console(quiet=True), parallel)]
+    reports = [rep for _, rep in verify_cmd.run_plan(cache, plan, pipeline.Options(),
+                                                     parallel=parallel)]
     wall = time.monotonic() - started
     print(json.dumps({"parallel": parallel, "targets": len(reports),
                       "ok": all(r.ok for r in reports), "wall_s": round(wall, 1),
@@ -74,8 +74,7 @@ def matrix(parallel: int, seed_debs: str | None) -> None:
 
 def warm_once(cache_dir: str | None) -> None:
     cache = Cache.open(Path(cache_dir) if cache_dir else None)
-    targets = runner.resolve_targets(cache, [], "amd64")
-    for target in targets:
+    for target in targets.resolve(cache, [], "amd64"):
         result = pipeline.verify_target(cache, target, pipeline.Options())
         if not result.ok or not result.from_cache.get("build"):
             raise SystemExit(f"{target.package_version}: not a warm, ok run: {result.problems}")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch.cache import Cache
-from smcpatch.sources import Workspace, fetch
-from smcpatch.targets import Target, load_matrix
+from smcpatch.plumbing.cache import Cache
+from smcpatch.stages.sources import Workspace, fetch
+from smcpatch.stages.targets import Target, load_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import hostpkg
 from smcpatch.errors import ToolMissing
+from smcpatch.plumbing import hostpkg
 
 SMC_CLC_C = r"""
 struct net_device { int ifindex; };

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch.apt import Apt
-from smcpatch.cache import Cache, hash_file
 from smcpatch.errors import FetchError
+from smcpatch.plumbing.apt import Apt
+from smcpatch.plumbing.cache import Cache, hash_file
 
 
 def _host_dir(tmp_path: Path, uri: str) -> Path:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import benchmark as b
-from smcpatch import hostpkg, vm
 from smcpatch.errors import BadInput, VmError
+from smcpatch.features import benchmark as b
+from smcpatch.features import vm
+from smcpatch.plumbing import hostpkg
 
 
 def _runs(center: float, n_runs: int = 10, n_vals: int = 10, spread: float = 0.01,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch.build import KernelConfig, config_fragment, ensure_toolchain, sync_sources
 from smcpatch.errors import ToolMissing
+from smcpatch.stages.build import KernelConfig, config_fragment, ensure_toolchain, sync_sources
 
 
 def test_sync_touches_only_changed_files(tmp_path: Path) -> None:

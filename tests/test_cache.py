@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch.cache import (
+from smcpatch.errors import BadInput
+from smcpatch.plumbing.cache import (
     TMP_PREFIX,
     Cache,
     atomic_dir,
@@ -18,7 +19,6 @@ from smcpatch.cache import (
     hash_tree,
     sweep_stale_temps,
 )
-from smcpatch.errors import BadInput
 
 
 def test_atomic_dir_success_writes_manifest(tmp_path: Path) -> None:

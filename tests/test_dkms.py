@@ -1,4 +1,4 @@
-"""DKMS source packages (smcpatch.dkms).
+"""DKMS source packages (smcpatch.features.dkms).
 
 Unit tests write packages from synthetic trees (verbatim excerpts of the real smc_clc.c) and check
 dkms.conf with bash itself, the way dkms reads it. Integration tests run Debian's real dkms
@@ -18,10 +18,13 @@ from pathlib import Path
 import pytest
 import synthetic
 
-from smcpatch import dkms, elfinspect, patching, pipeline, signing
+from smcpatch import elfinspect
+from smcpatch.commands import dkms as dkms_cmd
 from smcpatch.errors import BadInput, PatchError, ToolMissing
-from smcpatch.sources import Workspace
-from smcpatch.targets import Target, load_matrix
+from smcpatch.features import dkms, signing
+from smcpatch.stages import patching, pipeline
+from smcpatch.stages.sources import Workspace
+from smcpatch.stages.targets import Target, load_matrix
 
 DATA = synthetic.data_dir()  # made from our patch: no kernel code in the repo
 # dkms add refuses to run as non-root (its check_root), even with private trees
@@ -303,30 +306,30 @@ def test_all_fixes_apply_in_order(workspace_for: Callable[[str], Workspace],
     assert sorted(p.name for p in (package / "patches").iterdir()) == sorted(vulnerable)
 
 
-def test_package_command_option_errors(tmp_path: Path) -> None:
-    from smcpatch.cache import Cache
+def test_dkms_command_option_errors(tmp_path: Path) -> None:
+    from smcpatch.plumbing.cache import Cache
 
-    cache, target = Cache.open(tmp_path / "cache"), _target("6.1.176")
+    cache, target = Cache.open(tmp_path / "cache"), "6.1.176"
     with pytest.raises(BadInput, match="needs both --sign-key and --sign-cert"):
-        dkms.package_command(cache, target, tmp_path / "pkg", sign_key=tmp_path / "k.pem")
+        dkms_cmd.run(cache, target, tmp_path / "pkg", sign_key=tmp_path / "k.pem")
     with pytest.raises(BadInput, match="add --check"):
-        dkms.package_command(cache, target, tmp_path / "pkg", sign_key=tmp_path / "k.pem",
-                             sign_cert=tmp_path / "c.pem")
+        dkms_cmd.run(cache, target, tmp_path / "pkg", sign_key=tmp_path / "k.pem",
+                     sign_cert=tmp_path / "c.pem")
     assert not (tmp_path / "pkg").exists()
     with pytest.raises(BadInput, match="unknown fix nosuch"):  # before any download
-        dkms.package_command(cache, target, tmp_path / "pkg", ["nosuch"])
-    trixie = _target("6.12.107+deb13")
+        dkms_cmd.run(cache, target, tmp_path / "pkg", fixes=["nosuch"])
+    trixie = "6.12.107+deb13"
     with pytest.raises(BadInput, match="built with gcc-14 of trixie"):
-        dkms.package_command(cache, trixie, tmp_path / "pkg", check=True)
+        dkms_cmd.run(cache, trixie, tmp_path / "pkg", check=True)
     assert not (cache.root / "debs").exists()
 
 
 @pytest.mark.integration
 @needs_root
-def test_package_command_check_signed(workspace_for: Callable[[str], Workspace],
+def test_dkms_command_check_signed(workspace_for: Callable[[str], Workspace],
                                       test_cache: object, tmp_path: Path) -> None:
     """What `inv dkms --kernel 6.12.107 --check --sign-key K --sign-cert C` does."""
-    from smcpatch.cache import Cache
+    from smcpatch.plumbing.cache import Cache
 
     assert isinstance(test_cache, Cache)
     ws = workspace_for("6.12.107")
@@ -334,8 +337,8 @@ def test_package_command_check_signed(workspace_for: Callable[[str], Workspace],
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=smcpatch check key", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    summary = dkms.package_command(test_cache, ws.target, tmp_path / "pkg", check=True,
-                                   sign_key=key, sign_cert=cert)
+    summary = dkms_cmd.run(test_cache, ws.target.version, tmp_path / "pkg", check=True,
+                           sign_key=key, sign_cert=cert)
     assert summary["version"] == "6.12.107-1.deb12u1"
     assert summary["release_regex"] == "^6\\.12\\.107\\+deb12-"
     assert summary["fixes"] == [{"id": "CVE-2025-40168", "state": "vulnerable",

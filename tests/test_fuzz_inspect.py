@@ -26,10 +26,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smcpatch import build, runner
-from smcpatch.cache import Cache
+from smcpatch.commands import inspect as inspect_cmd
 from smcpatch.errors import InspectError
-from smcpatch.sources import Workspace
+from smcpatch.plumbing.cache import Cache
+from smcpatch.stages import build
+from smcpatch.stages.sources import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parent / "corpus" / "inspect"
@@ -147,7 +148,7 @@ def check_inspect(path: Path, data: bytes) -> str:
     path.write_bytes(data)
     with time_limit(CASE_SECONDS):
         try:
-            result, code = runner.run_inspect(path)
+            result, code = inspect_cmd.run(path)
         except InspectError as exc:
             message = exc.one_line()
             assert message and "\n" not in message
@@ -186,7 +187,7 @@ def clc_object(workspace_for: Callable[[str], Workspace], test_cache: Cache) -> 
     ws = workspace_for("6.1.176")
     found = sorted(test_cache.root.glob(f"builds/{ws.target.key}__*/out/before/smc_clc.o"))
     if not found:  # built by the integration tests; build it here if they haven't run yet
-        from smcpatch import patching, pipeline
+        from smcpatch.stages import patching, pipeline
 
         fixes = [f for f in patching.load_series(pipeline.PATCHES_DIR, "all") if f.default]
         states = patching.classify(ws.source_tree, fixes)

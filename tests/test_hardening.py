@@ -25,10 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import build, sources, vm
-from smcpatch.cache import TMP_PREFIX, Cache, atomic_dir, entry_is_current, hash_file
 from smcpatch.errors import ExtractError, ToolMissing
-from smcpatch.targets import Target, load_matrix
+from smcpatch.features import vm
+from smcpatch.plumbing.cache import TMP_PREFIX, Cache, atomic_dir, entry_is_current, hash_file
+from smcpatch.stages import build, sources
+from smcpatch.stages.targets import Target, load_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = "6.1.176"
@@ -377,7 +378,7 @@ def test_altered_extracted_files_are_extracted_again(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_truncated_or_altered_deb_is_fetched_again(tmp_path: Path) -> None:
     """apt.py compares a cached .deb's size and SHA256 with the archive's record before use."""
-    from smcpatch.apt import Apt
+    from smcpatch.plumbing.apt import Apt
 
     target = target_of()
     cache_root = seeded_cache(tmp_path / "cache", copy=True)
@@ -711,7 +712,7 @@ def test_missing_compiler_without_apt(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 def test_interrupted_report_write_keeps_the_previous_report(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from smcpatch import report
+    from smcpatch.stages import report
 
     path = tmp_path / "r.json"
     report.write_json(path, {"schema": "old"})

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import cli, hostpkg, pipeline
-from smcpatch.cache import Cache
-from smcpatch.sources import Workspace
-from smcpatch.targets import Target
+from smcpatch import cli
+from smcpatch.plumbing import hostpkg
+from smcpatch.plumbing.cache import Cache
+from smcpatch.stages import pipeline
+from smcpatch.stages.sources import Workspace
+from smcpatch.stages.targets import Target
 
 ROOT = Path(__file__).resolve().parents[1]
 

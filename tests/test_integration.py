@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import elfinspect, pipeline, report
-from smcpatch.cache import Cache
-from smcpatch.sources import Workspace
-from smcpatch.targets import Target
+from smcpatch import elfinspect
+from smcpatch.plumbing.cache import Cache
+from smcpatch.stages import pipeline, report
+from smcpatch.stages.sources import Workspace
+from smcpatch.stages.targets import Target
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,9 +174,9 @@ def test_kernel_outside_the_matrix_is_resolved_from_the_archive(test_cache: Cach
     """`--kernel 6.1.187`: the first Debian 6.1 with the fix, not pinned in kernels.toml. Its own
     linux-kbuild-6.1 is gone from the archive; a newer one of the series builds the module and
     the vermagic/modversions checks vouch for the result."""
-    from smcpatch import runner
+    from smcpatch.stages import targets
 
-    [target] = runner.resolve_targets(test_cache, ["6.1.187"], "amd64")
+    [target] = targets.resolve(test_cache, ["6.1.187"], "amd64")
     assert (target.package_version, target.release) == ("6.1.187-1", "6.1.0-53-amd64")
     r = pipeline.verify_target(test_cache, target, pipeline.Options())
     assert r.ok, (r.error, r.problems)

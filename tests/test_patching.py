@@ -1,4 +1,4 @@
-"""Tests of the classify and variants stages (smcpatch.patching).
+"""Tests of the classify and variants stages (smcpatch.stages.patching).
 
 Two kinds of trees:
 - synthetic ones built in tmp_path from verbatim excerpts of the real smc_clc.c
@@ -23,7 +23,7 @@ from conftest import real_workspace
 
 from smcpatch.data import CANARY_PATCH, DEFAULT_PATCHES
 from smcpatch.errors import ConfigError, PatchError, ToolMissing
-from smcpatch.patching import (
+from smcpatch.stages.patching import (
     Fix,
     FixState,
     choose_variant,

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import report, runner
+from smcpatch.commands import kernels as kernels_cmd
+from smcpatch.commands import report as report_cmd
 from smcpatch.errors import BadInput
-from smcpatch.report import ModuleReport, TargetReport
-from smcpatch.targets import load_matrix
+from smcpatch.stages import report
+from smcpatch.stages.report import ModuleReport, TargetReport
+from smcpatch.stages.targets import load_matrix
 
 
 def _module(verdict: str) -> ModuleReport:
@@ -47,14 +49,14 @@ def test_merge_joins_ci_jobs_reports(tmp_path: Path) -> None:
     jobs.mkdir()
     for version in ("6.1.176", "6.12.117"):
         report.write_json(jobs / f"report-{version}.json", report.document([_report(version)]))
-    reports, code = runner.run_merge(jobs, tmp_path / "merged.json")
+    reports, code = report_cmd.merge(jobs, tmp_path / "merged.json")
     assert code == 0
     assert sorted(r.version for r in reports) == ["6.1.176", "6.12.117"]
     merged = json.loads((tmp_path / "merged.json").read_text())
     assert merged["ok"] and len(merged["targets"]) == 2
     failing = _report("6.1.192", after=_module("vulnerable"))
     report.write_json(jobs / "report-6.1.192.json", report.document([failing]))
-    assert runner.run_merge(jobs, None)[1] == 1
+    assert report_cmd.merge(jobs, None)[1] == 1
 
 
 @pytest.mark.parametrize("content", ["not json", '{"schema": "other"}', '{"schema": '
@@ -62,13 +64,13 @@ def test_merge_joins_ci_jobs_reports(tmp_path: Path) -> None:
 def test_merge_refuses_what_is_not_a_report(tmp_path: Path, content: str) -> None:
     (tmp_path / "x.json").write_text(content)
     with pytest.raises(BadInput):
-        runner.run_merge(tmp_path, None)
+        report_cmd.merge(tmp_path, None)
 
 
 def test_github_matrix_has_one_job_per_target() -> None:
-    jobs = json.loads(runner.matrix_text("github", "all"))["include"]
+    jobs = json.loads(kernels_cmd.matrix_text("github", "all"))["include"]
     assert len(jobs) == 12  # 4 default kernels x 3 flavours
     assert {"kernel": "6.1.176", "flavour": "rt-amd64", "package_version": "6.1.176-1",
             "release": "6.1.0-50-rt-amd64"} in jobs
     with pytest.raises(BadInput):
-        runner.matrix_text("yaml", "amd64")
+        kernels_cmd.matrix_text("yaml", "amd64")

@@ -1,4 +1,4 @@
-"""Module signing (smcpatch.signing): the kernel's own sign-file, and reading appended signatures.
+"""Module signing (smcpatch.features.signing): the kernel's sign-file; appended signatures.
 
 Unit tests build signatures with openssl itself (a detached DER PKCS#7 over a small file, appended
 the way sign-file appends it) and compare what the DER reader finds with openssl's own view.
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import elfinspect, signing
+from smcpatch import elfinspect
 from smcpatch.errors import BadInput, InspectError, ToolMissing
-from smcpatch.sources import Workspace
-from smcpatch.targets import load_matrix
+from smcpatch.features import signing
+from smcpatch.stages.sources import Workspace
+from smcpatch.stages.targets import load_matrix
 
 GENKEY = """\
 [ req ]
@@ -266,8 +267,8 @@ def test_sign_plan_signs_after_module(workspace_for: Callable[[str], Workspace],
     """`inv verify --sign-key/--sign-cert`: the pipeline's after-module, signed, still fixed."""
     import dataclasses
 
-    from smcpatch import pipeline
-    from smcpatch.cache import Cache
+    from smcpatch.plumbing.cache import Cache
+    from smcpatch.stages import pipeline
 
     assert isinstance(test_cache, Cache)
     ws = workspace_for("6.1.176")
@@ -301,7 +302,7 @@ def test_describe(tmp_path: Path, keys: tuple[Path, Path]) -> None:
 @pytest.mark.integration
 def test_sign_built_goes_to_its_own_cache_dir(workspace_for: Callable[[str], Workspace],
                                               tmp_path: Path, keys: tuple[Path, Path]) -> None:
-    from smcpatch.cache import Cache
+    from smcpatch.plumbing.cache import Cache
 
     ws = workspace_for("6.1.192")
     assert ws.shipped_module is not None

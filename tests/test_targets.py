@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import BadInput, ConfigError
-from smcpatch.targets import load_matrix, parse_version, select, unmatched
+from smcpatch.stages.targets import load_matrix, parse_version, select, unmatched
 
 
 def test_default_matrix_pins_the_four_kernels() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import pipeline, sources
-from smcpatch.cache import Cache
 from smcpatch.errors import BadInput
+from smcpatch.plumbing.cache import Cache
+from smcpatch.stages import pipeline, sources
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import benchmark as b
-from smcpatch import vm
 from smcpatch.errors import BadInput, VmError
+from smcpatch.features import benchmark as b
+from smcpatch.features import vm
 
 pytestmark = pytest.mark.vm
 
@@ -36,8 +36,8 @@ def _pipeline_input(name: str) -> Path:
     """The input the VM tests need, made by the real pipeline in the test cache."""
     from conftest import cache_root_for_tests, real_workspace
 
-    from smcpatch import benchprep
-    from smcpatch.cache import Cache
+    from smcpatch.features import benchprep
+    from smcpatch.plumbing.cache import Cache
 
     ws = real_workspace(VM_KERNEL)  # the matrix kernel, fetched into the test cache
     cache = Cache.open(cache_root_for_tests())

@@ -7,25 +7,36 @@ as smcpatch.errors.SmcpatchError and reported here once, as one line.
 
 from __future__ import annotations
 
+import json as json_module
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from invoke import Collection, Context, Exit, Program, task
 from rich.console import Console
 from rich.markup import escape
 
-from . import __version__, data, runner, targets
+from . import __version__, render
+from .commands import bench as bench_cmd
+from .commands import dkms as dkms_cmd
+from .commands import inspect as inspect_cmd
+from .commands import kernels as kernels_cmd
+from .commands import report as report_cmd
+from .commands import verify as verify_cmd
+from .data import DEFAULT_MATRIX, DEFAULT_PATCHES
 from .errors import SmcpatchError
+from .features.benchmark import BenchConfig
+from .plumbing.cache import Cache
 
 # A wide page when piped (CI logs): the result table should not be squeezed to 80 columns.
 console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 220)
 errors = Console(stderr=True, highlight=False)
 
-MATRIX_HELP = f"your own kernel matrix (kernels.toml format; default: {data.DEFAULT_MATRIX})"
-PATCHES_HELP = f"your own patch series directory (default: {data.DEFAULT_PATCHES})"
+MATRIX_HELP = f"your own kernel matrix (kernels.toml format; default: {DEFAULT_MATRIX})"
+PATCHES_HELP = f"your own patch series directory (default: {DEFAULT_PATCHES})"
 
 
 @contextmanager
@@ -56,19 +67,9 @@ def _path(value: str | None) -> Path | None:
 @task(help={"flavour": "amd64 | cloud-amd64 | rt-amd64 | all", "matrix": MATRIX_HELP})
 def kernels(c: Context, flavour: str = "amd64", matrix: str | None = None) -> None:
     """List the kernel matrix (kernels.toml): version, Debian packages, kernel release."""
-    from rich.table import Table
-
     with reported_errors():
-        path = _path(matrix) or data.DEFAULT_MATRIX
-        table = Table(title=f"kernel matrix ({path})")
-        for column in ("version", "package version", "suite", "release", "packages", "expect"):
-            table.add_column(column)
-        for t in targets.select(targets.load_matrix(path), [], flavour):
-            packages = "\n".join((t.source_package, t.headers_package, t.common_headers_package,
-                                  t.kbuild, t.image_package))
-            table.add_row(t.version, t.package_version, t.suite, t.release, packages,
-                          t.expect or "-")
-        console.print(table)
+        path, targets = kernels_cmd.listing(flavour, _path(matrix))
+        console.print(render.kernels_table(f"kernel matrix ({path})", targets))
 
 
 @task(
@@ -100,17 +101,17 @@ def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
 
     Exit 0 when every target ends with a verified fixed module, 1 when any does not, 2 on bad input.
     """
-    from smcpatch import report
-
     with reported_errors():
-        request = runner.VerifyRequest(kernels=kernel or [], flavour=flavour,
+        request = verify_cmd.VerifyRequest(kernels=kernel or [], flavour=flavour,
                                        cache_dir=_path(cache), json_path=_path(json),
                                        fixes=fix or None, source=_path(source), kdir=_path(kdir),
                                        jobs=jobs or None, parallel=parallel or None,
                                        sign_key=_path(sign_key), sign_cert=_path(sign_cert),
                                        matrix=_path(matrix), patches=_path(patches))
-        reports, code = runner.run_verify(request, console)
-        report.print_summary(reports, console)
+        with render.progress_display(console) as display:
+            result = verify_cmd.run(request, display)
+        reports, code = result.reports, result.exit_code
+        render.print_summary(reports, console)
         if json:
             console.print(f"JSON report: {json}")
         failed = [f"{r.package_version} {r.flavour}: {r.error}" for r in reports if r.error]
@@ -133,7 +134,7 @@ def matrix(c: Context, format: str = "text", flavour: str = "amd64",
     each job writes its --json report and `inv report --merge DIR` joins them.
     """
     with reported_errors():
-        print(runner.matrix_text(format, flavour, _path(matrix)))
+        print(kernels_cmd.matrix_text(format, flavour, _path(matrix)))
 
 
 @task(help={
@@ -142,11 +143,9 @@ def matrix(c: Context, format: str = "text", flavour: str = "amd64",
 })
 def report(c: Context, merge: str, json: str | None = None) -> None:
     """Merge JSON reports into one table (and one JSON report); exit 1 if any target failed."""
-    from smcpatch import report as report_
-
     with reported_errors():
-        reports, code = runner.run_merge(Path(merge).expanduser(), _path(json))
-        report_.print_summary(reports, console)
+        reports, code = report_cmd.merge(Path(merge).expanduser(), _path(json))
+        render.print_summary(reports, console)
     if code:
         raise Exit(code=code)
 
@@ -164,11 +163,11 @@ def inspect(c: Context, module: str, json: bool = False, release: str | None = N
     Exit 0 = fixed, 1 = vulnerable, 2 = unknown or bad input.
     """
     with reported_errors():
-        data, code = runner.run_inspect(Path(module).expanduser(), release, _path(symvers))
+        data, code = inspect_cmd.run(Path(module).expanduser(), release, _path(symvers))
         if json:
-            print(runner.dump_json(data))
+            print(dump_json(data))
         else:
-            runner.render_inspect(data, console)
+            render.print_inspect(data, console)
     if code:
         raise Exit(code=code)
 
@@ -202,32 +201,15 @@ def dkms(c: Context, kernel: str, out: str, flavour: str = "amd64", cache: str |
     Exit 0 when written (with --check: dkms built a module inspected fixed), 1 when the checked
     module is not fixed, 2 on bad input.
     """
-    from smcpatch import dkms as dkms_
-    from smcpatch.cache import Cache
-
     with reported_errors():
-        cache_ = Cache.open(_path(cache))
-        target = runner.resolve_targets(cache_, [kernel], flavour, matrix_path=_path(matrix))[0]
-        summary = dkms_.package_command(cache_, target, Path(out).expanduser(), fix or None,
-                                        check=check, jobs=jobs or None,
-                                        sign_key=_path(sign_key), sign_cert=_path(sign_cert),
-                                        patches_dir=_path(patches))
+        summary = dkms_cmd.run(Cache.open(_path(cache)), kernel, Path(out).expanduser(),
+                               flavour, fix or None, check=check, jobs=jobs or None,
+                               sign_key=_path(sign_key), sign_cert=_path(sign_cert),
+                               patches_dir=_path(patches), matrix_path=_path(matrix))
         if json:
-            print(runner.dump_json(summary))
+            print(dump_json(summary))
         else:
-            console.print(f"DKMS package {summary['name']} {summary['version']} for kernels "
-                          f"{summary['release_regex']}: {summary['package']}")
-            for f in summary["fixes"]:
-                console.print(f"  {f['id']}: {f['state']} in the source -> "
-                              + (f"PATCH {f['patch']}" if f["patch"] else "no patch needed"))
-            if summary["check"]:
-                ck = summary["check"]
-                console.print(f"  dkms build ({ck['dkms']}, {ck['seconds']} s) for "
-                              f"{ck['release']}: smc.ko {ck['verdict']}, vermagic "
-                              f"{'ok' if ck['vermagic_ok'] else 'MISMATCH'}, modversions "
-                              f"{'ok' if ck['modversions_ok'] else 'MISMATCH'}, changed vs "
-                              f"Debian's: {', '.join(ck['changed_vs_shipped'] or []) or 'none'}; "
-                              f"{ck['signature_text']}")
+            render.print_dkms(summary, console)
     if summary["check"] and summary["check"]["verdict"] != "fixed":
         raise Exit(code=1)
 
@@ -256,31 +238,26 @@ def bench(c: Context, kernel: str = "6.12.107", variant: str = "after", check: b
     Results (pyperf JSON per mode and variant, compare_to.txt, latency.png, summary.md) go to one
     directory, printed at the end. With --check: exit 1 on a significant regression.
     """
-    from smcpatch import benchmark, benchprep, vm
-    from smcpatch.cache import Cache
-
     with reported_errors():
-        cache_ = Cache.open(_path(cache))
-        target = runner.resolve_targets(cache_, [kernel], "amd64", matrix_path=_path(matrix))[0]
-        config = benchmark.BenchConfig(
+        config = BenchConfig(
             modes=tuple(m.strip() for m in modes.split(",") if m.strip()), runs=runs,
             connections_per_run=connections, threshold=threshold, timeout_s=timeout,
             **({"icount": None} if host_clock else {}))
-        inputs = benchprep.bench_inputs(cache_, target, variant)
-        guest = vm.prepare_guest_kernel(inputs.image_deb, cache_.dir("vm"))
-        out = _path(results) or Path("results") / f"bench-{kernel}-{variant}"
-        result = benchmark.run_bench(guest, {"before": inputs.before, variant: inputs.candidate},
-                                     config, out, cache_dir=cache_.dir("vm"),
-                                     progress=console.print)
-        passed, lines = benchmark.gate(result, threshold)
-        for line in lines:
+        outcome = bench_cmd.run(kernel, variant, config, _path(results), _path(cache),
+                                _path(matrix), progress=console.print)
+        for line in outcome.gate_lines:
             console.print(line)
+        result = outcome.result
         console.print(f"boot to guest script {result.boot_s or 0:.1f} s, "
                       f"total {result.wall_s:.0f} s")
         console.print(f"results: {result.results_dir} "
                       "(summary.md, latency.png, compare_to.txt, pyperf *.json)")
-    if check and not passed:
-        raise Exit(code=1)
+    if outcome.exit_code(check):
+        raise Exit(code=outcome.exit_code(check))
+
+
+def dump_json(data: Any) -> str:
+    return json_module.dumps(data, indent=2)
 
 
 namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench)

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from . import hostpkg
-from .cache import publish_dir
-from .errors import ConfigError, PatchError, SmcpatchError, ToolMissing
+from ..errors import ConfigError, PatchError, SmcpatchError, ToolMissing
+from ..plumbing import hostpkg
+from ..plumbing.cache import publish_dir
 
 SERIES_NAME = "series"
 MARKER_NAME = ".smcpatch-variants.json"

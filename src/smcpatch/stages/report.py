@@ -14,13 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
-from . import __version__
-from .elfinspect import ModuleInfo
-from .errors import BadInput
+from .. import __version__
+from ..elfinspect import ModuleInfo
+from ..errors import BadInput
 from .patching import FixState
 from .targets import Target
 
@@ -234,46 +230,3 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _mark(value: bool | None) -> str:
-    return {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[value]
-
-
-def _verdict(module: ModuleReport | None) -> str:
-    if module is None:
-        return "-"
-    colour = {"fixed": "green", "vulnerable": "red"}.get(module.verdict, "yellow")
-    return f"[{colour}]{module.verdict}[/]"
-
-
-def table(reports: list[TargetReport]) -> Table:
-    out = Table(title="smcpatch: CVE-2025-40168 (smc_clc_prfx_match) verification",
-                show_lines=False)
-    for column in ("kernel", "release", "built in", "source", "patch", "before", "after", "shipped",
-                   "vermagic", "modversions", "changed fns", "time s", "ok"):
-        out.add_column(column, no_wrap=column in ("kernel", "release"))
-    for r in reports:
-        changed = ",".join(r.changed_functions) or "-"
-        if r.changed_functions and not r.changed_functions_ok:
-            changed = f"[red]{changed}[/]"
-        loads = "n/a: SMC off" if r.compile_only else None
-        out.add_row(
-            r.package_version, r.release, r.build_env, r.source_state, r.patch or "-",
-            _verdict(r.before), _verdict(r.after), _verdict(r.shipped),
-            loads or _mark(r.vermagic_ok), loads or _mark(r.modversions_ok), changed,
-            f"{r.timings.get('total', 0):.1f}",
-            "[green]OK[/]" if r.ok else "[red]FAIL[/]",
-        )
-    return out
-
-
-def print_summary(reports: list[TargetReport], console: Console) -> None:
-    console.print(table(reports))
-    for r in reports:
-        for problem in r.problems:
-            console.print(f"[red]{r.package_version} {r.flavour}:[/] {escape(problem)}")
-        if r.error_detail:
-            console.print(f"[dim]{escape(r.error_detail)}[/]")
-        for note in r.notes:
-            console.print(f"[dim]{r.package_version} {r.flavour}: {escape(note)}[/]")

@@ -21,11 +21,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import hostpkg
-from .cache import hash_file, publish_dir
-from .data import GUEST_DIR
-from .errors import BadInput, VmError
-from .proc import kill_group
+from ..data import GUEST_DIR
+from ..errors import BadInput, VmError
+from ..plumbing import hostpkg
+from ..plumbing.cache import hash_file, publish_dir
+from ..plumbing.proc import kill_group
 
 INIT_SCRIPT = GUEST_DIR / "init.sh"
 

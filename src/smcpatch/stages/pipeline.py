@@ -18,11 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import build, chroot, disasm, elfinspect, hostpkg, patching, sources
-from .cache import Cache, atomic_dir, entry_is_current, hash_inputs
-from .data import DEFAULT_PATCHES
-from .errors import BadInput, InspectError, SmcpatchError
-from .progress import Progress, silent
+from .. import disasm, elfinspect
+from ..data import DEFAULT_PATCHES
+from ..errors import BadInput, InspectError, SmcpatchError
+from ..plumbing import hostpkg
+from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs
+from ..plumbing.progress import Progress, silent
+from . import build, chroot, patching, sources
 from .report import ModuleReport, TargetReport
 from .targets import Target
 

@@ -28,11 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import build, elfinspect
-from .cache import Cache
-from .errors import BadInput, InspectError, SmcpatchError, ToolMissing
-from .report import TargetReport
-from .sources import Workspace
+from .. import elfinspect
+from ..errors import BadInput, InspectError, SmcpatchError, ToolMissing
+from ..plumbing.cache import Cache
+from ..stages import build
+from ..stages.report import TargetReport
+from ..stages.sources import Workspace
 
 MAGIC = b"~Module signature appended~\n"
 _SIG_STRUCT = struct.Struct(">BBBBB3xI")  # struct module_signature, 12 bytes

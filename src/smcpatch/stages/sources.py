@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import hostpkg
-from .apt import Apt, PackageRecord
-from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
-from .errors import BadInput, ExtractError, FetchError
-from .progress import Progress, silent
-from .targets import Target, parse_version
+from ..errors import BadInput, ExtractError, FetchError
+from ..plumbing import hostpkg
+from ..plumbing.apt import Apt, PackageRecord
+from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
+from ..plumbing.progress import Progress, silent
+from .targets import Target
 
 # Bump when the way we extract changes, so old cache entries are rebuilt.
 EXTRACT_RECIPE = 3
@@ -56,38 +56,6 @@ class Workspace:
     @property
     def kernel_config(self) -> Path:
         return self.kdir / ".config"
-
-
-# -- resolving a version the matrix doesn't pin -------------------------------------------------
-def resolve_from_archive(apt: Apt, version: str, flavour: str) -> Target:
-    """Find the Debian packages of an upstream version that kernels.toml doesn't list."""
-    series, upstream = parse_version(version)
-    source = f"linux-source-{series}"
-    available = apt.versions(source)
-    if not available:
-        raise FetchError(f"the archive has no {source}: no Debian kernel of series {series}")
-    matching = [v for v in available if v.split("-")[0].split("+")[0] == upstream]
-    if not matching:
-        raise FetchError(f"kernel {version} is not in the archive; {source} versions available: "
-                         f"{', '.join(available)}")
-    package_version = matching[0]
-    abi = _find_abi(apt, series, upstream, package_version)
-    kbuild = f"linux-kbuild-{abi}"
-    if apt.show(kbuild, package_version) is None:
-        kbuild = f"linux-kbuild-{series}"
-    return Target(version=version, package_version=package_version, abi=abi, series=series,
-                  suite="archive", flavour=flavour, kbuild_package=kbuild,
-                  notes="resolved from the archive (not pinned in kernels.toml)")
-
-
-def _find_abi(apt: Apt, series: str, upstream: str, package_version: str) -> str:
-    # ABI names look like 6.1.0-50 (6.1) or 6.12.107+deb12 (6.12)
-    abi = rf"({re.escape(series)}\.0-[0-9]+|{re.escape(upstream)}\+deb[0-9]+)"
-    pattern = rf"^linux-headers-{abi}-common$"
-    for name in reversed(apt.search_names(pattern)):
-        if package_version in apt.versions(name):
-            return name.removeprefix("linux-headers-").removesuffix("-common")
-    raise FetchError(f"no linux-headers-*-common package of version {package_version} found")
 
 
 # -- fetch -------------------------------------------------------------------------------------

@@ -16,10 +16,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import hostpkg
-from .apt import Apt, host_sources, mirror_lines
-from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
-from .errors import BuildError, ToolMissing
+from ..errors import BuildError, ToolMissing
+from ..plumbing import hostpkg
+from ..plumbing.apt import Apt, host_sources, mirror_lines
+from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
 from .targets import Target
 
 CHROOT_RECIPE = 2

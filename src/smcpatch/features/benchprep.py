@@ -14,12 +14,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import build, hostpkg, pipeline, sources, vm
-from .apt import Apt
-from .cache import Cache, atomic_dir, entry_is_current, hash_file, hash_inputs
-from .data import CANARY_PATCH
-from .errors import BadInput, PatchError
-from .targets import Target
+from ..data import CANARY_PATCH
+from ..errors import BadInput, PatchError
+from ..plumbing import hostpkg
+from ..plumbing.apt import Apt
+from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_file, hash_inputs
+from ..stages import build, pipeline, sources
+from ..stages.targets import Target
+from . import vm
 
 VARIANTS = ("after", "canary")
 

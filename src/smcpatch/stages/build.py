@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import hostpkg
-from .cache import Cache, atomic_dir, entry_is_current, hash_inputs, hash_tree
-from .data import KBUILD_RECIPE
-from .errors import BuildError, ToolMissing
-from .proc import kill_group
-from .progress import Poller, Progress, silent
+from ..data import KBUILD_RECIPE
+from ..errors import BuildError, ToolMissing
+from ..plumbing import hostpkg
+from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, hash_tree
+from ..plumbing.proc import kill_group
+from ..plumbing.progress import Poller, Progress, silent
 
 # Bump when the build recipe changes, so cached modules are rebuilt.
 BUILD_RECIPE = 2

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput, ExtractError
+from ..errors import BadInput, ExtractError
 
 TMP_PREFIX = ".tmp-"
 MANIFEST = ".complete.json"

@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import BadInput, BuildError, VmError
+from ..plumbing.cache import publish_dir
 from . import vm
-from .cache import publish_dir
-from .errors import BadInput, BuildError, VmError
 
 MODES = ("smcr", "clcv1", "tcp")
 BASELINE = "before"

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import FetchError, ToolMissing
 from .cache import TMP_PREFIX, Cache, hash_file, sweep_stale_temps
-from .errors import FetchError, ToolMissing
 from .progress import Poller, Progress, silent
 
 HOST_APT_DIR = Path("/etc/apt")

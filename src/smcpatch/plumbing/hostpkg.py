@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from .errors import ToolMissing
+from ..errors import ToolMissing
 
 DPKG_FRONTEND_LOCK = "/var/lib/dpkg/lock-frontend"
 LOCK_TIMEOUT_S = 900  # how long apt-get waits for another package manager's dpkg lock

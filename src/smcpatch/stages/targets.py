@@ -1,15 +1,19 @@
-"""Kernel targets: the default matrix in kernels.toml and the resolution of a user's --kernel."""
+"""Kernel targets: the default matrix in kernels.toml and the resolution of a user's --kernel
+(the one place where the kernel a user means is worked out: the matrix first, then the archive)."""
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import DEFAULT_MATRIX
-from .errors import BadInput, ConfigError
+from ..data import DEFAULT_MATRIX
+from ..errors import BadInput, ConfigError, FetchError
+from ..plumbing.apt import Apt
+from ..plumbing.cache import Cache
 
 FLAVOURS = ("amd64", "cloud-amd64", "rt-amd64")
 EXPECTED_STATES = ("vulnerable", "fixed")
@@ -156,3 +160,56 @@ def select(matrix: list[Target], versions: list[str], flavour: str) -> list[Targ
 def unmatched(matrix: list[Target], versions: list[str]) -> list[str]:
     return [v for v in versions
             if v != "all" and not any(v in (t.version, t.package_version) for t in matrix)]
+
+
+# -- the kernels a user names: the matrix, else the archive ------------------------------------
+def resolve_from_archive(apt: Apt, version: str, flavour: str) -> Target:
+    """Find the Debian packages of an upstream version that kernels.toml doesn't list."""
+    series, upstream = parse_version(version)
+    source = f"linux-source-{series}"
+    available = apt.versions(source)
+    if not available:
+        raise FetchError(f"the archive has no {source}: no Debian kernel of series {series}")
+    matching = [v for v in available if v.split("-")[0].split("+")[0] == upstream]
+    if not matching:
+        raise FetchError(f"kernel {version} is not in the archive; {source} versions available: "
+                         f"{', '.join(available)}")
+    package_version = matching[0]
+    abi = _find_abi(apt, series, upstream, package_version)
+    kbuild = f"linux-kbuild-{abi}"
+    if apt.show(kbuild, package_version) is None:
+        kbuild = f"linux-kbuild-{series}"
+    return Target(version=version, package_version=package_version, abi=abi, series=series,
+                  suite="archive", flavour=flavour, kbuild_package=kbuild,
+                  notes="resolved from the archive (not pinned in kernels.toml)")
+
+
+def _find_abi(apt: Apt, series: str, upstream: str, package_version: str) -> str:
+    # ABI names look like 6.1.0-50 (6.1) or 6.12.107+deb12 (6.12)
+    abi = rf"({re.escape(series)}\.0-[0-9]+|{re.escape(upstream)}\+deb[0-9]+)"
+    pattern = rf"^linux-headers-{abi}-common$"
+    for name in reversed(apt.search_names(pattern)):
+        if package_version in apt.versions(name):
+            return name.removeprefix("linux-headers-").removesuffix("-common")
+    raise FetchError(f"no linux-headers-*-common package of version {package_version} found")
+
+
+def resolve(cache: Cache, kernels: list[str], flavour: str,
+            apt_factory: Callable[[Cache], Apt] = Apt,
+            matrix_path: Path | None = None) -> list[Target]:
+    """Matrix entries for known versions; archive lookups for the others (bad input if absent)."""
+    matrix = load_matrix(matrix_path)
+    chosen = select(matrix, kernels, flavour)
+    missing = unmatched(matrix, kernels)
+    if missing:
+        apt = apt_factory(cache)
+        apt.update()
+        for version in missing:
+            try:
+                found = resolve_from_archive(apt, version, "amd64")
+                chosen.extend(found.with_flavour(f) for f in check_flavour(flavour))
+            except FetchError as exc:  # say what the archive has instead
+                known = ", ".join(t.version for t in matrix)
+                raise BadInput(f"unknown kernel {version}: not in kernels.toml ({known}) and "
+                               f"{exc}") from exc
+    return chosen

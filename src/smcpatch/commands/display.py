@@ -1,0 +1,33 @@
+"""How a long command shows its work: one progress reporter per target, a line when a target is
+done, and messages (installs, waits). The CLI's rich implementation is smcpatch.render."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..plumbing.progress import Progress, silent
+from ..stages.report import TargetReport
+
+
+class Display(Protocol):
+    def reporter(self, label: str) -> Progress: ...
+
+    def done(self, label: str, report: TargetReport) -> None: ...
+
+    def say(self, message: str) -> None: ...
+
+
+class Quiet:
+    """A Display that shows nothing (library use, benchmarks)."""
+
+    def reporter(self, label: str) -> Progress:
+        return silent
+
+    def done(self, label: str, report: TargetReport) -> None:
+        pass
+
+    def say(self, message: str) -> None:
+        pass
+
+
+QUIET = Quiet()
