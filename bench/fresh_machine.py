@@ -37,6 +37,7 @@ PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates")
 ENTER = r"""
 set -eu
 root=$1; shift
+mount --bind "$root" "$root"  # the chroot's / a mount point, as a machine's is (unshare needs it)
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
 mount --rbind /dev "$root/dev"

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from elfobjs import require_tool
 
 from smcpatch.errors import ExtractError, ToolMissing
 from smcpatch.features import vm
@@ -542,8 +543,8 @@ def test_benign_handmade_source_deb_still_extracts(tmp_path: Path) -> None:
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "tmpfs"
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)
+    command = [require_tool("mount", "mount"), "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from elfobjs import require_tool
 
 from smcpatch.errors import BadInput, VmError
 from smcpatch.features import benchmark as b
@@ -85,7 +86,8 @@ SMOKE = b.BenchConfig(connections_per_run=20, values_per_run=2, runs=2, warmups=
 
 
 def _no_qemu_left(results_dir: Path) -> None:
-    out = subprocess.run(["pgrep", "-af", "qemu-system-x86_64"], capture_output=True, text=True)
+    pgrep = require_tool("pgrep", "procps")
+    out = subprocess.run([pgrep, "-af", "qemu-system-x86_64"], capture_output=True, text=True)
     assert str(results_dir) not in out.stdout, f"QEMU left behind: {out.stdout}"
 
 

@@ -304,7 +304,7 @@ def summary_markdown(result: BenchResult, threshold: float) -> str:
 
 def build_helper(cache_dir: Path) -> tuple[Path, Path]:
     """gcc-build the guest helper (executable + ctypes library), cached by source hash."""
-    vm.ensure_host_tools(["gcc"])
+    vm.ensure_host_tools(["gcc", "/usr/include/arpa/inet.h"])
     src = vm.GUEST_DIR / "smcbench.c"
     key = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
     d = Path(cache_dir) / "helper" / key

@@ -37,6 +37,7 @@ HOST_TOOLS: dict[str, str] = {
     "modprobe": "kmod",
     "dpkg-deb": "dpkg",
     "gcc": "gcc",
+    "/usr/include/arpa/inet.h": "libc6-dev",  # the guest helper is a userspace program
     "ip": "iproute2",
     "rdma": "iproute2",
     "zstd": "zstd",  # to decompress the kernel ahead of time (PVH boot)

@@ -34,11 +34,13 @@ class Tool:
     """A command the host must have, the Debian package that brings it, and an optional extra
     check of the file found (busybox must be the static one)."""
 
-    command: str
+    command: str  # a command on PATH, or an absolute path of a file the package brings
     package: str
     accept: Callable[[str], bool] | None = None
 
     def present(self) -> bool:
+        if self.command.startswith("/"):
+            return os.path.exists(self.command)
         path = which(self.command)
         return path is not None and (self.accept is None or self.accept(path))
 
