@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from smcpatch.data import DEFAULT_PATCHES
 from smcpatch.plumbing.cache import Cache
+from smcpatch.stages.patching import Fix, load_series
 from smcpatch.stages.sources import Workspace, fetch
 from smcpatch.stages.targets import Target, load_matrix
 
@@ -59,7 +61,24 @@ def workspace_for() -> Callable[[str], Workspace]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that need real Debian kernels are integration tests, whatever module they are in."""
+    """The folder says what a test needs: tests/integration/ uses real Debian kernels (and the
+    network, the wheel, apt); the rest are unit tests (`inv test --quick`)."""
+    integration = Path(__file__).resolve().parent / "integration"
     for item in items:
-        if {"real", "workspace_for"} & set(getattr(item, "fixturenames", ())):
+        if integration in item.path.parents:
             item.add_marker(pytest.mark.integration)
+
+
+# -- fixtures shared by unit and integration tests of one module ---------------------------------
+@pytest.fixture
+def fixes() -> list[Fix]:
+    """Our patch series, as shipped."""
+    return load_series(DEFAULT_PATCHES)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throwaway signing key and certificate (openssl)."""
+    from tests.features.test_signing import make_key
+
+    return make_key(tmp_path_factory.mktemp("key"))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from smcpatch import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -66,8 +68,12 @@ def test_inspect_refuses_a_non_elf_file(tmp_path: Path) -> None:
     assert_one_line_error(inv("inspect", "--module", str(bogus)), 2, "not an ELF")
 
 
-@pytest.mark.integration
-def test_unknown_kernel_lists_what_the_archive_has(tmp_path: Path) -> None:
-    proc = inv("verify", "--kernel", "6.1.1", cache=tmp_path)
-    assert_one_line_error(proc, 2, "unknown kernel 6.1.1")
-    assert "6.1.176-1" in proc.stderr  # the archive's versions are listed
+def test_console_script_has_the_checkout_tasks() -> None:
+    """`smcpatch X` and `inv X` are the same tasks: tasks.py adds only the developer ones."""
+    sys.path.insert(0, str(ROOT))
+    import tasks
+
+    checkout = set(tasks.ns.tasks)
+    assert set(cli.namespace.tasks) == checkout - {"test", "lint"}
+    for name in cli.namespace.tasks:
+        assert tasks.ns.tasks[name].body is cli.namespace.tasks[name].body

@@ -21,6 +21,18 @@ from smcpatch.plumbing.cache import (
 )
 
 
+def _dead_pid() -> int:
+    proc = multiprocessing.get_context("fork").Process(target=lambda: None)
+    proc.start()
+    proc.join()
+    return proc.pid or 999999
+
+
+def _hold_lock(root: str, seconds: float) -> None:
+    with Cache(Path(root)).lock("x"):
+        time.sleep(seconds)
+
+
 def test_atomic_dir_success_writes_manifest(tmp_path: Path) -> None:
     final = tmp_path / "entry"
     with atomic_dir(final, key="k1") as tmp:
@@ -62,13 +74,6 @@ def test_atomic_dir_replaces_stale_entry(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["entry"]
 
 
-def _dead_pid() -> int:
-    proc = multiprocessing.get_context("fork").Process(target=lambda: None)
-    proc.start()
-    proc.join()
-    return proc.pid or 999999
-
-
 def test_sweep_removes_only_dead_writers_temps(tmp_path: Path) -> None:
     dead = tmp_path / f"{TMP_PREFIX}entry.{_dead_pid()}.123456789012"
     live = tmp_path / f"{TMP_PREFIX}entry.{os.getpid()}.123456789013"
@@ -77,11 +82,6 @@ def test_sweep_removes_only_dead_writers_temps(tmp_path: Path) -> None:
     sweep_stale_temps(tmp_path)
     assert not dead.exists()
     assert live.exists()
-
-
-def _hold_lock(root: str, seconds: float) -> None:
-    with Cache(Path(root)).lock("x"):
-        time.sleep(seconds)
 
 
 def test_lock_serialises_processes_and_dies_with_holder(tmp_path: Path) -> None:
@@ -120,3 +120,53 @@ def test_hashes_are_stable_and_content_sensitive(tmp_path: Path) -> None:
     first = hash_tree(tmp_path)
     (tmp_path / "f").write_text("2")
     assert hash_tree(tmp_path) != first
+
+
+def test_listing_fingerprint_ignores_directory_mtimes(tmp_path: Path) -> None:
+    entry = tmp_path / "kdir"
+    with atomic_dir(entry, "k", content="listing") as tmp:
+        (tmp / "a" / "b").mkdir(parents=True)
+        (tmp / "a" / "b" / "deep.h").write_text("x")
+    os.utime(entry / "a" / "b", ns=(0, 0))  # e.g. a symlink replaced in place
+    assert entry_is_current(entry, "k", "listing")
+    (entry / "a" / "b" / "deep.h").unlink()
+    assert not entry_is_current(entry, "k", "listing")
+
+
+def test_content_fingerprint_catches_edits_deletions_and_truncation(tmp_path: Path) -> None:
+    for mode in ("full", "stat", "names", "listing"):
+        entry = tmp_path / mode
+        with atomic_dir(entry, "k", content=mode) as tmp:
+            (tmp / "a").mkdir()
+            (tmp / "a" / "f.c").write_text("int x;\n")
+            (tmp / "g.h").write_text("#define G 1\n")
+        assert entry_is_current(entry, "k", mode)
+        (entry / "a" / "f.c").unlink()
+        assert not entry_is_current(entry, "k", mode), mode
+        assert entry_is_current(entry, "k")  # the key alone still matches: content decides
+    full = tmp_path / "full"
+    (full / "a" / "f.c").write_text("int x;\n")  # the same bytes again: "full" is content only
+    os.utime(full / "g.h", ns=(0, 0))
+    assert entry_is_current(full, "k", "full")
+    (full / "g.h").write_text("#define G 2\n")  # a same-size edit
+    assert not entry_is_current(full, "k", "full")
+    stat = tmp_path / "stat"
+    (stat / "a" / "f.c").write_text("int y;\n")  # same size, new mtime
+    assert not entry_is_current(stat, "k", "stat")
+    names = tmp_path / "names"  # the big headers tree: names, dir mtimes, top files' sizes
+    (names / "a" / "f.c").write_text("int x;\n")
+    os.utime(names / "a", ns=(0, 0))
+    assert not entry_is_current(names, "k", "names")
+    with atomic_dir(names, "k", content="names") as tmp:
+        (tmp / "Module.symvers").write_text("0x1 sym vmlinux EXPORT_SYMBOL\n")
+    (names / "Module.symvers").write_text("")  # truncated
+    assert not entry_is_current(names, "k", "names")
+
+
+def test_entry_without_fingerprint_is_trusted_once_and_then_checked(tmp_path: Path) -> None:
+    entry = tmp_path / "old"
+    with atomic_dir(entry, "k") as tmp:  # made by a version without content checks
+        (tmp / "f").write_text("1")
+    assert entry_is_current(entry, "k", "full")  # records the fingerprint
+    (entry / "f").write_text("2")
+    assert not entry_is_current(entry, "k", "full")

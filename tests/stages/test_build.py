@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import ToolMissing
+from smcpatch.stages import build
 from smcpatch.stages.build import KernelConfig, config_fragment, ensure_toolchain, sync_sources
+from tests.faults import fake_path
 
 
 def test_sync_touches_only_changed_files(tmp_path: Path) -> None:
@@ -57,3 +59,11 @@ def test_missing_compiler_names_the_install_command(tmp_path: Path) -> None:
 
 def test_config_fragment_selects_smc_modules() -> None:
     assert config_fragment() == {"CONFIG_SMC": "m", "CONFIG_SMC_DIAG": "m"}
+
+
+def test_missing_compiler_without_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """As root smcpatch installs what's missing; with no apt-get it says what to run instead."""
+    monkeypatch.setenv("PATH", fake_path(tmp_path, lambda n: "gcc-12" in n or n == "apt-get"))
+    config = build.KernelConfig({"CONFIG_CC_VERSION_TEXT": "x86_64-linux-gnu-gcc-12 (Debian) 12.2"})
+    with pytest.raises(ToolMissing, match="apt-get install -y --no-install-recommends gcc-12"):
+        build.ensure_toolchain(config)

@@ -26,7 +26,56 @@ def _result(stats: list[b.ModeStats]) -> b.BenchResult:
                          modes=[s.mode for s in stats], values={}, stats=stats)
 
 
-# --- statistics ------------------------------------------------------------------------------
+def _stat(mode: str, ratio: float, lo: float, hi: float) -> b.ModeStats:
+    return b.ModeStats(mode=mode, variant="after", before_median_s=1.0, after_median_s=ratio,
+                       ratio=ratio, ci_low=lo, ci_high=hi, n_before=10, n_after=10,
+                       significant=lo > 1 or hi < 1)
+
+
+def _write_bench(path: Path, name: str, runs: list[list[float]]) -> None:
+    import pyperf
+
+    pruns = [pyperf.Run(vals, warmups=[(30, vals[0])],
+                        metadata={"name": name, "loops": 30, "unit": "second"},
+                        collect_metadata=False) for vals in runs]
+    pyperf.Benchmark(pruns).dump(str(path), replace=True)
+
+
+def _fake_module(release: str, depends: str = "") -> bytes:
+    return (b"\x7fELF" + b"\0" * 60 + b"\0license=GPL\0depends=" + depends.encode()
+            + b"\0vermagic=" + release.encode() + b" SMP preempt mod_unload modversions \0")
+
+
+def _guest_module():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("guest_bench", vm.GUEST_DIR / "guest_bench.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _elf_with_note(name: bytes, ntype: int) -> bytes:
+    """A minimal ELF64 with one PT_NOTE program header holding one note."""
+    desc = b"\0" * 4
+    note = struct.pack("<III", len(name) + 1, len(desc), ntype) + name + b"\0"
+    note += b"\0" * (-len(note) % 4) + desc
+    ehdr = bytearray(64)
+    ehdr[:5] = b"\x7fELF\x02"
+    struct.pack_into("<Q", ehdr, 0x20, 64)  # e_phoff
+    struct.pack_into("<HH", ehdr, 0x36, 56, 1)  # e_phentsize, e_phnum
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 64 + 56, 0, 0, len(note), len(note), 4)
+    return bytes(ehdr) + phdr + note
+
+
+def _bzimage(payload: bytes) -> bytes:
+    setup_sects = 1
+    img = bytearray(0x400)
+    img[0x1F1] = setup_sects
+    img[0x202:0x206] = b"HdrS"
+    struct.pack_into("<II", img, 0x248, 0, len(payload))
+    return bytes(img) + payload
 
 
 def test_median() -> None:
@@ -91,15 +140,6 @@ def test_mode_stats_fields() -> None:
     assert s.ci_width == pytest.approx(s.ci_high - s.ci_low)
 
 
-# --- gate ------------------------------------------------------------------------------------
-
-
-def _stat(mode: str, ratio: float, lo: float, hi: float) -> b.ModeStats:
-    return b.ModeStats(mode=mode, variant="after", before_median_s=1.0, after_median_s=ratio,
-                       ratio=ratio, ci_low=lo, ci_high=hi, n_before=10, n_after=10,
-                       significant=lo > 1 or hi < 1)
-
-
 @pytest.mark.parametrize(
     ("ratio", "lo", "hi", "passes"),
     [
@@ -135,9 +175,6 @@ def test_gate_canary_synthetic_end_to_end() -> None:
     assert not ok
 
 
-# --- config ----------------------------------------------------------------------------------
-
-
 def test_config_check() -> None:
     b.BenchConfig().check()
     assert b.BenchConfig(connections_per_run=300, values_per_run=10).loops == 30
@@ -146,18 +183,6 @@ def test_config_check() -> None:
                 b.BenchConfig(threshold=5)):
         with pytest.raises(BadInput):
             bad.check()
-
-
-# --- pyperf files ----------------------------------------------------------------------------
-
-
-def _write_bench(path: Path, name: str, runs: list[list[float]]) -> None:
-    import pyperf
-
-    pruns = [pyperf.Run(vals, warmups=[(30, vals[0])],
-                        metadata={"name": name, "loops": 30, "unit": "second"},
-                        collect_metadata=False) for vals in runs]
-    pyperf.Benchmark(pruns).dump(str(path), replace=True)
 
 
 def test_load_pyperf_runs_roundtrip(tmp_path: Path) -> None:
@@ -204,14 +229,6 @@ def test_compare_plot_and_summary(tmp_path: Path) -> None:
     assert "| clcv1 | after |" in md
     assert "**FAIL**" in md  # 20% slower everywhere
     assert "| before | clcv1 | 20 | 20 | 1550 |" in md
-
-
-# --- vm helpers that need no VM --------------------------------------------------------------
-
-
-def _fake_module(release: str, depends: str = "") -> bytes:
-    return (b"\x7fELF" + b"\0" * 60 + b"\0license=GPL\0depends=" + depends.encode()
-            + b"\0vermagic=" + release.encode() + b" SMP preempt mod_unload modversions \0")
 
 
 def test_modinfo_and_release(tmp_path: Path) -> None:
@@ -270,16 +287,6 @@ def test_qemu_command_shares_root_readonly(tmp_path: Path) -> None:
     assert cmd[cmd.index("-icount") + 1] == "shift=0,sleep=off"
 
 
-def _guest_module():  # type: ignore[no-untyped-def]
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("guest_bench", vm.GUEST_DIR / "guest_bench.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_guest_proofs() -> None:
     g = _guest_module()
     before = {"smcr_srv_v2_succ": 10, "smcr_clnt_v2_succ": 10, "srv_fback": 5, "clnt_fback": 0,
@@ -306,28 +313,6 @@ def test_guest_proofs_name_the_fallback_reason() -> None:
         g.prove("clcv1", 30, g.stats_delta(before, after))
     with pytest.raises(g.Fail, match="SMC counters moved"):
         g.prove("tcp", 30, g.stats_delta(before, {"smcr_srv_v2_succ": 1}))
-
-
-def _elf_with_note(name: bytes, ntype: int) -> bytes:
-    """A minimal ELF64 with one PT_NOTE program header holding one note."""
-    desc = b"\0" * 4
-    note = struct.pack("<III", len(name) + 1, len(desc), ntype) + name + b"\0"
-    note += b"\0" * (-len(note) % 4) + desc
-    ehdr = bytearray(64)
-    ehdr[:5] = b"\x7fELF\x02"
-    struct.pack_into("<Q", ehdr, 0x20, 64)  # e_phoff
-    struct.pack_into("<HH", ehdr, 0x36, 56, 1)  # e_phentsize, e_phnum
-    phdr = struct.pack("<IIQQQQQQ", 4, 0, 64 + 56, 0, 0, len(note), len(note), 4)
-    return bytes(ehdr) + phdr + note
-
-
-def _bzimage(payload: bytes) -> bytes:
-    setup_sects = 1
-    img = bytearray(0x400)
-    img[0x1F1] = setup_sects
-    img[0x202:0x206] = b"HdrS"
-    struct.pack_into("<II", img, 0x248, 0, len(payload))
-    return bytes(img) + payload
 
 
 def test_extract_pvh_vmlinux(tmp_path: Path) -> None:

@@ -27,27 +27,13 @@ from smcpatch.stages import pipeline
 from smcpatch.stages.sources import Workspace
 from smcpatch.stages.targets import Target
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
         timeout: int = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
-
-
-# ------------------------------------------------------------------------- the console script
-
-
-def test_console_script_has_the_checkout_tasks() -> None:
-    """`smcpatch X` and `inv X` are the same tasks: tasks.py adds only the developer ones."""
-    sys.path.insert(0, str(ROOT))
-    import tasks
-
-    checkout = set(tasks.ns.tasks)
-    assert set(cli.namespace.tasks) == checkout - {"test", "lint"}
-    for name in cli.namespace.tasks:
-        assert tasks.ns.tasks[name].body is cli.namespace.tasks[name].body
 
 
 @pytest.fixture(scope="module")
@@ -73,45 +59,6 @@ def smcpatch(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProces
     env["COLUMNS"] = "200"
     return run([str(bin_dir / "smcpatch"), *args], cwd=cwd, env=env)
 
-
-@pytest.mark.integration
-def test_wheel_in_a_fresh_venv_works_from_any_directory(
-        installed: Path, tmp_path: Path, test_cache: Cache, matrix: dict[str, Target],
-        workspace_for: Callable[[str], Workspace]) -> None:
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    proc = smcpatch(installed, "--version", cwd=elsewhere)
-    assert proc.returncode == 0 and proc.stdout.strip() == f"smcpatch {cli.__version__}"
-
-    proc = smcpatch(installed, "kernels", cwd=elsewhere)
-    assert proc.returncode == 0, proc.stderr
-    assert "6.1.176-1" in proc.stdout and "site-packages" in proc.stdout  # its own matrix
-
-    ws = workspace_for("6.1.176")
-    assert ws.shipped_module is not None
-    proc = smcpatch(installed, "inspect", "--module", str(ws.shipped_module), "--json",
-                    cwd=elsewhere)
-    assert proc.returncode == 1, proc.stderr  # Debian's 6.1.176 module: vulnerable
-    assert json.loads(proc.stdout)["verdict"] == "vulnerable"
-
-    # warm: the test cache already holds this kernel's build (the same as the checkout's run)
-    pipeline.verify_target(test_cache, matrix["6.1.176"], pipeline.Options(), workspace=ws)
-    report = tmp_path / "r.json"
-    proc = smcpatch(installed, "verify", "--kernel", "6.1.176", "--cache", str(test_cache.root),
-                    "--json", str(report), cwd=elsewhere)
-    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr)
-    [target] = json.loads(report.read_text())["targets"]
-    assert (target["source_state"], target["after"]["verdict"], target["ok"]) == (
-        "vulnerable", "fixed", True)
-    assert target["from_cache"]["build"] is True
-
-    proc = smcpatch(installed, "verify", "--kernel", "6.1.176", "--cache", str(test_cache.root),
-                    "--patches", str(tmp_path / "nowhere"), cwd=elsewhere)
-    assert proc.returncode == 2 and "patch series not found" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-# ------------------------------------------------------------------ host tools: once, waiting
 
 needs_root_apt = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("apt-get"),
                                     reason="installs a host package: root and apt-get")
@@ -157,6 +104,43 @@ def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.5)
     return False
+
+
+@pytest.mark.integration
+def test_wheel_in_a_fresh_venv_works_from_any_directory(
+        installed: Path, tmp_path: Path, test_cache: Cache, matrix: dict[str, Target],
+        workspace_for: Callable[[str], Workspace]) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = smcpatch(installed, "--version", cwd=elsewhere)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"smcpatch {cli.__version__}"
+
+    proc = smcpatch(installed, "kernels", cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert "6.1.176-1" in proc.stdout and "site-packages" in proc.stdout  # its own matrix
+
+    ws = workspace_for("6.1.176")
+    assert ws.shipped_module is not None
+    proc = smcpatch(installed, "inspect", "--module", str(ws.shipped_module), "--json",
+                    cwd=elsewhere)
+    assert proc.returncode == 1, proc.stderr  # Debian's 6.1.176 module: vulnerable
+    assert json.loads(proc.stdout)["verdict"] == "vulnerable"
+
+    # warm: the test cache already holds this kernel's build (the same as the checkout's run)
+    pipeline.verify_target(test_cache, matrix["6.1.176"], pipeline.Options(), workspace=ws)
+    report = tmp_path / "r.json"
+    proc = smcpatch(installed, "verify", "--kernel", "6.1.176", "--cache", str(test_cache.root),
+                    "--json", str(report), cwd=elsewhere)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr)
+    [target] = json.loads(report.read_text())["targets"]
+    assert (target["source_state"], target["after"]["verdict"], target["ok"]) == (
+        "vulnerable", "fixed", True)
+    assert target["from_cache"]["build"] is True
+
+    proc = smcpatch(installed, "verify", "--kernel", "6.1.176", "--cache", str(test_cache.root),
+                    "--patches", str(tmp_path / "nowhere"), cwd=elsewhere)
+    assert proc.returncode == 2 and "patch series not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @needs_root_apt

@@ -9,6 +9,7 @@ import pytest
 from smcpatch.errors import FetchError
 from smcpatch.plumbing.apt import Apt
 from smcpatch.plumbing.cache import Cache, hash_file
+from tests.faults import KERNEL, assert_one_line_error, cli_env, fake_path, inv, leftovers
 
 
 def _host_dir(tmp_path: Path, uri: str) -> Path:
@@ -47,3 +48,20 @@ def test_unreachable_archive_is_a_clear_fetch_error(tmp_path: Path) -> None:
         apt.update(force=True)
     assert apt.show("linux-source-6.1", "6.1.176-1") is None
     assert apt.versions("linux-source-6.1") == []
+
+
+def test_missing_apt_is_named(tmp_path: Path) -> None:
+    path = fake_path(tmp_path, lambda n: n.startswith("apt-"))
+    proc = inv("verify", "--kernel", KERNEL, "--cache", str(tmp_path / "cache"),
+               env=cli_env(path))
+    assert_one_line_error(proc, "apt-get not found", "--source")
+
+
+def test_unreachable_archive_is_one_line(tmp_path: Path) -> None:
+    """Every request goes to a proxy on loopback port 9, where nothing listens."""
+    proxy = "http://127.0.0.1:9"
+    env = cli_env(http_proxy=proxy, https_proxy=proxy, HTTP_PROXY=proxy, HTTPS_PROXY=proxy)
+    proc = inv("verify", "--kernel", KERNEL, "--cache", str(tmp_path / "cache"), env=env,
+               timeout=300)
+    assert_one_line_error(proc, "apt-get update failed", "unreachable")
+    assert leftovers(tmp_path / "cache") == []

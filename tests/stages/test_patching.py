@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,12 +32,30 @@ from smcpatch.stages.patching import (
     load_series,
     make_variants,
 )
+from tests.faults import (
+    KERNEL,
+    _break_patch_body,
+    _break_series_missing_file,
+    _break_series_syntax,
+    _patches_copy,
+    assert_one_line_error,
+    inv,
+)
 
 PATCHES = DEFAULT_PATCHES
+
+
 CANARY = CANARY_PATCH
+
+
 DATA = synthetic.data_dir()  # made from our patch: no kernel code in the repo
+
+
 VULNERABLE_C = DATA / "smc_clc_vulnerable.c"
+
+
 FIXED_C = DATA / "smc_clc_fixed.c"
+
 
 DST_H_NEW = """\
 /* synthetic include/net/dst.h for smcpatch tests */
@@ -49,6 +68,8 @@ static inline struct net_device *dst_dev_rcu(const struct dst_entry *dst)
 	return READ_ONCE(dst->dev);
 }
 """
+
+
 DST_H_OLD = """\
 /* synthetic include/net/dst.h for smcpatch tests (no dst_dev_rcu) */
 struct dst_entry {
@@ -56,10 +77,8 @@ struct dst_entry {
 };
 """
 
+
 needs_patch = pytest.mark.usefixtures("gnu_patch")  # installed on a fresh machine, as the tool does
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 def tree_digest(root: Path) -> str:
@@ -100,11 +119,6 @@ def make_tree(
 
 
 @pytest.fixture
-def fixes() -> list[Fix]:
-    return load_series(PATCHES)
-
-
-@pytest.fixture
 def vulnerable_tree(tmp_path: Path) -> Path:
     return make_tree(tmp_path / "vuln", VULNERABLE_C.read_text())
 
@@ -122,7 +136,88 @@ def half_tree(tmp_path: Path) -> Path:
     return make_tree(tmp_path / "half", text.replace("\t\trc = -ENOTCONN;\n", "\t\trc = -EIO;\n"))
 
 
-# --------------------------------------------------------------------------- series
+def _series_dir(tmp_path: Path, series: str, patches: tuple[str, ...] = ()) -> Path:
+    d = tmp_path / "patches"
+    d.mkdir()
+    for name in patches:
+        shutil.copy(PATCHES / name, d / name)
+    (d / "series").write_text(series)
+    return d
+
+
+GOOD = """\
+fix CVE-2025-40168 title words
+  function smc_clc_prfx_match
+  file net/smc/smc_clc.c
+  variant main 0001-smc-clc-prfx-match-rcu.patch requires include/net/dst.h:dst_dev_rcu
+  variant compat 0001-smc-clc-prfx-match-rcu-compat.patch fallback
+"""
+
+
+BOTH = ("0001-smc-clc-prfx-match-rcu.patch", "0001-smc-clc-prfx-match-rcu-compat.patch")
+
+
+REAL_EXPECTED = {
+    "6.1.176-1": "vulnerable",
+    "6.1.192-2": "fixed",
+    "6.12.107-1~deb12u1": "vulnerable",
+    "6.12.117-1~deb12u1": "fixed",
+}
+
+
+def _real_tree(ver: str) -> Path:
+    root = os.environ.get("SMCPATCH_TEST_TREES")
+    if not root:  # the real Debian source, fetched into the test cache
+        return real_workspace(ver).source_tree
+    base = Path(root) / ver
+    candidates = [base] if (base / "net/smc").is_dir() else []
+    candidates += sorted(p for p in base.glob("src/linux-source-*") if (p / "net/smc").is_dir())
+    if not candidates:
+        pytest.skip(f"no tree for {ver} under {root}")
+    return candidates[0]
+
+
+def _smc_digest(tree: Path) -> str:
+    return tree_digest(tree / "net/smc") + tree_digest(tree / "include/net")
+
+
+def _patch_dry(side: Path, patch: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "patch",
+            "-p1",
+            "--batch",
+            "-N",
+            "--fuzz=0",
+            "--dry-run",
+            "-d",
+            str(side),
+            "-i",
+            str(patch),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, LC_ALL="C"),
+    )
+
+
+def _assert_canary(side: Path, *, applies: bool) -> None:
+    r = _patch_dry(side, CANARY)
+    assert (r.returncode == 0) == applies, r.stdout + r.stderr
+
+
+SIBLINGS = {
+    "CVE-2025-40139": ("net/smc/smc_clc.c", "smc_clc_prfx_set"),
+    "CVE-2025-40064": ("net/smc/smc_pnet.c", "smc_pnet_find_roce_resource"),
+    "smc_vlan_by_tcpsk-0b0e4d51c655": ("net/smc/smc_core.c", "smc_vlan_by_tcpsk"),
+}
+
+
+def _c_function(source: str, name: str) -> str:
+    m = re.search(rf"^(?:static )?[\w \*]+?\b{name}\([^;{{]*?\)\n\{{.*?^\}}\n", source, re.M | re.S)
+    assert m, f"{name} not found"
+    return m.group(0)
 
 
 def test_load_series_real_patches(fixes: list[Fix]) -> None:
@@ -168,25 +263,6 @@ def test_patch_headers_credit_upstream() -> None:
     compat = (PATCHES / "0001-smc-clc-prfx-match-rcu-compat.patch").read_text()
     assert "+\tdev = dst ? READ_ONCE(dst->dev) : NULL;" in compat
     assert "+\tdev = dst ? dst_dev_rcu(dst)" not in compat
-
-
-def _series_dir(tmp_path: Path, series: str, patches: tuple[str, ...] = ()) -> Path:
-    d = tmp_path / "patches"
-    d.mkdir()
-    for name in patches:
-        shutil.copy(PATCHES / name, d / name)
-    (d / "series").write_text(series)
-    return d
-
-
-GOOD = """\
-fix CVE-2025-40168 title words
-  function smc_clc_prfx_match
-  file net/smc/smc_clc.c
-  variant main 0001-smc-clc-prfx-match-rcu.patch requires include/net/dst.h:dst_dev_rcu
-  variant compat 0001-smc-clc-prfx-match-rcu-compat.patch fallback
-"""
-BOTH = ("0001-smc-clc-prfx-match-rcu.patch", "0001-smc-clc-prfx-match-rcu-compat.patch")
 
 
 def test_series_minimal_copy_parses(tmp_path: Path) -> None:
@@ -240,9 +316,6 @@ def test_series_patch_without_hunks(tmp_path: Path) -> None:
         load_series(d)
 
 
-# --------------------------------------------------------------------------- choose_variant
-
-
 def test_choose_main_when_dst_dev_rcu_present(fixes: list[Fix], vulnerable_tree: Path) -> None:
     assert choose_variant(fixes[0], vulnerable_tree).name == "main"
 
@@ -265,9 +338,6 @@ def test_choose_variant_without_fallback(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "old", VULNERABLE_C.read_text(), dst_h=DST_H_OLD)
     with pytest.raises(PatchError, match="no patch variant fits"):
         choose_variant(fix, tree)
-
-
-# --------------------------------------------------------------------------- classify
 
 
 @needs_patch
@@ -332,9 +402,6 @@ def test_classify_without_patch_tool(
     monkeypatch.setenv("PATH", str(empty))
     with pytest.raises(ToolMissing, match="apt-get install patch"):
         classify(vulnerable_tree, fixes)
-
-
-# --------------------------------------------------------------------------- make_variants
 
 
 @needs_patch
@@ -454,100 +521,6 @@ def test_make_variants_incomplete_dest_is_rebuilt(
     assert (dest / ".smcpatch-variants.json").is_file()
 
 
-# --------------------------------------------------------------------------- real trees
-
-REAL_EXPECTED = {
-    "6.1.176-1": "vulnerable",
-    "6.1.192-2": "fixed",
-    "6.12.107-1~deb12u1": "vulnerable",
-    "6.12.117-1~deb12u1": "fixed",
-}
-
-
-def _real_tree(ver: str) -> Path:
-    root = os.environ.get("SMCPATCH_TEST_TREES")
-    if not root:  # the real Debian source, fetched into the test cache
-        return real_workspace(ver).source_tree
-    base = Path(root) / ver
-    candidates = [base] if (base / "net/smc").is_dir() else []
-    candidates += sorted(p for p in base.glob("src/linux-source-*") if (p / "net/smc").is_dir())
-    if not candidates:
-        pytest.skip(f"no tree for {ver} under {root}")
-    return candidates[0]
-
-
-@pytest.fixture(params=sorted(REAL_EXPECTED))
-def real(request: pytest.FixtureRequest) -> tuple[str, Path]:
-    ver: str = request.param
-    return ver, _real_tree(ver)
-
-
-def _smc_digest(tree: Path) -> str:
-    return tree_digest(tree / "net/smc") + tree_digest(tree / "include/net")
-
-
-@needs_patch
-def test_real_tree_classify(fixes: list[Fix], real: tuple[str, Path]) -> None:
-    ver, tree = real
-    digest = _smc_digest(tree)
-    [st] = classify(tree, fixes)
-    assert st.state == REAL_EXPECTED[ver], st.detail
-    assert st.variant.name == "main"
-    assert _smc_digest(tree) == digest
-
-
-@needs_patch
-def test_real_tree_variants_and_canary(
-    fixes: list[Fix], real: tuple[str, Path], tmp_path: Path
-) -> None:
-    ver, tree = real
-    digest = _smc_digest(tree)
-    v = make_variants(tree, classify(tree, fixes), tmp_path / "v")
-    assert _smc_digest(tree) == digest
-    after = function_text((v.after / "net/smc/smc_clc.c").read_text())
-    before = function_text((v.before / "net/smc/smc_clc.c").read_text())
-    assert "__sk_dst_get(clcsock->sk)" in after and "dst_release" not in after
-    assert "= sk_dst_get(clcsock->sk)" in before and "dst_release(dst)" in before
-    expected = "applied" if REAL_EXPECTED[ver] == "vulnerable" else "already-present"
-    assert v.patch_action == expected
-    # The fixed side is classified fixed, the vulnerable side vulnerable.
-    for side, want in ((v.after, "fixed"), (v.before, "vulnerable")):
-        probe_tree = tmp_path / f"probe-{side.name}"
-        shutil.copytree(side, probe_tree)
-        shutil.copytree(tree / "include", probe_tree / "include")
-        [st] = classify(probe_tree, fixes)
-        assert st.state == want, st.detail
-    # The bench canary applies on the fixed side only (and lands in smc_clc_prfx_match).
-    _assert_canary(v.after, applies=True)
-    _assert_canary(v.before, applies=False)
-
-
-def _patch_dry(side: Path, patch: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "patch",
-            "-p1",
-            "--batch",
-            "-N",
-            "--fuzz=0",
-            "--dry-run",
-            "-d",
-            str(side),
-            "-i",
-            str(patch),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=dict(os.environ, LC_ALL="C"),
-    )
-
-
-def _assert_canary(side: Path, *, applies: bool) -> None:
-    r = _patch_dry(side, CANARY)
-    assert (r.returncode == 0) == applies, r.stdout + r.stderr
-
-
 @needs_patch
 def test_canary_on_synthetic_fixed_function(tmp_path: Path) -> None:
     """The canary's function hunk applies to the fixed excerpt (the include hunk needs the
@@ -557,60 +530,13 @@ def test_canary_on_synthetic_fixed_function(tmp_path: Path) -> None:
     assert "Hunk #1 FAILED" in r.stdout and "Hunk #2 FAILED" not in r.stdout
 
 
-SIBLINGS = {
-    "CVE-2025-40139": ("net/smc/smc_clc.c", "smc_clc_prfx_set"),
-    "CVE-2025-40064": ("net/smc/smc_pnet.c", "smc_pnet_find_roce_resource"),
-    "smc_vlan_by_tcpsk-0b0e4d51c655": ("net/smc/smc_core.c", "smc_vlan_by_tcpsk"),
-}
-
-
-def _c_function(source: str, name: str) -> str:
-    m = re.search(rf"^(?:static )?[\w \*]+?\b{name}\([^;{{]*?\)\n\{{.*?^\}}\n", source, re.M | re.S)
-    assert m, f"{name} not found"
-    return m.group(0)
-
-
-@needs_patch
-def test_real_tree_all_fixes(real: tuple[str, Path], tmp_path: Path) -> None:
-    """All four fixes (main + siblings) classify as Debian has them; the variants carry
-    exactly Debian's fixed / vulnerable function texts for the same minor series."""
-    ver, tree = real
-    everything = load_series(PATCHES, "all")
-    states = classify(tree, everything)
-    assert [(s.state, s.variant.name) for s in states] == [(REAL_EXPECTED[ver], "main")] * 4
-    v = make_variants(tree, states, tmp_path / "v")
-    series = ver.split(".")[0] + "." + ver.split(".")[1]
-    ref = {
-        want: _real_tree(other)
-        for other, want in REAL_EXPECTED.items()
-        if other.startswith(series + ".")
-    }
-    checks = {"CVE-2025-40168": ("net/smc/smc_clc.c", "smc_clc_prfx_match"), **SIBLINGS}
-    for fid, (rel, fn) in checks.items():
-        after = _c_function((v.after / rel).read_text(), fn)
-        before = _c_function((v.before / rel).read_text(), fn)
-        assert after == _c_function((ref["fixed"] / rel).read_text(), fn), fid
-        assert before == _c_function((ref["vulnerable"] / rel).read_text(), fn), fid
-
-
-@needs_patch
-@pytest.mark.parametrize("fid", sorted(SIBLINGS))
-def test_sibling_compat_variant_on_old_dst_h(
-    fid: str, real: tuple[str, Path], tmp_path: Path
-) -> None:
-    """With dst_dev_rcu() hidden from dst.h the compat variant is chosen and applies."""
-    ver, tree = real
-    if REAL_EXPECTED[ver] != "vulnerable":
-        pytest.skip("compat variants target vulnerable trees")
-    copy = tmp_path / "t"
-    shutil.copytree(tree / "net", copy / "net")
-    inc_net = copy / "include" / "net"
-    inc_net.mkdir(parents=True)
-    (inc_net / "dst.h").write_text(DST_H_OLD)
-    [fix] = load_series(PATCHES, [fid])
-    [st] = classify(copy, [fix])
-    assert (st.state, st.variant.name) == ("vulnerable", "compat")
-    v = make_variants(copy, [st], tmp_path / "v")
-    rel, fn = SIBLINGS[fid]
-    after = _c_function((v.after / rel).read_text(), fn)
-    assert "READ_ONCE(dst->dev)" in after and "dst_dev_rcu" not in after
+@pytest.mark.parametrize("breaker", [_break_series_syntax, _break_series_missing_file,
+                                     _break_patch_body])
+def test_broken_patches_dir_is_one_line_error(tmp_path: Path,
+                                              breaker: Callable[[Path], str]) -> None:
+    patches = _patches_copy(tmp_path)
+    message = breaker(patches)
+    proc = inv("verify", "--kernel", KERNEL, "--cache", str(tmp_path / "cache"), "--patches",
+               str(patches))
+    assert_one_line_error(proc, message)
+    assert not (tmp_path / "cache" / "debs").exists()  # refused before fetching anything

@@ -74,3 +74,20 @@ def test_github_matrix_has_one_job_per_target() -> None:
             "release": "6.1.0-50-rt-amd64"} in jobs
     with pytest.raises(BadInput):
         kernels_cmd.matrix_text("yaml", "amd64")
+
+
+def test_interrupted_report_write_keeps_the_previous_report(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from smcpatch.stages import report
+
+    path = tmp_path / "r.json"
+    report.write_json(path, {"schema": "old"})
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report.json, "dump", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_json(path, {"schema": "new"})
+    assert json.loads(path.read_text()) == {"schema": "old"}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]

@@ -20,7 +20,11 @@ from smcpatch.stages.sources import Workspace
 from smcpatch.stages.targets import Target
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[1]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
 KERNELS = ["6.1.176", "6.1.192", "6.12.107", "6.12.117"]
 
 

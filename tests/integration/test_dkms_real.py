@@ -1,0 +1,121 @@
+"""DKMS packages of real Debian kernels, built with Debian's dkms (smcpatch.features.dkms)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from smcpatch import elfinspect
+from smcpatch.commands import dkms as dkms_cmd
+from smcpatch.errors import BadInput
+from smcpatch.features import dkms, signing
+from smcpatch.stages.sources import Workspace
+from tests.features.test_dkms import MAIN_PATCH, _nothing_outside, needs_root, states_for
+
+
+@pytest.mark.integration
+@needs_root
+def test_dkms_build_vulnerable_kernel(workspace_for: Callable[[str], Workspace],
+                                      tmp_path: Path) -> None:
+    ws = workspace_for("6.1.176")
+    states = states_for(ws)
+    assert [s.state for s in states] == ["vulnerable"]
+    package = dkms.write_package(ws, states, tmp_path / "pkg")
+    built = dkms.build_package(ws, package, tmp_path / "work")
+    assert built.patches_applied == [MAIN_PATCH]
+    assert built.dkms_version.startswith("dkms-")
+    assert sorted(built.modules) == ["smc", "smc_diag"]
+    info = elfinspect.inspect_module(built.smc)
+    assert info.evidence.verdict == "fixed", info.evidence.reasons
+    assert elfinspect.check_vermagic(info, "6.1.0-50-amd64")[0]
+    ok, mismatches = elfinspect.check_modversions(info, elfinspect.read_module_symvers(ws.symvers))
+    assert ok, mismatches
+    assert ws.shipped_module is not None
+    assert elfinspect.inspect_module(ws.shipped_module).evidence.verdict == "vulnerable"
+    # dkms's module differs from Debian's in exactly the function our patch changes
+    assert elfinspect.changed_functions(ws.shipped_module, built.smc) == ["smc_clc_prfx_match"]
+    assert signing.module_signature(built.smc) is None  # signing off unless asked
+    assert "applying patch" in built.output
+    _nothing_outside("6.1.0-50-amd64")
+
+
+@pytest.mark.integration
+@needs_root
+def test_dkms_build_fixed_kernel_signed(workspace_for: Callable[[str], Workspace],
+                                        tmp_path: Path) -> None:
+    ws = workspace_for("6.12.117")
+    states = states_for(ws)
+    assert [s.state for s in states] == ["fixed"]
+    package = dkms.write_package(ws, states, tmp_path / "pkg")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=smcpatch dkms test key", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    built = dkms.build_package(ws, package, tmp_path / "work", sign_key=key, sign_cert=cert)
+    assert built.patches_applied == []
+    info = elfinspect.inspect_module(built.smc)
+    assert info.evidence.verdict == "fixed", info.evidence.reasons
+    assert ws.shipped_module is not None
+    assert elfinspect.changed_functions(ws.shipped_module, built.smc) == []
+    assert elfinspect.same_function(ws.shipped_module, built.smc, "smc_clc_prfx_match") is True
+    sig = signing.module_signature(built.smc)
+    assert sig is not None
+    assert (sig["signer"], sig["hash_algorithm"]) == ("smcpatch dkms test key", "sha256")
+    assert signing.verify_signature(built.smc, cert)
+    _nothing_outside("6.12.117+deb12-amd64")
+
+
+@pytest.mark.integration
+@needs_root
+def test_dkms_refuses_other_kernel(workspace_for: Callable[[str], Workspace],
+                                   tmp_path: Path) -> None:
+    package = dkms.write_package(workspace_for("6.1.176"), states_for(workspace_for("6.1.176")),
+                                 tmp_path / "pkg")
+    with pytest.raises(BadInput, match="BUILD_EXCLUSIVE"):
+        dkms.build_package(workspace_for("6.1.192"), package, tmp_path / "work")
+
+
+@pytest.mark.integration
+def test_all_fixes_apply_in_order(workspace_for: Callable[[str], Workspace],
+                                  tmp_path: Path) -> None:
+    ws = workspace_for("6.1.176")
+    states = states_for(ws, ["all"])
+    vulnerable = [s.variant.path.name for s in states if s.state == "vulnerable"]
+    assert len(vulnerable) == len(states) == 4
+    package = dkms.write_package(ws, states, tmp_path / "pkg")
+    conf = (package / "dkms.conf").read_text()
+    for i, name in enumerate(vulnerable):
+        assert f'PATCH[{i}]="{name}"' in conf and f'PATCH_MATCH[{i}]="^6\\.1\\.0-50-"' in conf
+    assert sorted(p.name for p in (package / "patches").iterdir()) == sorted(vulnerable)
+
+
+@pytest.mark.integration
+@needs_root
+def test_dkms_command_check_signed(workspace_for: Callable[[str], Workspace],
+                                      test_cache: object, tmp_path: Path) -> None:
+    """What `inv dkms --kernel 6.12.107 --check --sign-key K --sign-cert C` does."""
+    from smcpatch.plumbing.cache import Cache
+
+    assert isinstance(test_cache, Cache)
+    ws = workspace_for("6.12.107")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=smcpatch check key", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    summary = dkms_cmd.run(test_cache, ws.target.version, tmp_path / "pkg", check=True,
+                           sign_key=key, sign_cert=cert)
+    assert summary["version"] == "6.12.107-1.deb12u1"
+    assert summary["release_regex"] == "^6\\.12\\.107\\+deb12-"
+    assert summary["fixes"] == [{"id": "CVE-2025-40168", "state": "vulnerable",
+                                 "variant": "main", "patch": MAIN_PATCH}]
+    check = summary["check"]
+    assert check["verdict"] == "fixed", check["reasons"]
+    assert check["patches_applied"] == [MAIN_PATCH]
+    assert check["vermagic_ok"] is True and check["modversions_ok"] is True
+    assert check["changed_vs_shipped"] == ["smc_clc_prfx_match"]
+    assert check["signature"]["signer"] == "smcpatch check key"
+    assert check["signature_text"].startswith("signed by smcpatch check key (sha256, ")
+    assert not list((test_cache.root / "tmp").iterdir())  # the check's work dir is gone
