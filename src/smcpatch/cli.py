@@ -7,6 +7,7 @@ as smcpatch.errors.SmcpatchError and reported here once, as one line.
 
 from __future__ import annotations
 
+import dataclasses
 import json as json_module
 import os
 import sys
@@ -15,7 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from invoke import Collection, Context, Exit, Program, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.program import Program
+from invoke.tasks import task
 from rich.console import Console
 from rich.markup import escape
 
@@ -241,8 +246,9 @@ def bench(c: Context, kernel: str = "6.12.107", variant: str = "after", check: b
     with reported_errors():
         config = BenchConfig(
             modes=tuple(m.strip() for m in modes.split(",") if m.strip()), runs=runs,
-            connections_per_run=connections, threshold=threshold, timeout_s=timeout,
-            **({"icount": None} if host_clock else {}))
+            connections_per_run=connections, threshold=threshold, timeout_s=timeout)
+        if host_clock:
+            config = dataclasses.replace(config, icount=None)
         outcome = bench_cmd.run(kernel, variant, config, _path(results), _path(cache),
                                 _path(matrix), progress=console.print)
         for line in outcome.gate_lines:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from smcpatch.data import GUEST_DIR
 from smcpatch.errors import BadInput, VmError
 from smcpatch.features import benchmark as b
 from smcpatch.features import vm
@@ -49,7 +50,7 @@ def _fake_module(release: str, depends: str = "") -> bytes:
 def _guest_module():  # type: ignore[no-untyped-def]
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("guest_bench", vm.GUEST_DIR / "guest_bench.py")
+    spec = importlib.util.spec_from_file_location("guest_bench", GUEST_DIR / "guest_bench.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..data import GUEST_DIR
 from ..errors import BadInput, BuildError, VmError
 from ..plumbing.cache import publish_dir
 from . import vm
@@ -305,7 +306,7 @@ def summary_markdown(result: BenchResult, threshold: float) -> str:
 def build_helper(cache_dir: Path) -> tuple[Path, Path]:
     """gcc-build the guest helper (executable + ctypes library), cached by source hash."""
     vm.ensure_host_tools(["gcc", "/usr/include/arpa/inet.h"])
-    src = vm.GUEST_DIR / "smcbench.c"
+    src = GUEST_DIR / "smcbench.c"
     key = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
     d = Path(cache_dir) / "helper" / key
     exe, lib = d / "smcbench", d / "libsmcbench.so"
@@ -371,7 +372,7 @@ def run_bench(kernel: vm.GuestKernel, modules: Mapping[str, Path], config: Bench
     share = "/run/smcb/results"
     (results_dir / "guest").mkdir(exist_ok=True)
     for f in GUEST_FILES:
-        shutil.copy2(vm.GUEST_DIR / f, results_dir / "guest" / f)
+        shutil.copy2(GUEST_DIR / f, results_dir / "guest" / f)
     shutil.copy2(exe, results_dir / "guest" / "smcbench")
     shutil.copy2(lib, results_dir / "guest" / "libsmcbench.so")
     mods = {}
