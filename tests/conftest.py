@@ -82,3 +82,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from tests.features.test_signing import make_key
 
     return make_key(tmp_path_factory.mktemp("key"))
+
+
+@pytest.fixture(scope="module")
+def other_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A second key, of someone else."""
+    from tests.features.test_signing import make_key
+
+    return make_key(tmp_path_factory.mktemp("other"), cn="someone else")

@@ -70,11 +70,6 @@ def fake_signed(tmp_path: Path, key: Path, cert: Path, md: str = "sha384",
     return content + blob + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(blob)) + signing.MAGIC
 
 
-@pytest.fixture(scope="module")
-def other_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_key(tmp_path_factory.mktemp("other"), cn="someone else")
-
-
 def _fake_ws(kdir: Path) -> Workspace:
     target = next(t for t in load_matrix() if t.version == "6.1.176")
     return Workspace(target=target, kdir=kdir, source_tree=kdir, shipped_module=None,

@@ -231,7 +231,7 @@ def test_disk_full_during_build(tmp_path: Path, small_tmpfs: Path) -> None:
 def test_half_applied_real_tree_is_one_line_error_and_untouched(tmp_path: Path) -> None:
     """A real 6.1.176 tree where one line of the fix was applied by hand: the fix neither applies
     nor reverts. `inv verify --source` says so in one line; the tree is untouched."""
-    from test_patching import tree_digest
+    from tests.stages.test_patching import tree_digest
 
     shared = warm_test_cache()
     ws = sources.fetch(shared, target_of())
