@@ -16,6 +16,7 @@ import argparse
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,7 +90,10 @@ def in_chroot(root: Path, script: str, log: Path) -> tuple[int, float]:
     with open(log, "w") as handle:
         code = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c",
                                ENTER, "fresh", str(root), script], stdout=handle,
-                              stderr=subprocess.STDOUT, check=False).returncode
+                              stderr=subprocess.STDOUT, check=False,
+                              # as from a terminal, even when this script runs in the background
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+                              ).returncode
     return code, time.monotonic() - started
 
 

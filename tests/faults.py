@@ -127,6 +127,12 @@ def seeded_cache(root: Path, version: str = KERNEL, copy: bool = False,
     return root
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A run started from a background job inherits SIGINT ignored (POSIX shells do that): give
+    it the default disposition, as a terminal's foreground job has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
     """`inv verify --kernel K --cache C` in its own process group, killed on a condition."""
 
@@ -135,7 +141,7 @@ class Run:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "invoke", "verify", "--kernel", KERNEL, "--cache", str(cache),
              *extra], cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True)
+            text=True, start_new_session=True, preexec_fn=_sigint_as_in_a_terminal)
 
     def kill_when(self, condition: Callable[[], bool], sig: int, settle: float = 0.0,
                   timeout: float = 600) -> tuple[int, str, str]:
