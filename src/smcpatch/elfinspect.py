@@ -29,15 +29,16 @@ import shutil
 import struct
 import subprocess
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from elftools.common.exceptions import DWARFError, ELFError, ELFParseError
 from elftools.construct import ConstructError
 from elftools.dwarf.die import DIE
 from elftools.elf.elffile import ELFFile
+from elftools.elf.enums import ENUM_E_MACHINE, ENUM_RELOC_TYPE_x64
 
 from smcpatch.errors import InspectError, ToolMissing
 
@@ -84,8 +85,7 @@ DST_REF = frozenset(
 DWARF_VULNERABLE = frozenset({"sk_dst_get"})
 DWARF_FIXED = frozenset({"__sk_dst_get", "dst_dev_rcu"})
 
-# ELF constants (x86-64 relocatable objects only).
-_EM_X86_64 = 62
+# ELF constants.
 _ET_REL = 1
 _SHT_SYMTAB = 2
 _SHT_RELA = 4
@@ -99,10 +99,96 @@ _STT_SECTION = 3
 _STT_FILE = 4
 _SHN_LORESERVE = 0xFF00
 
-# x86-64 relocation types: size of the patched field, and whether it is PC-relative.
-_R_SIZE = {0: 0, 1: 8, 2: 4, 3: 4, 4: 4, 9: 4, 10: 4, 11: 4, 12: 2, 13: 2, 14: 1, 15: 1,
-           24: 8, 25: 8, 26: 4, 32: 4, 33: 8, 41: 4, 42: 4}
-_R_PCREL = frozenset({2, 4, 9, 13, 15, 24, 26, 41, 42})
+
+# --------------------------------------------------------------------------------------------
+# Machines and their relocation types
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RelocType:
+    name: str  # as in the psABI and pyelftools' enums, e.g. "R_X86_64_PLT32"
+    size: int  # bytes of the field the relocation patches
+    pcrel: bool  # the field holds S + A - P (relative to the place)
+    debug: bool  # applied when relocating the DWARF sections (S + A, or S + A - P)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the inspector needs to know about an ELF machine (``e_machine``)."""
+
+    name: str  # in messages: "ELF for AArch64; expected x86-64"
+    byteorder: Literal["<", ">"]  # struct prefix of the object's fields
+    pc_bias: int  # added to a PC-relative addend to get the target's offset (rel32: 4)
+    relocs: Mapping[int, RelocType]  # relocation type number -> what it patches
+
+
+def _reloc_table(
+    numbers: Mapping[str, Any], rows: Iterable[tuple[str, int, bool, bool]]
+) -> dict[int, RelocType]:
+    """{type number: RelocType} from rows (name, size, pc-relative, debug) named as in
+    pyelftools' ``ENUM_RELOC_TYPE_*`` (``numbers``)."""
+    return {
+        int(numbers[name]): RelocType(name, size, pcrel, debug)
+        for name, size, pcrel, debug in rows
+    }
+
+
+#: x86-64 types that pyelftools 0.33's ENUM_RELOC_TYPE_x64 lacks (psABI numbers).
+_X86_64_MISSING = {"R_X86_64_SIZE32": 32, "R_X86_64_SIZE64": 33, "R_X86_64_GOTPCRELX": 41}
+
+#: The relocation types whose patched field is known, by machine.  An unknown type counts as a
+#: 4-byte field in a function body and is never applied to DWARF.  The ``debug`` column is
+#: pyelftools' RelocationHandler recipes for the machine (what DWARF sections use).  Another
+#: machine is one more entry, e.g. AArch64 (little-endian, pc_bias 0) from
+#: ENUM_RELOC_TYPE_AARCH64: R_AARCH64_ABS64 (8, debug), R_AARCH64_ABS32 (4, debug),
+#: R_AARCH64_PREL32 (4, pc-relative, debug), R_AARCH64_CALL26/JUMP26 (4, pc-relative); or
+#: S/390 (big-endian ">") from ENUM_RELOC_TYPE_S390X: R_390_64 (8, debug), R_390_32 (4, debug),
+#: R_390_PC32 (4, pc-relative, debug), R_390_PLT32DBL (4, pc-relative).
+MACHINES: dict[int, Machine] = {
+    ENUM_E_MACHINE["EM_X86_64"]: Machine(
+        name="x86-64",
+        byteorder="<",
+        pc_bias=4,  # a rel32 is relative to the end of its 4-byte field
+        relocs=_reloc_table(
+            {**_X86_64_MISSING, **ENUM_RELOC_TYPE_x64},
+            [
+                # name                  size  pc-relative  debug
+                ("R_X86_64_NONE", 0, False, False),
+                ("R_X86_64_64", 8, False, True),
+                ("R_X86_64_PC32", 4, True, True),
+                ("R_X86_64_GOT32", 4, False, False),
+                ("R_X86_64_PLT32", 4, True, False),
+                ("R_X86_64_GOTPCREL", 4, True, False),
+                ("R_X86_64_32", 4, False, True),
+                ("R_X86_64_32S", 4, False, True),
+                ("R_X86_64_16", 2, False, False),
+                ("R_X86_64_PC16", 2, True, False),
+                ("R_X86_64_8", 1, False, False),
+                ("R_X86_64_PC8", 1, True, False),
+                ("R_X86_64_PC64", 8, True, False),
+                ("R_X86_64_GOTOFF64", 8, False, False),
+                ("R_X86_64_GOTPC32", 4, True, False),
+                ("R_X86_64_SIZE32", 4, False, False),
+                ("R_X86_64_SIZE64", 8, False, False),
+                ("R_X86_64_GOTPCRELX", 4, True, False),
+                ("R_X86_64_REX_GOTPCRELX", 4, True, False),
+            ],
+        ),
+    ),
+}
+
+#: Names of machines we do not read, for the error message.
+_MACHINE_NAMES = {
+    3: "i386", 40: "ARM", 183: "AArch64", 243: "RISC-V", 22: "S/390", 21: "PowerPC64"
+}
+_ETYPES = {0: "ET_NONE", 2: "ET_EXEC (an executable)", 3: "ET_DYN (a shared object)", 4: "ET_CORE"}
+_FIELD = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def _supported() -> str:
+    return " or ".join(m.name for m in MACHINES.values())
+
 
 _ELF_ERRORS: tuple[type[BaseException], ...] = (
     ELFError,
@@ -282,10 +368,9 @@ class _Symbol:
     shndx: int
 
 
-@dataclass(frozen=True)
-class _Reloc:
+class _Reloc(NamedTuple):
     offset: int
-    type: int
+    type: int  # number: what it means is the machine's (``_Elf.machine.relocs``)
     sym: int
     addend: int
 
@@ -298,17 +383,17 @@ class _Fragment:
     end: int
 
 
-_MACHINES = {3: "i386", 40: "ARM", 183: "AArch64", 243: "RISC-V", 22: "S/390", 21: "PowerPC64"}
-_ETYPES = {0: "ET_NONE", 2: "ET_EXEC (an executable)", 3: "ET_DYN (a shared object)", 4: "ET_CORE"}
-
-
 class _Elf:
-    """An x86-64 ELF relocatable object held in memory."""
+    """A 64-bit ELF relocatable object of a machine in :data:`MACHINES`, held in memory."""
 
     def __init__(self, data: bytes, label: str) -> None:
         self.data = data
         self.label = label
-        self._validate_header()
+        self.machine = self._validate_header()
+        order = self.machine.byteorder
+        self._sym_entry = struct.Struct(order + "IBBHQQ")
+        self._rela_entry = struct.Struct(order + "QQq")
+        self._rel_entry = struct.Struct(order + "QQ")
         self.elf = ELFFile(io.BytesIO(data))
         self.sections = [self._section(i, s) for i, s in enumerate(self.elf.iter_sections())]
         for sec in self.sections:
@@ -326,27 +411,31 @@ class _Elf:
         self._starts: dict[int, dict[int, str]] | None = None
 
     # -- headers ------------------------------------------------------------------------------
-    def _validate_header(self) -> None:
+    def _validate_header(self) -> Machine:
         data, label = self.data, self.label
         if len(data) < 4 or data[:4] != b"\x7fELF":
             raise InspectError(f"{label}: not an ELF file (starts with {bytes(data[:4])!r})")
         if len(data) < 64:
             raise InspectError(f"{label}: truncated: {len(data)} bytes, shorter than an ELF header")
         if data[4] != 2:
-            raise InspectError(f"{label}: 32-bit ELF; expected a 64-bit x86-64 object")
-        if data[5] != 1:
-            raise InspectError(f"{label}: big-endian ELF; expected a little-endian x86-64 object")
-        e_type, e_machine = struct.unpack_from("<HH", data, 16)
-        if e_machine != _EM_X86_64:
-            what = _MACHINES.get(e_machine, f"machine {e_machine}")
-            raise InspectError(f"{label}: ELF for {what}; expected x86-64")
+            raise InspectError(f"{label}: 32-bit ELF; expected a 64-bit {_supported()} object")
+        order = "<" if data[5] == 1 else ">"
+        if all(m.byteorder != order for m in MACHINES.values()):
+            raise InspectError(
+                f"{label}: big-endian ELF; expected a little-endian {_supported()} object"
+            )
+        e_type, e_machine = struct.unpack_from(order + "HH", data, 16)
+        machine = MACHINES.get(e_machine)
+        if machine is None or machine.byteorder != order:
+            what = _MACHINE_NAMES.get(e_machine, f"machine {e_machine}")
+            raise InspectError(f"{label}: ELF for {what}; expected {_supported()}")
         if e_type != _ET_REL:
             what = _ETYPES.get(e_type, f"type {e_type}")
             raise InspectError(
                 f"{label}: ELF {what}; expected a relocatable object (kernel module or .o)"
             )
-        (e_shoff,) = struct.unpack_from("<Q", data, 40)
-        e_shentsize, e_shnum, e_shstrndx = struct.unpack_from("<HHH", data, 58)
+        (e_shoff,) = struct.unpack_from(order + "Q", data, 40)
+        e_shentsize, e_shnum, e_shstrndx = struct.unpack_from(order + "HHH", data, 58)
         if e_shoff == 0 or e_shnum == 0:
             raise InspectError(f"{label}: ELF without section headers")
         if e_shentsize != 64:
@@ -358,6 +447,7 @@ class _Elf:
             )
         if e_shstrndx >= e_shnum:
             raise InspectError(f"{label}: bad section name table index {e_shstrndx}")
+        return machine
 
     @staticmethod
     def _section(index: int, s: Any) -> _Section:
@@ -390,7 +480,7 @@ class _Elf:
         out = []
         raw = self.section_bytes(self.symtab)
         for i, (st_name, st_info, _other, st_shndx, st_value, st_size) in enumerate(
-            struct.iter_unpack("<IBBHQQ", raw)
+            self._sym_entry.iter_unpack(raw)
         ):
             end = strtab.find(b"\0", st_name)
             name = strtab[st_name : end if end >= 0 else len(strtab)].decode("utf-8", "replace")
@@ -440,42 +530,86 @@ class _Elf:
 
     # -- relocations --------------------------------------------------------------------------
     def relocations(self, shndx: int) -> list[_Reloc]:
-        """All relocations applying to section ``shndx``, sorted by offset."""
+        """All relocations applying to section ``shndx``, checked and sorted by offset (cached)."""
         if self._relocs is None:
             self._relocs = {}
         cached = self._relocs.get(shndx)
         if cached is None:
-            symtab_index = self.symtab.index if self.symtab else -1
-            cached = []
-            for sec in self.sections:
-                is_rel = sec.type in (_SHT_RELA, _SHT_REL)
-                if is_rel and sec.info == shndx and sec.link == symtab_index:
-                    cached.extend(self._read_relocs(sec))
+            cached = self.read_relocations(shndx)
             cached.sort(key=_reloc_offset)
             self._relocs[shndx] = cached
         return cached
 
-    def _read_relocs(self, sec: _Section) -> list[_Reloc]:
-        raw = self.section_bytes(sec)
+    def read_relocations(
+        self, shndx: int, lo: int = 0, hi: int | None = None, *, checked: bool = True
+    ) -> list[_Reloc]:
+        """The relocation reader: the entries of the REL/RELA tables (linked to our symbol
+        table) that apply to section ``shndx``, in table order.
+
+        ``hi``: only entries with ``lo <= offset < hi``, found by binary search, which assumes
+        each table is sorted by offset as as/ld write them (a caller reading a window must have
+        a fallback).  ``checked``: a table that is not a whole number of entries, or an entry
+        naming a symbol past the symbol table, raises InspectError; unchecked (the DWARF, which
+        is optional evidence), such a table is skipped and entries are returned as they are.
+        """
+        symtab_index = self.symtab.index if self.symtab else -1
         nsyms = len(self.symbols)
-        if sec.type == _SHT_RELA:
-            if sec.size % 24:
-                raise InspectError(f"{self.label}: malformed relocation section {sec.name}")
-            rows = [(o, i, a) for o, i, a in struct.iter_unpack("<QQq", raw)]
-        else:
-            if sec.size % 16:
-                raise InspectError(f"{self.label}: malformed relocation section {sec.name}")
-            rows = [(o, i, 0) for o, i in struct.iter_unpack("<QQ", raw)]
-        out = []
-        for off, info, addend in rows:
-            sym = info >> 32
-            if sym >= nsyms:
-                raise InspectError(
-                    f"{self.label}: relocation in {sec.name} refers to symbol {sym},"
-                    f" symbol table has {nsyms}"
-                )
-            out.append(_Reloc(off, info & 0xFFFFFFFF, sym, addend))
+        out: list[_Reloc] = []
+        for sec in self.sections:
+            if sec.type not in (_SHT_RELA, _SHT_REL) or sec.info != shndx:
+                continue
+            if sec.link != symtab_index:
+                continue
+            entry = self._rela_entry if sec.type == _SHT_RELA else self._rel_entry
+            if sec.size % entry.size:
+                if checked:
+                    raise InspectError(f"{self.label}: malformed relocation section {sec.name}")
+                continue
+            raw = self.section_bytes(sec)
+            if hi is not None:
+                raw = _window(raw, entry, lo, hi)
+            if entry is self._rela_entry:
+                rows: Iterable[tuple[int, int, int]] = entry.iter_unpack(raw)
+            else:
+                rows = [(o, i, 0) for o, i in entry.iter_unpack(raw)]
+            for off, info, addend in rows:
+                sym = info >> 32
+                if checked and sym >= nsyms:
+                    raise InspectError(
+                        f"{self.label}: relocation in {sec.name} refers to symbol {sym},"
+                        f" symbol table has {nsyms}"
+                    )
+                out.append(_Reloc(off, info & 0xFFFFFFFF, sym, addend))
         return out
+
+    def apply_relocations(
+        self, image: bytearray, target: _Section, relocs: Iterable[_Reloc]
+    ) -> None:
+        """Apply relocations to ``target`` inside ``image`` (a copy of :attr:`data`), as
+        pyelftools' RelocationHandler does for DWARF: S + A, or S + A - P for a PC-relative type,
+        with every section at address 0.  Only the machine's ``debug`` types are applied; an
+        entry naming no symbol or patching past the section is skipped."""
+        symbols = self.symbols
+        nsyms = len(symbols)
+        order = self.machine.byteorder
+        how = {
+            number: (struct.Struct(order + _FIELD[t.size]).pack_into, (1 << 8 * t.size) - 1,
+                     t.pcrel, t.size)
+            for number, t in self.machine.relocs.items()
+            if t.debug
+        }
+        base, limit = target.offset, target.size
+        for off, rtype, sym, addend in relocs:
+            recipe = how.get(rtype)
+            if recipe is None:
+                continue
+            pack_into, mask, pcrel, size = recipe
+            if sym >= nsyms or off + size > limit:
+                continue
+            value = symbols[sym].value + addend
+            if pcrel:
+                value -= off
+            pack_into(image, base + off, value & mask)
 
     def relocations_in(self, shndx: int, start: int, end: int) -> list[_Reloc]:
         relocs = self.relocations(shndx)
@@ -533,13 +667,13 @@ class _Elf:
         sym = self.symbols[rel.sym]
         # Assembler-local labels (.LC0 strings, .L123) count as anonymous places in a section.
         if sym.type != _STT_SECTION and sym.name and not sym.name.startswith(".L"):
-            eff = rel.addend + (4 if rel.type in _R_PCREL else 0)
+            eff = rel.addend + self._pc_bias(rel)
             display = sym.name if eff == 0 else f"{sym.name}{eff:+#x}"
             return display, f"{normalize_symbol(sym.name)}{rel.addend:+d}", sym.name
         if sym.shndx == 0 or sym.shndx >= min(len(self.sections), _SHN_LORESERVE):
             return f"<sym {rel.sym}>", f"<abs>{rel.addend:+d}", None
         sec = self.sections[sym.shndx]
-        off = sym.value + rel.addend + (4 if rel.type in _R_PCREL else 0)
+        off = sym.value + rel.addend + self._pc_bias(rel)
         secnorm = normalize_symbol(sec.name)
         if sec.flags & _SHF_STRINGS and sec.type != _SHT_NOBITS and 0 <= off < sec.size:
             raw = self.data[sec.offset + off : sec.offset + sec.size]
@@ -559,6 +693,10 @@ class _Elf:
             return f"{sec.name}+{off:#x}", f"const:{secnorm}:{const.hex()}", None
         return f"{sec.name}+{off:#x}", f"{secnorm}+?", None
 
+    def _pc_bias(self, rel: _Reloc) -> int:
+        rtype = self.machine.relocs.get(rel.type)
+        return self.machine.pc_bias if rtype is not None and rtype.pcrel else 0
+
     def normalized_body(self, frag: _Fragment) -> bytes:
         """The fragment's bytes with relocated fields zeroed, plus its relocation targets.
 
@@ -571,7 +709,8 @@ class _Elf:
         covered = bytearray(len(code))
         for rel in self.relocations_in(frag.section.index, frag.start, frag.end):
             pos = rel.offset - frag.start
-            size = _R_SIZE.get(rel.type, 4)
+            rtype = self.machine.relocs.get(rel.type)
+            size = 4 if rtype is None else rtype.size
             code[pos : pos + size] = bytes(len(code[pos : pos + size]))
             covered[pos : pos + size] = b"\1" * len(covered[pos : pos + size])
             lines.append(f"{pos}:{rel.type}:{self.describe_target(rel)[1]}")
@@ -648,7 +787,7 @@ class _Elf:
         if sec is not None:
             raw = self.section_bytes(sec)
             for pos in range(0, len(raw) - 63, 64):  # struct modversion_info {ulong crc; char[56]}
-                (crc,) = struct.unpack_from("<Q", raw, pos)
+                (crc,) = struct.unpack_from(self.machine.byteorder + "Q", raw, pos)
                 name = raw[pos + 8 : pos + 64].split(b"\0", 1)[0].decode("utf-8", "replace")
                 if name:
                     out[name] = crc & 0xFFFFFFFF
@@ -657,7 +796,7 @@ class _Elf:
         if names is not None and crcs is not None:  # CONFIG_EXTENDED_MODVERSIONS (6.13+)
             symbols = self.section_bytes(names).split(b"\0")
             raw_crcs = self.section_bytes(crcs)[: crcs.size // 4 * 4]
-            values = [v for (v,) in struct.iter_unpack("<I", raw_crcs)]
+            values = [v for (v,) in struct.iter_unpack(self.machine.byteorder + "I", raw_crcs)]
             for name_b, crc in zip(symbols, values, strict=False):
                 if name_b:
                     out.setdefault(name_b.decode("utf-8", "replace"), crc)
@@ -674,6 +813,19 @@ class _Elf:
 
 def _reloc_offset(rel: _Reloc) -> int:
     return rel.offset
+
+
+def _window(raw: bytes, entry: struct.Struct, lo: int, hi: int) -> bytes:
+    """The entries of a relocation table ``raw`` whose offset is in [lo, hi) (binary search)."""
+    n = len(raw) // entry.size
+    first_field = struct.Struct(entry.format[:2])  # byte order + r_offset
+
+    def offset_at(i: int) -> int:
+        return int(first_field.unpack_from(raw, i * entry.size)[0])
+
+    first = bisect.bisect_left(range(n), lo, key=offset_at)
+    last = bisect.bisect_left(range(n), hi, key=offset_at)
+    return raw[first * entry.size : last * entry.size]
 
 
 def _sh_type(value: Any) -> int:
@@ -717,76 +869,16 @@ def _open(path: Path) -> _Elf:
 _DWARF_NEEDED = (".debug_info", ".debug_str_offsets", ".debug_addr", ".debug_types")
 
 
-def _raw_relocs(elf: _Elf, target: _Section) -> list[tuple[int, int, int, int]]:
-    """(offset, type, symbol, addend) of the RELA entries for ``target``, unsorted, unchecked.
-
-    Faster than :meth:`_Elf.relocations` for the ~200k entries of a module's .debug_info."""
-    out: list[tuple[int, int, int, int]] = []
-    for sec in elf.sections:
-        if sec.type == _SHT_RELA and sec.info == target.index and sec.size % 24 == 0:
-            out.extend(
-                (off, info & 0xFFFFFFFF, info >> 32, addend)
-                for off, info, addend in struct.iter_unpack("<QQq", elf.section_bytes(sec))
-            )
-    return out
-
-
-def _raw_relocs_window(
-    elf: _Elf, target: _Section, lo: int, hi: int
-) -> list[tuple[int, int, int, int]]:
-    """Like :func:`_raw_relocs` restricted to offsets in [lo, hi), found by binary search.
-
-    Assumes the RELA entries are sorted by offset, as as/ld write them; if they are not, the
-    caller's fallback (all relocations) still gives the right answer, only slower."""
-    out: list[tuple[int, int, int, int]] = []
-    for sec in elf.sections:
-        if sec.type != _SHT_RELA or sec.info != target.index or sec.size % 24:
-            continue
-        raw = elf.section_bytes(sec)
-        n = len(raw) // 24
-
-        def offset_at(i: int, raw: bytes = raw) -> int:
-            return int(struct.unpack_from("<Q", raw, i * 24)[0])
-
-        first = bisect.bisect_left(range(n), lo, key=offset_at)
-        last = bisect.bisect_left(range(n), hi, key=offset_at)
-        for off, info, addend in struct.iter_unpack("<QQq", raw[first * 24 : last * 24]):
-            out.append((off, info & 0xFFFFFFFF, info >> 32, addend))
-    return out
-
-
-def _apply_relocs(
-    elf: _Elf,
-    image: bytearray,
-    target: _Section,
-    relocs: list[tuple[int, int, int, int]],
-) -> None:
-    """Apply ET_REL relocations (S + A, sections at address 0) to ``target`` inside ``image``."""
-    symbols = elf.symbols
-    base, limit = target.offset, target.size
-    for off, rtype, sym, addend in relocs:
-        if sym >= len(symbols) or off + _R_SIZE.get(rtype, 8) > limit:
-            continue
-        value = symbols[sym].value + addend
-        if rtype == 1:  # R_X86_64_64
-            struct.pack_into("<Q", image, base + off, value & 0xFFFFFFFFFFFFFFFF)
-        elif rtype in (10, 11):  # R_X86_64_32, R_X86_64_32S
-            struct.pack_into("<I", image, base + off, value & 0xFFFFFFFF)
-        elif rtype == 2:  # R_X86_64_PC32
-            struct.pack_into("<I", image, base + off, (value - off) & 0xFFFFFFFF)
-        # no other types occur in the debug sections of kernel objects
-
-
-def _unit_ranges(info: bytes) -> list[tuple[int, int]]:
+def _unit_ranges(info: bytes, order: str) -> list[tuple[int, int]]:
     """(start, end) of each unit in .debug_info, from the (never relocated) unit lengths."""
     out = []
     pos = 0
     while pos + 4 <= len(info):
-        (length,) = struct.unpack_from("<I", info, pos)
+        (length,) = struct.unpack_from(order + "I", info, pos)
         if length == 0xFFFFFFFF:
             if pos + 12 > len(info):
                 break
-            (length,) = struct.unpack_from("<Q", info, pos + 4)
+            (length,) = struct.unpack_from(order + "Q", info, pos + 4)
             end = pos + 12 + length
         else:
             end = pos + 4 + length
@@ -822,7 +914,8 @@ def _units_naming(
     hits = []
     for unit in units:
         # The unit header and the start of its first DIE, where DW_AT_name comes early.
-        for _off, _rtype, sym, addend in _raw_relocs_window(elf, info, unit[0], unit[0] + 64):
+        window = elf.read_relocations(info.index, unit[0], unit[0] + 64, checked=False)
+        for _off, _rtype, sym, addend in window:
             s = elf.symbols[sym] if sym < len(elf.symbols) else None
             if s is not None and (s.shndx, s.value + addend) in wanted:
                 hits.append(unit)
@@ -860,21 +953,22 @@ def _dwarf_inlined(elf: _Elf, function: str) -> tuple[list[str] | None, str]:
     info = elf.by_name.get(".debug_info")
     if info is None:
         return None, "no DWARF"
-    units = _unit_ranges(elf.section_bytes(info))
+    units = _unit_ranges(elf.section_bytes(info), elf.machine.byteorder)
     preferred = _units_naming(elf, info, units, SOURCE_FILE)
     for selection in (preferred, None):
         if selection == []:
             continue
         image = bytearray(elf.data)
         if selection is None:
-            _apply_relocs(elf, image, info, _raw_relocs(elf, info))
+            elf.apply_relocations(image, info, elf.read_relocations(info.index, checked=False))
         else:
             for lo, hi in selection:
-                _apply_relocs(elf, image, info, _raw_relocs_window(elf, info, lo, hi))
+                relocs = elf.read_relocations(info.index, lo, hi, checked=False)
+                elf.apply_relocations(image, info, relocs)
         for name in _DWARF_NEEDED[1:]:
             sec = elf.by_name.get(name)
             if sec is not None:
-                _apply_relocs(elf, image, sec, _raw_relocs(elf, sec))
+                elf.apply_relocations(image, sec, elf.read_relocations(sec.index, checked=False))
         dwarf = ELFFile(io.BytesIO(bytes(image))).get_dwarf_info(relocate_dwarf_sections=False)
         if selection is None:
             cus = list(dwarf.iter_CUs())
