@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import elfobjs  # noqa: E402
 
-from smcpatch import elfinspect  # noqa: E402
-from smcpatch.elfinspect import (  # noqa: E402
+from smcpatch import inspection  # noqa: E402
+from smcpatch.errors import ToolMissing  # noqa: E402
+from smcpatch.inspection import (  # noqa: E402
     CallSite,
     InspectError,
     ModuleInfo,
@@ -36,7 +37,8 @@ from smcpatch.elfinspect import (  # noqa: E402
     read_module_symvers,
     same_function,
 )
-from smcpatch.errors import ToolMissing  # noqa: E402
+from smcpatch.inspection.elf import ElfObject  # noqa: E402
+from smcpatch.inspection.verdict import Sites, decide  # noqa: E402
 
 FN = "smc_clc_prfx_match"
 
@@ -195,16 +197,16 @@ def test_lock_without_unlock_is_unknown(objs: dict[str, Path]) -> None:
     assert ev.verdict == "unknown"
 
 
-def _sites(*targets: str) -> elfinspect._Sites:
-    s = elfinspect._Sites()
+def _sites(*targets: str) -> Sites:
+    s = Sites()
     for i, t in enumerate(targets):
         site = CallSite(FN, i * 5, t)
         s.calls.append(site)
-        if t in elfinspect.RCU_LOCK:
+        if t in inspection.RCU_LOCK:
             s.lock.append(site)
-        elif t in elfinspect.RCU_UNLOCK:
+        elif t in inspection.RCU_UNLOCK:
             s.unlock.append(site)
-        elif t in elfinspect.DST_REF:
+        elif t in inspection.DST_REF:
             s.dst.append(site)
     return s
 
@@ -229,7 +231,7 @@ def _sites(*targets: str) -> elfinspect._Sites:
 def test_verdict_rules(
     targets: tuple[str, ...], inlined: list[str] | None, verdict: str
 ) -> None:
-    got, reasons = elfinspect._verdict(FN, _sites(*targets), inlined)
+    got, reasons = decide(FN, _sites(*targets), inlined)
     assert got == verdict, reasons
     assert reasons and all(isinstance(r, str) and r for r in reasons)
 
@@ -354,7 +356,7 @@ def test_wrong_kind_of_elf(
 def test_symbol_outside_its_section(objs: dict[str, Path], tmp_path: Path) -> None:
     """A corrupt st_size must not read past the section."""
     data = bytearray(objs["vuln_stripped"].read_bytes())
-    elf = elfinspect._Elf(bytes(data), "x")
+    elf = ElfObject(bytes(data), "x")
     assert elf.symtab is not None
     sym = next(s for s in elf.symbols if s.name == FN)
     struct.pack_into("<Q", data, elf.symtab.offset + sym.index * 24 + 16, 1 << 40)
@@ -529,7 +531,7 @@ def test_function_only_in_one(objs: dict[str, Path]) -> None:
 
 
 def test_normalize_symbol() -> None:
-    n = elfinspect.normalize_symbol
+    n = inspection.normalize_symbol
     assert n("smc_clc_prfx_set4_rcu.isra.0") == "smc_clc_prfx_set4_rcu.isra"
     assert n("foo.constprop.12") == "foo.constprop"
     assert n("__key.37") == "__key"
@@ -616,7 +618,7 @@ def test_unreadable_dwarf_leaves_the_relocation_evidence(
     objs: dict[str, Path], tmp_path: Path
 ) -> None:
     data = bytearray(objs["vuln_g"].read_bytes())
-    elf = elfinspect._Elf(bytes(data), "x")
+    elf = ElfObject(bytes(data), "x")
     abbrev = elf.by_name[".debug_abbrev"]
     data[abbrev.offset : abbrev.offset + abbrev.size] = b"\xff" * abbrev.size
     path = tmp_path / "smc.ko"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import elfinspect, pipeline, report
+from smcpatch import inspection, pipeline, report
 from smcpatch.cache import Cache
 from smcpatch.sources import Workspace
 from smcpatch.targets import Target
@@ -135,10 +135,10 @@ def test_modversions_check_catches_a_foreign_kernel(
     """A 6.1 module against 6.12's Module.symvers must fail: the check can fail."""
     old, new = workspace_for("6.1.176"), workspace_for("6.12.117")
     assert old.shipped_module is not None
-    info = elfinspect.inspect_module(old.shipped_module)
-    ok, mismatches = elfinspect.check_modversions(info, elfinspect.read_module_symvers(new.symvers))
+    info = inspection.inspect_module(old.shipped_module)
+    ok, mismatches = inspection.check_modversions(info, inspection.read_module_symvers(new.symvers))
     assert not ok and mismatches
-    assert not elfinspect.check_vermagic(info, new.target.release)[0]
+    assert not inspection.check_vermagic(info, new.target.release)[0]
 
 
 def test_all_fixes_every_function_verified(test_cache: Cache, matrix: dict[str, Target],

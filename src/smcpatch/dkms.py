@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, build, elfinspect, hostpkg, patching, pipeline, signing, sources
+from . import __version__, build, hostpkg, inspection, patching, pipeline, signing, sources
 from .cache import TMP_PREFIX, Cache, replace_dir, sweep_stale_temps
 from .errors import BadInput, BuildError, PatchError
 from .patching import FixState, patch_tool
@@ -423,16 +423,16 @@ def package_command(cache: Cache, target: Target, out_dir: Path, fixes: list[str
         tmp_root.mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="dkms-check-", dir=tmp_root) as tmp:
             built = build_package(ws, package, Path(tmp) / "work", jobs, sign_key, sign_cert)
-            info = elfinspect.inspect_module(built.smc)
+            info = inspection.inspect_module(built.smc)
             sig = signing.module_signature(built.smc)
             summary["check"] = {
                 "release": built.release, "dkms": built.dkms_version,
                 "seconds": round(built.seconds, 1), "patches_applied": built.patches_applied,
                 "verdict": info.evidence.verdict, "reasons": info.evidence.reasons,
-                "vermagic_ok": elfinspect.check_vermagic(info, built.release)[0],
-                "modversions_ok": elfinspect.check_modversions(
-                    info, elfinspect.read_module_symvers(ws.symvers))[0],
-                "changed_vs_shipped": (elfinspect.changed_functions(ws.shipped_module, built.smc)
+                "vermagic_ok": inspection.check_vermagic(info, built.release)[0],
+                "modversions_ok": inspection.check_modversions(
+                    info, inspection.read_module_symvers(ws.symvers))[0],
+                "changed_vs_shipped": (inspection.changed_functions(ws.shipped_module, built.smc)
                                        if ws.shipped_module else None),
                 "signature": sig, "signature_text": signing.describe(sig),
             }

@@ -19,8 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .elfinspect import ModuleInfo
 from .errors import BadInput
+from .inspection import ModuleInfo
 from .patching import FixState
 from .targets import Target
 

@@ -24,7 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from . import elfinspect, hostpkg, patching, pipeline, report, signing, sources, targets
+from . import hostpkg, inspection, patching, pipeline, report, signing, sources, targets
 from .apt import Apt
 from .cache import Cache
 from .errors import BadInput, FetchError, InspectError, ToolMissing
@@ -209,7 +209,7 @@ def run_inspect(module: Path, release: str | None = None,
     """Inspect any smc.ko / .ko.xz / smc_clc.o: exit 0 fixed, 1 vulnerable, 2 unknown."""
     if not module.exists():
         raise BadInput(f"{module}: no such file")
-    info = elfinspect.inspect_module(module)
+    info = inspection.inspect_module(module)
     data: dict[str, Any] = {
         "module": str(module), "name": info.name, "vermagic": info.vermagic,
         "srcversion": info.srcversion, "has_dwarf": info.has_dwarf, "stripped": info.stripped,
@@ -222,9 +222,9 @@ def run_inspect(module: Path, release: str | None = None,
     except InspectError as exc:  # a damaged signature is reported, the verdict still stands
         data["signature"], data["signature_text"] = None, f"malformed: {exc.one_line()}"
     if release:
-        data["vermagic_ok"], data["vermagic_detail"] = elfinspect.check_vermagic(info, release)
+        data["vermagic_ok"], data["vermagic_detail"] = inspection.check_vermagic(info, release)
     if symvers:
-        ok, mismatches = elfinspect.check_modversions(info, elfinspect.read_module_symvers(symvers))
+        ok, mismatches = inspection.check_modversions(info, inspection.read_module_symvers(symvers))
         data["modversions_ok"], data["modversions_mismatches"] = ok, mismatches
     code = {"fixed": EXIT_OK, "vulnerable": EXIT_FAIL}.get(info.evidence.verdict, EXIT_BAD_INPUT)
     if data.get("vermagic_ok") is False or data.get("modversions_ok") is False:
