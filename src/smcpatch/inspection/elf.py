@@ -288,6 +288,9 @@ class Reloc(NamedTuple):
     addend: int
 
 
+_make_reloc = Reloc._make
+
+
 TargetKind = Literal["symbol", "absolute", "string", "inside", "const", "section"]
 
 
@@ -510,14 +513,17 @@ class ElfObject:
                 rows: Iterable[tuple[int, int, int]] = entry.iter_unpack(raw)
             else:
                 rows = [(o, i, 0) for o, i in entry.iter_unpack(raw)]
-            for off, info, addend in rows:
-                sym = info >> 32
-                if checked and sym >= nsyms:
+            # ELF64_R_SYM / ELF64_R_TYPE; Reloc._make is tuple.__new__: no Python call per entry
+            relocs = [_make_reloc((off, info & 0xFFFFFFFF, info >> 32, addend))
+                      for off, info, addend in rows]
+            if checked:
+                bad = next((r.sym for r in relocs if r.sym >= nsyms), None)
+                if bad is not None:
                     raise InspectError(
-                        f"{self.label}: relocation in {sec.name} refers to symbol {sym},"
+                        f"{self.label}: relocation in {sec.name} refers to symbol {bad},"
                         f" symbol table has {nsyms}"
                     )
-                out.append(Reloc(off, info & 0xFFFFFFFF, sym, addend))
+            out.extend(relocs)
         return out
 
     def apply_relocations(
