@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pyperf  # type: ignore[import-untyped]
 
-try:
-    from smcpatch.elfinspect import function_bodies, inspect_module
-except ImportError:  # run from a checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from smcpatch.elfinspect import function_bodies, inspect_module
+# This checkout's code, whatever `pip install -e` last pointed at (as bench_pipeline.py does).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from smcpatch.inspection import function_bodies, inspect_module  # noqa: E402
 
 
 def _worker_args(cmd: list[str], args: argparse.Namespace) -> None:

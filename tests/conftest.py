@@ -1,4 +1,5 @@
-"""Shared fixtures: a persistent test cache and real Debian kernel workspaces fetched on demand.
+"""Shared fixtures: a persistent test cache and real Debian kernel workspaces fetched on demand;
+the small objects the inspection tests compile with gcc.
 
 Integration tests use real packages from the Debian archive (through the host's apt sources). The
 cache persists between runs (SMCPATCH_TEST_CACHE, default ~/.cache/smcpatch-tests), so only the
@@ -90,3 +91,41 @@ def other_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from tests.features.test_signing import make_key
 
     return make_key(tmp_path_factory.mktemp("other"), cn="someone else")
+
+
+@pytest.fixture(scope="session")
+def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every object the inspection tests use, compiled once (tests/elfobjs.py)."""
+    import elfobjs
+
+    d = tmp_path_factory.mktemp("elfobjs")
+    c = elfobjs.compile_c
+    o: dict[str, Path] = {
+        "vuln_g": c(d, elfobjs.SMC_CLC_C, "vuln_g.o"),
+        "fixed_g": c(d, elfobjs.SMC_CLC_C, "fixed_g.o", defines=("FIXED",)),
+        "vuln_nog": c(d, elfobjs.SMC_CLC_C, "vuln_nog.o", debug=False),
+        "fixed_nog": c(d, elfobjs.SMC_CLC_C, "fixed_nog.o", debug=False, defines=("FIXED",)),
+        "vuln_pie": c(d, elfobjs.SMC_CLC_C, "vuln_pie.o", kernel_model=False),
+        "nolock": c(d, elfobjs.SMC_CLC_C, "nolock.o", defines=("NOLOCK",)),
+        "nounlock": c(d, elfobjs.SMC_CLC_C, "nounlock.o", defines=("NOUNLOCK",)),
+        "modinfo": c(d, elfobjs.SMC_CLC_C, "modinfo.o", debug=False, defines=("MODINFO",)),
+        "other": c(d, elfobjs.OTHER_C, "other.o"),
+        "changes_a": c(d, elfobjs.CHANGES_C, "changes_a.o", filename="changes.c"),
+        "changes_b": c(
+            d, elfobjs.CHANGES_C, "changes_b.o", filename="changes.c", defines=("VARIANT",)
+        ),
+        "changes_a_pie": c(
+            d, elfobjs.CHANGES_C, "changes_a_pie.o", filename="changes.c", kernel_model=False
+        ),
+        "changes_b_pie": c(
+            d,
+            elfobjs.CHANGES_C,
+            "changes_b_pie.o",
+            filename="changes.c",
+            kernel_model=False,
+            defines=("VARIANT",),
+        ),
+    }
+    o["vuln_stripped"] = elfobjs.strip_debug(o["vuln_g"], d / "vuln_stripped.o")
+    o["fixed_stripped"] = elfobjs.strip_debug(o["fixed_g"], d / "fixed_stripped.o")
+    return o

@@ -1,4 +1,4 @@
-"""Small real ELF objects for the elfinspect tests, compiled with the host's gcc.
+"""Small real ELF objects for the inspection tests, compiled with the host's gcc.
 
 The C below imitates smc_clc_prfx_match in its vulnerable shape (sk_dst_get inlined: takes a dst
 reference under __rcu_read_lock, later dst_release) and its fixed shape (__sk_dst_get/dst_dev_rcu

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import elfinspect
+from smcpatch import inspection
 from smcpatch.commands import dkms as dkms_cmd
 from smcpatch.errors import BadInput
 from smcpatch.features import dkms, signing
@@ -28,15 +28,15 @@ def test_dkms_build_vulnerable_kernel(workspace_for: Callable[[str], Workspace],
     assert built.patches_applied == [MAIN_PATCH]
     assert built.dkms_version.startswith("dkms-")
     assert sorted(built.modules) == ["smc", "smc_diag"]
-    info = elfinspect.inspect_module(built.smc)
+    info = inspection.inspect_module(built.smc)
     assert info.evidence.verdict == "fixed", info.evidence.reasons
-    assert elfinspect.check_vermagic(info, "6.1.0-50-amd64")[0]
-    ok, mismatches = elfinspect.check_modversions(info, elfinspect.read_module_symvers(ws.symvers))
+    assert inspection.check_vermagic(info, "6.1.0-50-amd64")[0]
+    ok, mismatches = inspection.check_modversions(info, inspection.read_module_symvers(ws.symvers))
     assert ok, mismatches
     assert ws.shipped_module is not None
-    assert elfinspect.inspect_module(ws.shipped_module).evidence.verdict == "vulnerable"
+    assert inspection.inspect_module(ws.shipped_module).evidence.verdict == "vulnerable"
     # dkms's module differs from Debian's in exactly the function our patch changes
-    assert elfinspect.changed_functions(ws.shipped_module, built.smc) == ["smc_clc_prfx_match"]
+    assert inspection.changed_functions(ws.shipped_module, built.smc) == ["smc_clc_prfx_match"]
     assert signing.module_signature(built.smc) is None  # signing off unless asked
     assert "applying patch" in built.output
     _nothing_outside("6.1.0-50-amd64")
@@ -56,11 +56,11 @@ def test_dkms_build_fixed_kernel_signed(workspace_for: Callable[[str], Workspace
                    check=True, capture_output=True)
     built = dkms.build_package(ws, package, tmp_path / "work", sign_key=key, sign_cert=cert)
     assert built.patches_applied == []
-    info = elfinspect.inspect_module(built.smc)
+    info = inspection.inspect_module(built.smc)
     assert info.evidence.verdict == "fixed", info.evidence.reasons
     assert ws.shipped_module is not None
-    assert elfinspect.changed_functions(ws.shipped_module, built.smc) == []
-    assert elfinspect.same_function(ws.shipped_module, built.smc, "smc_clc_prfx_match") is True
+    assert inspection.changed_functions(ws.shipped_module, built.smc) == []
+    assert inspection.same_function(ws.shipped_module, built.smc, "smc_clc_prfx_match") is True
     sig = signing.module_signature(built.smc)
     assert sig is not None
     assert (sig["signer"], sig["hash_algorithm"]) == ("smcpatch dkms test key", "sha256")

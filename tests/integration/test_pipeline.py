@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import elfinspect
+from smcpatch import inspection
 from smcpatch.plumbing.cache import Cache
 from smcpatch.stages import pipeline, report
 from smcpatch.stages.sources import Workspace
@@ -140,10 +140,10 @@ def test_modversions_check_catches_a_foreign_kernel(
     """A 6.1 module against 6.12's Module.symvers must fail: the check can fail."""
     old, new = workspace_for("6.1.176"), workspace_for("6.12.117")
     assert old.shipped_module is not None
-    info = elfinspect.inspect_module(old.shipped_module)
-    ok, mismatches = elfinspect.check_modversions(info, elfinspect.read_module_symvers(new.symvers))
+    info = inspection.inspect_module(old.shipped_module)
+    ok, mismatches = inspection.check_modversions(info, inspection.read_module_symvers(new.symvers))
     assert not ok and mismatches
-    assert not elfinspect.check_vermagic(info, new.target.release)[0]
+    assert not inspection.check_vermagic(info, new.target.release)[0]
 
 
 def test_all_fixes_every_function_verified(test_cache: Cache, matrix: dict[str, Target],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import elfinspect
+from smcpatch import inspection
 from smcpatch.errors import BadInput
 from smcpatch.features import signing
 from smcpatch.stages.sources import Workspace
@@ -33,7 +33,7 @@ def test_debian_shipped_signature(workspace_for: Callable[[str], Workspace], ver
     assert sig["id_type"] == "PKCS#7"
     assert sig["signature_algorithm"] in ("rsaEncryption", "ecdsa-with-SHA256")
     # the same signer, serial and digest as openssl's own reading of the PKCS#7 blob
-    split = signing.split_signature(elfinspect.load_elf_bytes(ws.shipped_module))
+    split = signing.split_signature(inspection.load_elf_bytes(ws.shipped_module))
     assert split is not None
     (tmp_path / "sig.der").write_bytes(split[1])
     text = subprocess.run(["openssl", "pkcs7", "-inform", "DER", "-in", str(tmp_path / "sig.der"),
@@ -63,13 +63,13 @@ def test_sign_with_throwaway_key(workspace_for: Callable[[str], Workspace], tmp_
     assert signing.verify_signature(out, cert)
     assert not signing.verify_signature(out, other_keys[1])
     assert not signing.verify_signature(ws.shipped_module, cert)
-    data = elfinspect.load_elf_bytes(out)
+    data = inspection.load_elf_bytes(out)
     assert data.count(signing.MAGIC) == 1  # Debian's signature was replaced, not stacked
-    before, after = (signing.split_signature(elfinspect.load_elf_bytes(ws.shipped_module)),
+    before, after = (signing.split_signature(inspection.load_elf_bytes(ws.shipped_module)),
                      signing.split_signature(data))
     assert before is not None and after is not None and before[0] == after[0]
-    assert (elfinspect.inspect_module(out).evidence.verdict
-            == elfinspect.inspect_module(ws.shipped_module).evidence.verdict)
+    assert (inspection.inspect_module(out).evidence.verdict
+            == inspection.inspect_module(ws.shipped_module).evidence.verdict)
     sha512 = signing.sign_module(ws, out, key, cert, tmp_path / "sha512.ko", "sha512")
     assert signing.module_signature(sha512)["hash_algorithm"] == "sha512"  # type: ignore[index]
     with pytest.raises(BadInput, match="key does not match certificate"):
@@ -103,9 +103,9 @@ def test_sign_plan_signs_after_module(workspace_for: Callable[[str], Workspace],
     assert rep.notes[-1] == f"after-module signed: {signed} ({result['text']})"
     assert rep.ok and rep.error is None
     assert signing.module_signature(after) is None  # the build's cached module is untouched
-    info = elfinspect.inspect_module(signed)
+    info = inspection.inspect_module(signed)
     assert info.evidence.verdict == "fixed"
-    assert elfinspect.check_vermagic(info, ws.target.release)[0]
+    assert inspection.check_vermagic(info, ws.target.release)[0]
     assert signing.verify_signature(signed, keys[1])
 
 

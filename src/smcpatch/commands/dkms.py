@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import elfinspect
+from .. import inspection
 from ..errors import BadInput
 from ..features import signing
 from ..features.dkms import (
@@ -69,16 +69,16 @@ def run(cache: Cache, kernel: str, out_dir: Path, flavour: str = "amd64",
         tmp_root.mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="dkms-check-", dir=tmp_root) as tmp:
             built = build_package(ws, package, Path(tmp) / "work", jobs, sign_key, sign_cert)
-            info = elfinspect.inspect_module(built.smc)
+            info = inspection.inspect_module(built.smc)
             sig = signing.module_signature(built.smc)
             summary["check"] = {
                 "release": built.release, "dkms": built.dkms_version,
                 "seconds": round(built.seconds, 1), "patches_applied": built.patches_applied,
                 "verdict": info.evidence.verdict, "reasons": info.evidence.reasons,
-                "vermagic_ok": elfinspect.check_vermagic(info, built.release)[0],
-                "modversions_ok": elfinspect.check_modversions(
-                    info, elfinspect.read_module_symvers(ws.symvers))[0],
-                "changed_vs_shipped": (elfinspect.changed_functions(ws.shipped_module, built.smc)
+                "vermagic_ok": inspection.check_vermagic(info, built.release)[0],
+                "modversions_ok": inspection.check_modversions(
+                    info, inspection.read_module_symvers(ws.symvers))[0],
+                "changed_vs_shipped": (inspection.changed_functions(ws.shipped_module, built.smc)
                                        if ws.shipped_module else None),
                 "signature": sig, "signature_text": signing.describe(sig),
             }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import elfinspect
+from .. import inspection
 from ..errors import BadInput, InspectError
 from ..features import signing
 from ..stages import report
@@ -17,7 +17,7 @@ def run(module: Path, release: str | None = None,
     """(JSON-able result, exit code): 0 fixed, 1 vulnerable or a failed check, 2 unknown."""
     if not module.exists():
         raise BadInput(f"{module}: no such file")
-    info = elfinspect.inspect_module(module)
+    info = inspection.inspect_module(module)
     data: dict[str, Any] = {
         "module": str(module), "name": info.name, "vermagic": info.vermagic,
         "srcversion": info.srcversion, "has_dwarf": info.has_dwarf, "stripped": info.stripped,
@@ -30,9 +30,9 @@ def run(module: Path, release: str | None = None,
     except InspectError as exc:  # a damaged signature is reported, the verdict still stands
         data["signature"], data["signature_text"] = None, f"malformed: {exc.one_line()}"
     if release:
-        data["vermagic_ok"], data["vermagic_detail"] = elfinspect.check_vermagic(info, release)
+        data["vermagic_ok"], data["vermagic_detail"] = inspection.check_vermagic(info, release)
     if symvers:
-        ok, mismatches = elfinspect.check_modversions(info, elfinspect.read_module_symvers(symvers))
+        ok, mismatches = inspection.check_modversions(info, inspection.read_module_symvers(symvers))
         data["modversions_ok"], data["modversions_mismatches"] = ok, mismatches
     code = {"fixed": EXIT_OK, "vulnerable": EXIT_FAIL}.get(info.evidence.verdict, EXIT_BAD_INPUT)
     if data.get("vermagic_ok") is False or data.get("modversions_ok") is False:

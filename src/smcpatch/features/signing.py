@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import elfinspect
+from .. import inspection
 from ..errors import BadInput, InspectError, SmcpatchError, ToolMissing
 from ..plumbing.cache import Cache
 from ..stages import build
@@ -73,7 +73,7 @@ def module_signature(path: Path) -> dict[str, Any] | None:
     Returns {"signer", "issuer", "serial", "key_id", "hash_algorithm", "signature_algorithm",
     "id_type", "signature_bytes"}. Raises InspectError for a truncated or malformed signature.
     """
-    return parse_signature(elfinspect.load_elf_bytes(path), str(path))
+    return parse_signature(inspection.load_elf_bytes(path), str(path))
 
 
 def parse_signature(data: bytes, label: str = "module") -> dict[str, Any] | None:
@@ -130,7 +130,7 @@ def verify_signature(path: Path, cert: Path) -> bool:
     Checks the signature cryptographically (openssl cms -verify), not the certificate's chain of
     trust: that is the kernel keyring's job. False for an unsigned module or another signer.
     """
-    data = elfinspect.load_elf_bytes(path)
+    data = inspection.load_elf_bytes(path)
     split = split_signature(data, str(path))
     if split is None:
         return False
@@ -333,7 +333,7 @@ def sign_module(ws: Workspace, module: Path, key: Path, cert: Path, out: Path,
         raise BadInput(f"{module}: no such file")
     check_key_matches_cert(key, cert)
     exe = sign_file_path(ws)
-    data = elfinspect.load_elf_bytes(module)
+    data = inspection.load_elf_bytes(module)
     if not data.startswith(b"\x7fELF"):
         raise BadInput(f"{module} is not an ELF module")
     split = split_signature(data, str(module))

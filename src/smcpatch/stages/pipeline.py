@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import disasm, elfinspect
+from .. import inspection
 from ..data import DEFAULT_PATCHES
 from ..errors import BadInput, InspectError, SmcpatchError
 from ..plumbing import hostpkg
@@ -181,8 +181,9 @@ INSPECT_FIELDS = ("before", "after", "shipped", "shipped_same_as_after", "shippe
 def _inspect_cached(cache: Cache, ws: sources.Workspace, built: build.BuildResult,
                     states: list[patching.FixState], report: TargetReport) -> None:
     """Inspection is pure in its inputs: reuse its results while modules and code are unchanged."""
+    code = sorted(Path(inspection.__file__).parent.glob("*.py"))  # the whole inspection package
     inputs = [built.before.ko, built.after.ko, built.before.clc_object, built.after.clc_object,
-              ws.symvers, Path(elfinspect.__file__), Path(disasm.__file__), Path(__file__)]
+              ws.symvers, *code, Path(__file__)]
     if ws.shipped_module is not None:
         inputs.append(ws.shipped_module)
     key = hash_inputs([_file_identity(p) for p in inputs], ws.target.release,
@@ -213,12 +214,12 @@ def _sibling_verdicts(built: build.BuildResult, states: list[patching.FixState],
             if function == PRIMARY_FUNCTION or function not in present:
                 continue
             try:
-                before = elfinspect.inspect_function(built.before.ko, function).evidence
+                before = inspection.inspect_function(built.before.ko, function).evidence
             except InspectError:  # only compiler clones of it exist (foo.isra.0): a helper
                 continue
             if not before.dst_ref_sites:
                 continue  # a helper (e.g. the *_rcu prefix walks): no dst handling of its own
-            after = elfinspect.inspect_function(built.after.ko, function).evidence
+            after = inspection.inspect_function(built.after.ko, function).evidence
             verdicts.append({"fix": state.fix_id, "function": function,
                              "before": before.verdict, "after": after.verdict})
     return verdicts
@@ -232,41 +233,41 @@ def _file_identity(path: Path) -> str:
 
 def _inspect(ws: sources.Workspace, built: build.BuildResult,
              states: list[patching.FixState], report: TargetReport) -> None:
-    symvers = elfinspect.read_module_symvers(ws.symvers)
-    before = elfinspect.inspect_module(built.before.ko, dwarf_object=built.before.clc_object)
-    after = elfinspect.inspect_module(built.after.ko, dwarf_object=built.after.clc_object)
+    symvers = inspection.read_module_symvers(ws.symvers)
+    before = inspection.inspect_module(built.before.ko, dwarf_object=built.before.clc_object)
+    after = inspection.inspect_module(built.after.ko, dwarf_object=built.after.clc_object)
     report.before = ModuleReport.from_info(before, built.before.ko)
     report.after = ModuleReport.from_info(after, built.after.ko)
 
-    report.vermagic_ok, report.vermagic_detail = elfinspect.check_vermagic(after, ws.target.release)
-    report.modversions_ok, report.modversions_mismatches = elfinspect.check_modversions(
+    report.vermagic_ok, report.vermagic_detail = inspection.check_vermagic(after, ws.target.release)
+    report.modversions_ok, report.modversions_mismatches = inspection.check_modversions(
         after, symvers)
 
     patched = {f for s in states for f in s.variant.functions}
     # a patched static helper the compiler inlined everywhere has no code of its own to differ
-    bodies_before = elfinspect.function_bodies(built.before.ko)
-    bodies_after = elfinspect.function_bodies(built.after.ko)
+    bodies_before = inspection.function_bodies(built.before.ko)
+    bodies_after = inspection.function_bodies(built.after.ko)
     present = {name.split(".", 1)[0] for name in (*bodies_before, *bodies_after)}
     report.expected_changed_functions = sorted(patched & present)
     report.inlined_patched_functions = sorted(patched - present)
-    changed = elfinspect.changed_between(bodies_before, bodies_after)
+    changed = inspection.changed_between(bodies_before, bodies_after)
     # A function the patch doesn't touch may differ only in padding (its start moved): say so
     # apart, after checking its instruction stream is the same.
     layout_only = [f for f in changed if f not in report.expected_changed_functions
-                   and disasm.layout_only_change(built.before.ko, built.after.ko, f)]
+                   and inspection.layout_only_change(built.before.ko, built.after.ko, f)]
     report.changed_functions = sorted(set(changed) - set(layout_only))
     report.layout_only_functions = sorted(layout_only)
     report.sibling_verdicts = _sibling_verdicts(built, states, present)
 
     if ws.shipped_module is not None:
-        shipped = elfinspect.inspect_module(ws.shipped_module)
+        shipped = inspection.inspect_module(ws.shipped_module)
         report.shipped = ModuleReport.from_info(shipped, ws.shipped_module)
         fixed_side = built.after.ko if report.source_state == "fixed" else None
         if fixed_side is not None:
-            report.shipped_same_as_after = elfinspect.same_function(
+            report.shipped_same_as_after = inspection.same_function(
                 ws.shipped_module, fixed_side, PRIMARY_FUNCTION)
         else:
-            report.shipped_same_as_before = elfinspect.same_function(
+            report.shipped_same_as_before = inspection.same_function(
                 ws.shipped_module, built.before.ko, PRIMARY_FUNCTION)
 
 

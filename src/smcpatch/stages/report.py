@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..elfinspect import ModuleInfo
 from ..errors import BadInput
+from ..inspection import ModuleInfo
 from .patching import FixState
 from .targets import Target
 

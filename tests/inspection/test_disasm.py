@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch import disasm, elfinspect
+from smcpatch import inspection
+from smcpatch.inspection import disasm
 
 SOURCE = """
 int g[64];
@@ -40,14 +41,14 @@ def objects(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_moved_function_is_flagged_by_bytes_but_same_by_instructions(
         objects: tuple[Path, Path, Path]) -> None:
     before, after, _ = objects
-    assert elfinspect.changed_functions(before, after) == ["first", "second"]
+    assert inspection.changed_functions(before, after) == ["first", "second"]
     assert disasm.layout_only_change(before, after, "second")
     assert not disasm.layout_only_change(before, after, "first")
 
 
 def test_a_real_change_is_not_layout_only(objects: tuple[Path, Path, Path]) -> None:
     before, _, real = objects
-    assert "second" in elfinspect.changed_functions(before, real)
+    assert "second" in inspection.changed_functions(before, real)
     assert not disasm.layout_only_change(before, real, "second")
 
 

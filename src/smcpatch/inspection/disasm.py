@@ -1,6 +1,6 @@
 """A second opinion on "changed" functions: compare instruction streams, not bytes.
 
-A byte comparison (elfinspect.changed_functions) flags a function whose code is the same but whose
+A byte comparison (fndiff.changed_functions) flags a function whose code is the same but whose
 loop-alignment padding moved because an earlier function in the section changed size (gcc-14
 aligns small loops to 32 bytes, so an 80-byte shift changes the NOP padding). objdump's instruction
 stream, with NOPs dropped, branch targets turned into instruction indices and addresses removed,
@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .elfinspect import load_elf_bytes
+from .elf import load_elf_bytes
 
 _LINE = re.compile(r"^\s*([0-9a-f]+):\t(.*)$")
 _TARGET = re.compile(r"\b([0-9a-f]+) <([^>+]+)(\+0x[0-9a-f]+)?>")

@@ -1,4 +1,11 @@
-"""Fuzz what `inv inspect` does with mutated real modules: thousands of cases, bounded in time.
+"""The inspect stage on real Debian modules (smcpatch.inspection; the unit tests on small gcc-built
+objects are in tests/inspection/).
+
+Every real module: the shipped ones and our builds in the integration tests' cache, or set
+SMCPATCH_TEST_MODULES_DIR to a directory holding smc.ko / smc.ko.xz files (searched
+recursively), e.g. extracted Debian linux-image packages.
+
+Fuzz what `inv inspect` does with mutated real modules: thousands of cases, bounded in time.
 
 The inputs are Debian's own smc.ko of 6.1.176 (stripped, uncompressed), its 6.12.107 smc.ko.xz,
 and our build's smc_clc.o (with DWARF). Mutations aim at what the inspector reads: the ELF header,
@@ -12,11 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +37,15 @@ from hypothesis import strategies as st
 
 from smcpatch.commands import inspect as inspect_cmd
 from smcpatch.errors import InspectError
+from smcpatch.inspection import ModuleInfo, check_vermagic, inspect_module
 from smcpatch.plumbing.cache import Cache
 from smcpatch.stages import build
 from smcpatch.stages.sources import Workspace
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(__file__).resolve().parent / "corpus" / "inspect"
+pytestmark = pytest.mark.integration  # real Debian kernels (test_real_module: already fetched)
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "tests" / "corpus" / "inspect"
 CASE_SECONDS = 10  # a hang guard per case; real cases take 10-150 ms
 
 
@@ -328,3 +340,59 @@ def _patched(data: bytes, offset: int, size: int, value: int) -> bytearray:
     out = bytearray(data)
     put(out, offset, size, value)
     return out
+
+
+# --------------------------------------------------------------------------- every real module
+
+
+#: Debian's own (stripped) modules, established in DESIGN.md "Facts established". Our own
+#: builds carry DWARF and may hold either variant, so they only get the consistency checks.
+KNOWN_RELEASES = {
+    "6.1.0-50-amd64": "vulnerable",  # 6.1.176-1
+    "6.1.0-56-amd64": "fixed",  # 6.1.192-2
+    "6.12.107+deb12-amd64": "vulnerable",
+    "6.12.117+deb12-amd64": "fixed",
+}
+
+
+
+def _real_modules() -> list[Path]:
+    """SMCPATCH_TEST_MODULES_DIR, else the modules already in the integration tests' cache
+    (Debian's shipped ones and our builds; none on a machine that never ran them)."""
+    from conftest import cache_root_for_tests
+
+    root = os.environ.get("SMCPATCH_TEST_MODULES_DIR")
+    if not root:
+        cache = cache_root_for_tests()
+        found = sorted(cache.glob("shipped/*/smc.ko*")) + sorted(
+            cache.glob("builds/*/out/*/smc.ko"))
+        return found
+    found: list[Path] = []
+    for pattern in ("smc.ko", "smc.ko.xz", "smc.ko.zst", "smc.ko.gz"):
+        found.extend(Path(root).rglob(pattern))
+    return sorted(found)
+
+
+
+@pytest.mark.parametrize(
+    "module",
+    _real_modules()
+    or [pytest.param(None, marks=pytest.mark.skip(
+        reason="no real modules yet: set SMCPATCH_TEST_MODULES_DIR or run the integration tests"))],
+    ids=str,
+)
+def test_real_module(module: Path) -> None:
+    t0 = time.perf_counter()
+    info: ModuleInfo = inspect_module(module)
+    elapsed = time.perf_counter() - t0
+    ev = info.evidence
+    assert info.name == "smc"
+    assert info.vermagic
+    assert ev.verdict in ("fixed", "vulnerable"), ev.reasons
+    assert (ev.verdict == "vulnerable") == bool(ev.dst_ref_sites)
+    release = info.vermagic.split(" ", 1)[0]
+    assert check_vermagic(info, release)[0]
+    if info.stripped and release in KNOWN_RELEASES:
+        assert ev.verdict == KNOWN_RELEASES[release]
+    if info.stripped:
+        assert elapsed < 1.0, f"inspect took {elapsed:.2f}s"
