@@ -25,15 +25,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__, render
-from .commands import bench as bench_cmd
-from .commands import dkms as dkms_cmd
 from .commands import inspect as inspect_cmd
 from .commands import kernels as kernels_cmd
 from .commands import report as report_cmd
-from .commands import verify as verify_cmd
 from .data import DEFAULT_MATRIX, DEFAULT_PATCHES
 from .errors import SmcpatchError
-from .features.benchmark import BenchConfig
 from .plumbing.cache import Cache
 
 # A wide page when piped (CI logs): the result table should not be squeezed to 80 columns.
@@ -106,6 +102,8 @@ def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
 
     Exit 0 when every target ends with a verified fixed module, 1 when any does not, 2 on bad input.
     """
+    from .commands import verify as verify_cmd  # each task imports only what it runs
+
     with reported_errors():
         request = verify_cmd.VerifyRequest(kernels=kernel or [], flavour=flavour,
                                        cache_dir=_path(cache), json_path=_path(json),
@@ -206,6 +204,8 @@ def dkms(c: Context, kernel: str, out: str, flavour: str = "amd64", cache: str |
     Exit 0 when written (with --check: dkms built a module inspected fixed), 1 when the checked
     module is not fixed, 2 on bad input.
     """
+    from .commands import dkms as dkms_cmd
+
     with reported_errors():
         summary = dkms_cmd.run(Cache.open(_path(cache)), kernel, Path(out).expanduser(),
                                flavour, fix or None, check=check, jobs=jobs or None,
@@ -243,6 +243,9 @@ def bench(c: Context, kernel: str = "6.12.107", variant: str = "after", check: b
     Results (pyperf JSON per mode and variant, compare_to.txt, latency.png, summary.md) go to one
     directory, printed at the end. With --check: exit 1 on a significant regression.
     """
+    from .commands import bench as bench_cmd
+    from .features.benchmark import BenchConfig
+
     with reported_errors():
         config = BenchConfig(
             modes=tuple(m.strip() for m in modes.split(",") if m.strip()), runs=runs,
