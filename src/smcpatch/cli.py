@@ -36,6 +36,8 @@ from .plumbing.cache import Cache
 console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 220)
 errors = Console(stderr=True, highlight=False)
 
+SUITE_HELP = ("the suite to take a kernel from when several have it (default: the host's "
+              "release first), e.g. bookworm-backports, trixie, bullseye-security")
 MATRIX_HELP = f"your own kernel matrix (kernels.toml format; default: {DEFAULT_MATRIX})"
 PATCHES_HELP = f"your own patch series directory (default: {DEFAULT_PATCHES})"
 
@@ -65,10 +67,20 @@ def _path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-@task(help={"flavour": "amd64 | cloud-amd64 | rt-amd64 | all", "matrix": MATRIX_HELP})
-def kernels(c: Context, flavour: str = "amd64", matrix: str | None = None) -> None:
-    """List the kernel matrix (kernels.toml): version, Debian packages, kernel release."""
+@task(help={"flavour": "amd64 | cloud-amd64 | rt-amd64 | all", "matrix": MATRIX_HELP,
+            "archive": "every kernel of every suite the host's mirrors serve, with its state "
+                       "from the cache (vulnerable / fixed once verified)",
+            "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)"})
+def kernels(c: Context, flavour: str = "amd64", matrix: str | None = None,
+            archive: bool = False, cache: str | None = None) -> None:
+    """List the kernel matrix (kernels.toml), or with --archive every kernel Debian's archive
+    serves here: version, suite, kernel release, state."""
     with reported_errors():
+        if archive:
+            rows = kernels_cmd.archive_listing(Cache.open(_path(cache)),
+                                               "amd64" if flavour == "all" else flavour)
+            console.print(render.archive_table(rows))
+            return
         path, targets = kernels_cmd.listing(flavour, _path(matrix))
         console.print(render.kernels_table(f"kernel matrix ({path})", targets))
 
@@ -76,7 +88,8 @@ def kernels(c: Context, flavour: str = "amd64", matrix: str | None = None) -> No
 @task(
     iterable=["kernel", "fix"],
     help={
-        "kernel": "upstream version, e.g. 6.1.176 (repeatable; default: the whole matrix)",
+        "kernel": "upstream version (6.1.176), Debian version (6.12.95-1~bpo12+1) or "
+                  "kernel release (6.12.95+deb12-amd64); repeatable; default: the matrix",
         "flavour": "amd64 | cloud-amd64 | rt-amd64 | all",
         "json": "write the JSON report (schema smcpatch-report/1) to this path",
         "parallel": "targets verified at once (default: the number of cores)",
@@ -91,13 +104,15 @@ def kernels(c: Context, flavour: str = "amd64", matrix: str | None = None) -> No
         "sign_cert": "the X.509 certificate of --sign-key (PEM or DER)",
         "matrix": MATRIX_HELP,
         "patches": PATCHES_HELP,
+        "suite": SUITE_HELP,
     },
 )
 def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
            json: str | None = None, cache: str | None = None, fix: list[str] | None = None,
            source: str | None = None, kdir: str | None = None, jobs: int = 0,
            parallel: int = 0, sign_key: str | None = None, sign_cert: str | None = None,
-           matrix: str | None = None, patches: str | None = None) -> None:
+           matrix: str | None = None, patches: str | None = None,
+           suite: str | None = None) -> None:
     """Fetch, classify, patch, build and inspect smc.ko before and after the fix.
 
     Exit 0 when every target ends with a verified fixed module, 1 when any does not, 2 on bad input.
@@ -110,7 +125,8 @@ def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
                                        fixes=fix or None, source=_path(source), kdir=_path(kdir),
                                        jobs=jobs or None, parallel=parallel or None,
                                        sign_key=_path(sign_key), sign_cert=_path(sign_cert),
-                                       matrix=_path(matrix), patches=_path(patches))
+                                       matrix=_path(matrix), patches=_path(patches),
+                                       suite=suite)
         with render.progress_display(console) as display:
             result = verify_cmd.run(request, display)
         reports, code = result.reports, result.exit_code

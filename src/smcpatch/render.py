@@ -138,6 +138,18 @@ def kernels_table(title: str, targets: list[Target]) -> Table:
     return table
 
 
+def archive_table(rows: list[Any]) -> Table:
+    """`kernels --archive`: commands.kernels.ArchiveKernel rows."""
+    table = Table(title="kernels of the archive (every suite the host's mirrors serve)")
+    for column in ("version", "package version", "suite", "release", "Debian's smc.ko",
+                   "our fix"):
+        table.add_column(column, no_wrap=column in ("package version", "release"))
+    for r in rows:
+        table.add_row(r.version, r.package_version, r.suite, r.release or "(no headers)",
+                      r.state, r.verified)
+    return table
+
+
 def print_dkms(summary: dict[str, Any], console: Console) -> None:
     console.print(f"DKMS package {summary['name']} {summary['version']} for kernels "
                   f"{summary['release_regex']}: {summary['package']}")

@@ -1,12 +1,14 @@
-"""`kernels` and `matrix`: the kernel matrix, as a list and as CI jobs."""
+"""`kernels` and `matrix`: the kernel matrix (or every kernel of the archive), and CI jobs."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import DEFAULT_MATRIX
 from ..errors import BadInput
+from ..plumbing.cache import Cache
 from ..stages import targets
 from ..stages.targets import Target
 
@@ -29,3 +31,44 @@ def matrix_text(fmt: str, flavour: str, matrix_path: Path | None = None) -> str:
         return "\n".join(f"inv verify --kernel {j['kernel']} --flavour {j['flavour']} "
                          f"--json report-{j['kernel']}-{j['flavour']}.json" for j in jobs)
     raise BadInput(f"unknown format {fmt!r}: choose github, json or text")
+
+
+@dataclass
+class ArchiveKernel:
+    version: str  # upstream
+    package_version: str
+    suite: str
+    release: str  # as `uname -r` prints it ("" when the archive has no headers for it)
+    state: str  # what the cache knows: Debian's module vulnerable / fixed, or "-" (not verified)
+    verified: str  # our after-module's verdict from the cache, or "-"
+
+
+def archive_listing(cache: Cache, flavour: str = "amd64") -> list[ArchiveKernel]:
+    """Every kernel of every served suite, with its state where a verify run cached one."""
+    from ..stages.archive import Archive, series_of, upstream_of
+
+    archive = Archive(cache)
+    archive.update()
+    rows: list[ArchiveKernel] = []
+    abis: dict[str, dict[str, str]] = {}
+    for offer in archive.kernel_sources():
+        upstream = upstream_of(offer.version)
+        series = series_of(upstream)
+        if series not in abis:
+            abis[series] = archive.abis(series)
+        abi = abis[series].get(offer.version, "")
+        state, verified = _cached_state(cache, f"{offer.version}_{flavour}")
+        rows.append(ArchiveKernel(upstream, offer.version, offer.suite,
+                                  f"{abi}-{flavour}" if abi else "", state, verified))
+    return rows
+
+
+def _cached_state(cache: Cache, key: str) -> tuple[str, str]:
+    entry = cache.dir("inspect", key) / "inspect.json"
+    try:
+        data = json.loads(entry.read_text())
+    except (OSError, ValueError):
+        return "-", "-"
+    shipped = (data.get("shipped") or {}).get("verdict", "-")
+    after = (data.get("after") or {}).get("verdict", "-")
+    return shipped, after

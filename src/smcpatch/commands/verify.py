@@ -33,6 +33,7 @@ class VerifyRequest:
     sign_cert: Path | None = None
     matrix: Path | None = None  # --matrix: a kernels.toml of the user's (default: ours)
     patches: Path | None = None  # --patches: a patch series of the user's (default: ours)
+    suite: str | None = None  # --suite: where to take a kernel several suites have
 
 
 @dataclass
@@ -62,7 +63,8 @@ def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
         plan: Plan = [(ws.target, ws)]
     else:
         plan = [(t, None) for t in targets.resolve(cache, request.kernels, request.flavour,
-                                                   matrix_path=request.matrix)]
+                                                   matrix_path=request.matrix,
+                                                   suite=request.suite)]
     verified = run_plan(cache, plan, options, display, request.parallel)
     reports = [rep for _, rep in verified]
     if request.sign_key and request.sign_cert:  # each signed module gets a note in its report

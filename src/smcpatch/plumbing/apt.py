@@ -7,6 +7,7 @@ URIs are therefore read from the host at run time and never written into the rep
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -39,7 +40,7 @@ class Apt:
     """apt-get/apt-cache bound to a private configuration under the cache."""
 
     def __init__(self, cache: Cache, host_apt_dir: Path = HOST_APT_DIR,
-                 suites: tuple[str, ...] = ()) -> None:
+                 suites: tuple[str, ...] = (), name: str | None = None) -> None:
         """With `suites`, the sources are those suites on the host's own mirrors (e.g. trixie on
         a bookworm host); without, the host's sources as they are."""
         if not shutil.which("apt-get"):
@@ -47,7 +48,7 @@ class Apt:
                               "(use --source/--kdir for a tree you already have)")
         self.cache = cache
         self.suites = suites
-        self.root = cache.dir("apt-" + "+".join(suites) if suites else "apt")
+        self.root = cache.dir(_root_name(suites, name))
         self.host_apt_dir = host_apt_dir
         self.config = self.root / "apt.conf"
         self._write_config()
@@ -94,6 +95,13 @@ class Apt:
                     count += 1
         return count
 
+    def cache_command(self, *args: str) -> list[str]:
+        """apt-cache with its binary caches kept in our root: a host that turns them off
+        (Docker images set Dir::Cache::pkgcache "") would otherwise rebuild them from the lists
+        on every call, 2 s each for the whole archive instead of 0.02 s."""
+        return ["apt-cache", "-o", f"Dir::Cache::pkgcache={self.root}/pkgcache.bin",
+                "-o", f"Dir::Cache::srcpkgcache={self.root}/srcpkgcache.bin", *args]
+
     def env(self) -> dict[str, str]:
         return {**os.environ, "APT_CONFIG": str(self.config), "LC_ALL": "C"}
 
@@ -132,7 +140,7 @@ class Apt:
 
     def fields(self, name: str, version: str) -> dict[str, str]:
         """The control fields of name=version (the first stanza of apt-cache show), or {}."""
-        proc = subprocess.run(["apt-cache", "show", f"{name}={version}"], env=self.env(),
+        proc = subprocess.run(self.cache_command("show", f"{name}={version}"), env=self.env(),
                               capture_output=True, text=True, timeout=120, check=False)
         return _parse_stanza(proc.stdout)
 
@@ -146,8 +154,8 @@ class Apt:
 
     def versions(self, name: str) -> list[str]:
         """Every version of `name` the archive holds (newest first)."""
-        proc = subprocess.run(["apt-cache", "madison", name], env=self.env(), capture_output=True,
-                              text=True, timeout=120, check=False)
+        proc = subprocess.run(self.cache_command("madison", name), env=self.env(),
+                              capture_output=True, text=True, timeout=120, check=False)
         seen: list[str] = []
         for line in proc.stdout.splitlines():
             cols = [c.strip() for c in line.split("|")]
@@ -156,7 +164,7 @@ class Apt:
         return seen
 
     def search_names(self, regex: str) -> list[str]:
-        proc = subprocess.run(["apt-cache", "search", "--names-only", regex], env=self.env(),
+        proc = subprocess.run(self.cache_command("search", "--names-only", regex), env=self.env(),
                               capture_output=True, text=True, timeout=120, check=False)
         names = {line.split(" - ", 1)[0].strip() for line in proc.stdout.splitlines() if line}
         return sorted(names)
@@ -278,6 +286,15 @@ def _deb_ok(path: Path, record: PackageRecord) -> bool:
     if not path.is_file() or path.stat().st_size != record.size:
         return False
     return not record.sha256 or hash_file(path) == record.sha256
+
+
+def _root_name(suites: tuple[str, ...], name: str | None) -> str:
+    """apt, apt-trixie+trixie-security, or for the whole archive a short stable name."""
+    if name:
+        return f"apt-{name}"
+    if len(suites) > 3:
+        return "apt-" + hashlib.sha256("+".join(suites).encode()).hexdigest()[:12]
+    return "apt-" + "+".join(suites) if suites else "apt"
 
 
 def _has_entries(text: str) -> bool:

@@ -49,7 +49,9 @@ def build_packages(apt: Apt, target: Target) -> list[str]:
         for alternatives in fields.get("Depends", "").split(","):
             first = alternatives.split("|")[0].strip()
             name = re.split(r"[\s(:]", first, maxsplit=1)[0]
-            if name and not name.startswith("linux-"):
+            # linux-compiler-gcc-N-x86 brings the kernel's compiler (5.10, 6.1); the kernel's
+            # own packages are bind-mounted, never installed
+            if name and (not name.startswith("linux-") or name.startswith("linux-compiler-")):
                 names.add(name)
     return sorted(names)
 

@@ -9,6 +9,7 @@ target (recorded as its error), so a matrix run reports every target.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -24,7 +25,7 @@ from ..errors import BadInput, InspectError, SmcpatchError
 from ..plumbing import hostpkg
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs
 from ..plumbing.progress import Progress, silent
-from . import build, chroot, patching, sources
+from . import build, buildenv, chroot, patching, sources
 from .report import ModuleReport, TargetReport
 from .targets import Target
 
@@ -86,10 +87,30 @@ def fetch_target(cache: Cache, target: Target, progress: Progress = silent) -> F
     """The fetch stage alone (a run fetches every target before it installs host tools)."""
     started = time.monotonic()
     try:
-        return Fetched(target, sources.fetch(cache, target, progress),
-                       seconds=time.monotonic() - started)
+        ws = sources.fetch(cache, target, progress)
+        settle_build_env(cache, ws)
+        return Fetched(ws.target, ws, seconds=time.monotonic() - started)
     except SmcpatchError as exc:
         return Fetched(target, error=exc, seconds=time.monotonic() - started)
+
+
+def settle_build_env(cache: Cache, ws: sources.Workspace) -> None:
+    """A target with no pinned build environment gets the one of its kernel's own compiler."""
+    if not ws.target.auto_build_env or ws.target.build_env or not ws.kernel_config.is_file():
+        return
+    from .archive import Archive
+
+    def archive() -> Archive:
+        found = Archive(cache)
+        found.update()
+        return found
+
+    choice = buildenv.choose(build.KernelConfig.read(ws.kernel_config), archive)
+    ws.target = dataclasses.replace(ws.target, build_env=choice.suite,
+                                    compiler=choice.compiler.split()[0])
+    where = f"a {choice.suite} chroot" if choice.suite else "the host"
+    ws.notes.extend([*choice.notes, f"built in {where} with {choice.compiler}, the kernel's "
+                                    "own compiler (CONFIG_CC_VERSION_TEXT)"])
 
 
 def host_tools(ws: sources.Workspace) -> list[hostpkg.Tool]:

@@ -69,13 +69,27 @@ def package_records(apt: Apt, target: Target, with_image: bool = True) -> list[P
         record = apt.show(name, target.package_version)
         if record is None and name == f"linux-kbuild-{target.series}":
             record = _substitute_kbuild(apt, name)
+        if record is None and name == target.image_package:
+            # the newest security kernels may ship only the unsigned image: the same modules
+            record = apt.show(f"{name}-unsigned", target.package_version)
         if record is None:
-            available = apt.versions(name) or apt.versions(target.source_package)
-            listing = ", ".join(available[:12]) or "none"
-            raise FetchError(f"{name} {target.package_version} is no longer in the archive; "
-                             f"available: {listing}")
+            raise FetchError(missing_package_message(name, target.package_version,
+                                                     apt.versions(name)))
         records.append(record)
     return records
+
+
+def missing_package_message(name: str, version: str, available: list[str]) -> str:
+    """Why name=version can't be fetched, never contradicting itself: the versions of that very
+    package the archive has, or that it has none at all."""
+    others = [v for v in available if v != version]
+    if version in available:
+        return (f"{name} {version} is listed in the archive's index but its record cannot be "
+                "read (a damaged or partial index): rerun to refresh it")
+    if others:
+        return (f"{name} {version} is no longer in the archive; versions of {name} available: "
+                f"{', '.join(others[:12])}")
+    return f"the archive has no package {name} at all (no version of it in any served suite)"
 
 
 def _substitute_kbuild(apt: Apt, name: str) -> PackageRecord | None:

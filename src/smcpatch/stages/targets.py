@@ -8,12 +8,14 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data import DEFAULT_MATRIX
 from ..errors import BadInput, ConfigError, FetchError
-from ..plumbing.apt import Apt
 from ..plumbing.cache import Cache
+
+if TYPE_CHECKING:
+    from .archive import Archive
 
 FLAVOURS = ("amd64", "cloud-amd64", "rt-amd64")
 EXPECTED_STATES = ("vulnerable", "fixed")
@@ -39,6 +41,8 @@ class Target:
     # Suites the packages come from beyond the host's apt sources (same mirrors, read at run time).
     apt_suites: tuple[str, ...] = ()
     in_default: bool = True  # part of `inv verify` with no --kernel
+    # no pinned build_env: the build environment follows the kernel's own compiler (buildenv)
+    auto_build_env: bool = False
     fixed_release: str = ""  # a user's tree: the release its build dir says, not abi-flavour
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -130,14 +134,18 @@ def check_flavour(flavour: str) -> tuple[str, ...]:
     return (flavour,)
 
 
-_VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(\+deb\d+)?$")
+# what --kernel takes: an upstream version (6.12.95; the matrix's 6.12.107+deb13), a Debian
+# package version (6.12.95-1~bpo12+1) or a kernel release as `uname -r` prints it
+_VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:\.\d+[0-9A-Za-z.+~-]*|(?:~rc\d+)?-[0-9A-Za-z.+~-]+)$")
 
 
 def parse_version(text: str) -> tuple[str, str]:
-    """'6.1.176' → ('6.1', '6.1.176'); refuses anything that isn't an upstream x.y.z version."""
+    """'6.1.176' → ('6.1', '6.1.176'); also a Debian version or a kernel release; refuses
+    anything else (a bare series, words, shell syntax)."""
     match = _VERSION_RE.match(text.strip())
     if not match:
-        raise BadInput(f"{text!r} is not a kernel version like 6.1.176 or 6.12.107")
+        raise BadInput(f"{text!r} is not a kernel version like 6.1.176, 6.12.95-1~bpo12+1 or "
+                       "6.12.95+deb12-amd64")
     return f"{match.group(1)}.{match.group(2)}", text.strip()
 
 
@@ -163,53 +171,26 @@ def unmatched(matrix: list[Target], versions: list[str]) -> list[str]:
 
 
 # -- the kernels a user names: the matrix, else the archive ------------------------------------
-def resolve_from_archive(apt: Apt, version: str, flavour: str) -> Target:
-    """Find the Debian packages of an upstream version that kernels.toml doesn't list."""
-    series, upstream = parse_version(version)
-    source = f"linux-source-{series}"
-    available = apt.versions(source)
-    if not available:
-        raise FetchError(f"the archive has no {source}: no Debian kernel of series {series}")
-    matching = [v for v in available if v.split("-")[0].split("+")[0] == upstream]
-    if not matching:
-        raise FetchError(f"kernel {version} is not in the archive; {source} versions available: "
-                         f"{', '.join(available)}")
-    package_version = matching[0]
-    abi = _find_abi(apt, series, upstream, package_version)
-    kbuild = f"linux-kbuild-{abi}"
-    if apt.show(kbuild, package_version) is None:
-        kbuild = f"linux-kbuild-{series}"
-    return Target(version=version, package_version=package_version, abi=abi, series=series,
-                  suite="archive", flavour=flavour, kbuild_package=kbuild,
-                  notes="resolved from the archive (not pinned in kernels.toml)")
-
-
-def _find_abi(apt: Apt, series: str, upstream: str, package_version: str) -> str:
-    # ABI names look like 6.1.0-50 (6.1) or 6.12.107+deb12 (6.12)
-    abi = rf"({re.escape(series)}\.0-[0-9]+|{re.escape(upstream)}\+deb[0-9]+)"
-    pattern = rf"^linux-headers-{abi}-common$"
-    for name in reversed(apt.search_names(pattern)):
-        if package_version in apt.versions(name):
-            return name.removeprefix("linux-headers-").removesuffix("-common")
-    raise FetchError(f"no linux-headers-*-common package of version {package_version} found")
-
-
-def resolve(cache: Cache, kernels: list[str], flavour: str,
-            apt_factory: Callable[[Cache], Apt] = Apt,
-            matrix_path: Path | None = None) -> list[Target]:
-    """Matrix entries for known versions; archive lookups for the others (bad input if absent)."""
+def resolve(cache: Cache, kernels: list[str], flavour: str, matrix_path: Path | None = None,
+            suite: str | None = None,
+            archive_for: Callable[[Cache], Archive] | None = None) -> list[Target]:
+    """Matrix entries for known versions; the archive's for the others (bad input if absent)."""
     matrix = load_matrix(matrix_path)
     chosen = select(matrix, kernels, flavour)
     missing = unmatched(matrix, kernels)
     if missing:
-        apt = apt_factory(cache)
-        apt.update()
+        from .archive import Archive  # only for kernels outside the matrix
+
+        archive = (archive_for or Archive)(cache)
+        archive.update()
         for version in missing:
             try:
-                found = resolve_from_archive(apt, version, "amd64")
-                chosen.extend(found.with_flavour(f) for f in check_flavour(flavour))
+                found = archive.resolve(version, "amd64", suite)
             except FetchError as exc:  # say what the archive has instead
                 known = ", ".join(t.version for t in matrix)
                 raise BadInput(f"unknown kernel {version}: not in kernels.toml ({known}) and "
                                f"{exc}") from exc
+            flavours = (found.flavour,) if found.flavour != "amd64" and flavour == "amd64" \
+                else check_flavour(flavour)
+            chosen.extend(found.with_flavour(f) for f in flavours)
     return chosen

@@ -1,0 +1,161 @@
+"""Any kernel Debian ships: the kernels of every suite the host's mirrors serve, and the
+resolution of what a user types (upstream version, Debian version, or `uname -r`) to one target.
+
+One private apt configuration covers every served suite (plumbing.suites); its package lists are
+refreshed once a day, so a resolution with warm lists is a few apt-cache calls.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+
+from ..errors import BadInput, FetchError
+from ..plumbing.apt import Apt, host_sources
+from ..plumbing.cache import Cache
+from ..plumbing.suites import release_of, served_suites
+from .targets import FLAVOURS, Target
+
+_RELEASE = re.compile(rf"^(?P<abi>\d+\.\d+[^\s]*?)-(?P<flavour>{'|'.join(FLAVOURS)})$")
+_DEBIAN_VERSION = re.compile(r"^(?P<upstream>\d+\.\d+(?:\.\d+)?(?:~rc\d+)?)-[0-9A-Za-z.+~]+$")
+_UPSTREAM = re.compile(r"^(?P<upstream>\d+\.\d+\.\d+)$")
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One package version in one suite."""
+
+    name: str
+    version: str
+    suite: str
+
+
+def upstream_of(package_version: str) -> str:
+    """6.12.95-1~bpo12+1 -> 6.12.95; 7.3~rc7-1~exp1 -> 7.3~rc7."""
+    return package_version.split("-", 1)[0]
+
+
+def series_of(upstream: str) -> str:
+    return ".".join(upstream.split("~", 1)[0].split(".")[:2])
+
+
+class Archive:
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self.suites = tuple(served_suites(cache))
+        self.apt = Apt(cache, suites=self.suites)  # the same lists as the fetch of its targets
+        self.host_releases = {release_of(s) for src in host_sources() for s in src.suites}
+
+    def update(self) -> None:
+        self.apt.update()
+
+    # -- what the archive holds ------------------------------------------------------------
+    def offers(self, names: list[str]) -> list[Offer]:
+        """Every (version, suite) of these packages, newest version first (apt-cache madison)."""
+        if not names:
+            return []
+        proc = subprocess.run(self.apt.cache_command("madison", *names), env=self.apt.env(),
+                              capture_output=True, text=True, timeout=300, check=False)
+        found: list[Offer] = []
+        for line in proc.stdout.splitlines():
+            cols = [c.strip() for c in line.split("|")]
+            if len(cols) < 3 or not cols[2].split()[1:]:
+                continue
+            suite = cols[2].split()[1].split("/", 1)[0]
+            offer = Offer(cols[0], cols[1], suite)
+            if offer not in found:
+                found.append(offer)
+        return found
+
+    def names(self, prefix: str) -> list[str]:
+        proc = subprocess.run(self.apt.cache_command("pkgnames", prefix), env=self.apt.env(),
+                              capture_output=True, text=True, timeout=300, check=False)
+        return sorted(set(proc.stdout.split()))
+
+    def kernel_sources(self) -> list[Offer]:
+        """Every linux-source-<series> version of every suite."""
+        return self.offers(self.names("linux-source-"))
+
+    # -- resolution ------------------------------------------------------------------------
+    def resolve(self, text: str, flavour: str, suite: str | None = None) -> Target:
+        """A kernel by upstream version, Debian package version or kernel release."""
+        text = text.strip()
+        if match := _RELEASE.match(text):
+            flavour = match["flavour"]
+            offers = self.offers([f"linux-headers-{text}"])
+            if not offers:
+                raise FetchError(f"the archive has no linux-headers-{text} (kernel release "
+                                 f"{text}) in {', '.join(self.suites)}")
+            chosen, notes = self._choose(offers, text, suite)
+            return self._target(chosen.version, chosen.suite, flavour, notes, abi=match["abi"])
+        if match := _DEBIAN_VERSION.match(text):
+            series = series_of(match["upstream"])
+            offers = [o for o in self.offers([f"linux-source-{series}"]) if o.version == text]
+        elif match := _UPSTREAM.match(text):
+            series = series_of(match["upstream"])
+            offers = [o for o in self.offers([f"linux-source-{series}"])
+                      if upstream_of(o.version).split("~", 1)[0] == text]
+        else:
+            raise BadInput(f"{text!r} is not a kernel version: give an upstream version "
+                           "(6.12.95), a Debian version (6.12.95-1~bpo12+1) or a kernel release "
+                           "as `uname -r` prints it (6.12.95+deb12-amd64)")
+        if not offers:
+            available = self.offers([f"linux-source-{series}"])
+            listing = ", ".join(f"{o.version} ({o.suite})" for o in available[:12])
+            raise FetchError(f"kernel {text} is not in the archive; linux-source-{series} "
+                             f"versions available: {listing or 'none'}")
+        chosen, notes = self._choose(offers, text, suite)
+        return self._target(chosen.version, chosen.suite, flavour, notes)
+
+    def _choose(self, offers: list[Offer], text: str,
+                suite: str | None) -> tuple[Offer, list[str]]:
+        """One offer: the --suite asked for, else the host's release first, newest version."""
+        if suite is not None:
+            picked = [o for o in offers if o.suite == suite]
+            if not picked:
+                where = ", ".join(sorted({o.suite for o in offers}))
+                raise BadInput(f"kernel {text} is not in suite {suite}; it is in {where}")
+            return picked[0], []
+        ranked = sorted(offers, key=lambda o: (release_of(o.suite) not in self.host_releases,
+                                               self.suites.index(o.suite)
+                                               if o.suite in self.suites else 99))
+        chosen = ranked[0]
+        others = sorted({f"{o.suite} ({o.version})" for o in offers
+                         if (o.suite, o.version) != (chosen.suite, chosen.version)})
+        notes = []
+        if others:
+            notes.append(f"{text} is also in {', '.join(others)}: chose {chosen.suite} "
+                         f"({chosen.version}), the host's release first; --suite picks another")
+        return chosen, notes
+
+    def _target(self, package_version: str, suite: str, flavour: str, notes: list[str],
+                abi: str | None = None) -> Target:
+        upstream = upstream_of(package_version)
+        series = series_of(upstream)
+        abi = abi or self._abi(series, package_version)
+        kbuild = f"linux-kbuild-{abi}"
+        if not any(o.version == package_version for o in self.offers([kbuild])):
+            kbuild = f"linux-kbuild-{series}"
+        return Target(version=upstream, package_version=package_version, abi=abi, series=series,
+                      suite=suite, flavour=flavour, kbuild_package=kbuild,
+                      apt_suites=self.suites, auto_build_env=True,
+                      notes="; ".join([f"resolved from the archive ({suite}), not pinned in "
+                                       "kernels.toml", *notes]))
+
+    def abis(self, series: str) -> dict[str, str]:
+        """{package version: ABI} of every kernel of a series (one apt-cache call)."""
+        commons = [n for n in self.names(f"linux-headers-{series}")
+                   if n.endswith("-common") and not n.endswith("-common-rt")]
+        return {o.version: o.name.removeprefix("linux-headers-").removesuffix("-common")
+                for o in reversed(self.offers(commons))}
+
+    def _abi(self, series: str, package_version: str) -> str:
+        # 6.1.0-50, 6.1.0-0.deb11.52, 6.12.107+deb12, 6.12.115+deb13.1, 7.3
+        commons = [n for n in self.names(f"linux-headers-{series}")
+                   if n.endswith("-common") and not n.endswith("-common-rt")]
+        for offer in self.offers(commons):
+            if offer.version == package_version:
+                return offer.name.removeprefix("linux-headers-").removesuffix("-common")
+        raise FetchError(f"no linux-headers-*-common package of version {package_version} in the "
+                         "archive")
