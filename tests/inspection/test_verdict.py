@@ -84,6 +84,11 @@ def _sites(*targets: str) -> Sites:
         (("__rcu_read_lock", "__rcu_read_unlock"), ["ipv6_addr_type"], "unknown"),
         (("__rcu_read_lock",), None, "unknown"),
         ((), None, "unknown"),
+        # CONFIG_PREEMPT_RCU unset (Debian's 5.10): no call to see, the DWARF decides
+        ((), ["rcu_read_lock", "__sk_dst_get", "rcu_read_unlock"], "fixed"),
+        ((), ["rcu_read_lock", "__sk_dst_get"], "unknown"),  # never unlocked
+        ((), ["rcu_read_lock", "rcu_read_unlock"], "unknown"),  # not the fixed shape
+        (("dst_release",), ["sk_dst_get", "rcu_read_lock", "rcu_read_unlock"], "vulnerable"),
     ],
 )
 def test_verdict_rules(

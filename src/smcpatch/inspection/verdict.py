@@ -9,7 +9,9 @@ The principle, in :func:`decide`:
 - **the RCU read lock is taken.**  The fixed code only holds the RCU read lock
   (``__rcu_read_lock``/``__rcu_read_unlock`` with CONFIG_PREEMPT_RCU=y) around
   ``__sk_dst_get``/``dst_dev_rcu``: both calls and no dst reference mean fixed.  A kernel
-  without CONFIG_PREEMPT_RCU leaves no symbol to see: unknown.
+  without CONFIG_PREEMPT_RCU (Debian's 5.10) leaves no call to see: then the DWARF decides
+  (rcu_read_lock/rcu_read_unlock and __sk_dst_get inlined, and no dst reference), and the
+  reasons say so; without DWARF (a stripped module) that is unknown.
 - **the DWARF inlines agree.**  When DWARF is available (our own builds, or a separately given
   ``smc_clc.o`` of the same build), the subroutines inlined into the function must show the
   same shape (:data:`DWARF_VULNERABLE` or :data:`DWARF_FIXED`); a contradiction is unknown.
@@ -47,6 +49,8 @@ DST_REF = frozenset(
         "rcuref_put_slowpath",
     }
 )
+#: Inlined subroutines (DWARF) that show the RCU read-side section where it leaves no call.
+RCU_INLINED = frozenset({"rcu_read_lock", "rcu_read_unlock"})
 #: Inlined subroutines (DWARF) that show the vulnerable and the fixed shape.
 DWARF_VULNERABLE = frozenset({"sk_dst_get"})
 DWARF_FIXED = frozenset({"__sk_dst_get", "dst_dev_rcu"})
@@ -125,6 +129,14 @@ def decide(
         )
         return "unknown", reasons
     if not sites.lock:
+        if inlined is not None and dwarf_fixed and set(inlined) >= RCU_INLINED:
+            # CONFIG_PREEMPT_RCU unset (Debian's 5.10): rcu_read_lock() compiles to no call
+            reasons.append(
+                "no __rcu_read_lock call, as a kernel without CONFIG_PREEMPT_RCU compiles it;"
+                " DWARF shows rcu_read_lock/rcu_read_unlock and __sk_dst_get inlined and no dst"
+                " reference is taken: fixed (decided by the DWARF evidence)"
+            )
+            return "fixed", reasons
         return "unknown", reasons
     if not sites.unlock:
         reasons.append("the RCU read lock is never released in the function: unexpected shape")
