@@ -191,7 +191,10 @@ class Apt:
                     progress(f"download {total / 1e6:.0f} MB", done, total)
 
                 with Poller(sample):
-                    self._run(["apt-get", "-q", "download", *specs], cwd=tmp, timeout=3600)
+                    try:
+                        self._run(["apt-get", "-q", "download", *specs], cwd=tmp, timeout=3600)
+                    except FetchError as exc:
+                        raise _explain_missing_file(exc, wanted) from exc
                 for record in wanted:
                     got = tmp / record.deb_name
                     if not _deb_ok(got, record):
@@ -308,6 +311,18 @@ def _parse_stanza(text: str) -> dict[str, str]:
             key, _, value = line.partition(":")
             fields[key] = value.strip()
     return fields
+
+
+def _explain_missing_file(exc: FetchError, wanted: list[PackageRecord]) -> FetchError:
+    """A 404 on a pool file: the index lists the package but the mirror lacks the file."""
+    text = str(exc)
+    if "404" not in text:
+        return exc
+    missing = [r for r in wanted if r.deb_name.replace("~", "%7e") in text
+               or r.deb_name in text] or wanted
+    names = ", ".join(f"{r.name} {r.version}" for r in missing)
+    return FetchError(f"the archive's index lists {names} but the mirror does not serve the file "
+                      "(404 Not Found): this kernel cannot be fetched from this mirror")
 
 
 def _last_error(stderr: str) -> str:
