@@ -59,12 +59,12 @@ class Workspace:
 
 
 # -- fetch -------------------------------------------------------------------------------------
-def package_records(apt: Apt, target: Target, with_image: bool = True) -> list[PackageRecord]:
+def package_records(apt: Apt, target: Target, with_image: bool = True) -> dict[str, PackageRecord]:
     names = [target.source_package, target.headers_package, target.common_headers_package,
              target.kbuild]
     if with_image:
         names.append(target.image_package)
-    records: list[PackageRecord] = []
+    records: dict[str, PackageRecord] = {}  # by the name asked for (the record may be a stand-in)
     for name in names:
         record = apt.show(name, target.package_version)
         if record is None and name == f"linux-kbuild-{target.series}":
@@ -75,7 +75,7 @@ def package_records(apt: Apt, target: Target, with_image: bool = True) -> list[P
         if record is None:
             raise FetchError(missing_package_message(name, target.package_version,
                                                      apt.versions(name)))
-        records.append(record)
+        records[name] = record
     return records
 
 
@@ -136,19 +136,24 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
             apt = (apt_factory or _target_apt)(cache, target)
             progress("apt index")
             apt.update()
-            records = {r.name: r for r in package_records(apt, target)}
+            records = package_records(apt, target)
             needed = _records_for(target, records, missing)
             debs_dir = cache.dir("debs")
             downloaded = sum(r.size for r in needed if not (debs_dir / r.deb_name).exists())
             progress(f"download {downloaded / 1e6:.0f} MB")
             paths = apt.download(needed, cache.dir("debs"), progress)
-            debs = dict(zip([r.name for r in needed], paths, strict=True))
+            by_name = {r.name: path for r, path in zip(needed, paths, strict=True)}
+            debs = {asked: by_name[r.name] for asked, r in records.items() if r.name in by_name}
             timings["download"] = time.monotonic() - started
             started = time.monotonic()
             progress(f"extract {', '.join(missing)}")
             _extract_parallel(cache, target, debs, {n: (entries[n], keys[n]) for n in missing})
             timings["extract"] = time.monotonic() - started
         notes = _kbuild_note(entries["kdir"], target)
+        image = _image_deb_name(entries["shipped"])
+        if "-unsigned_" in image and not target.image_package.endswith("-unsigned"):
+            notes.append(f"the archive has no signed {target.image_package} "
+                         f"{target.package_version}: Debian's module is taken from {image}")
         shipped = _shipped_module(entries["shipped"])
         image_deb = cache.root / "debs" / _image_deb_name(entries["shipped"])
         return Workspace(
@@ -187,7 +192,7 @@ def _records_for(target: Target, records: dict[str, PackageRecord],
         wanted |= {target.headers_package, target.common_headers_package, target.kbuild}
     if "shipped" in missing:
         wanted.add(target.image_package)
-    return [records[name] for name in records if name in wanted]
+    return [record for name, record in records.items() if name in wanted]
 
 
 # what unpacking the packages needs on the host (xz: the source tarball, in parallel)
