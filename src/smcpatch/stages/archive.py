@@ -103,8 +103,12 @@ class Archive:
         if not offers:
             available = self.offers([f"linux-source-{series}"])
             listing = ", ".join(f"{o.version} ({o.suite})" for o in available[:12])
+            images = [n for n in self.names(f"linux-image-{series}.") if n.endswith("-amd64")]
+            only_images = (f" (the archive lists {len(images)} linux-image-{series}.* packages, "
+                           "but no sources or headers to build a module against)"
+                           if images and not available else "")
             raise FetchError(f"kernel {text} is not in the archive; linux-source-{series} "
-                             f"versions available: {listing or 'none'}")
+                             f"versions available: {listing or 'none'}{only_images}")
         chosen, notes = self._choose(offers, text, suite)
         return self._target(chosen.version, chosen.suite, flavour, notes)
 

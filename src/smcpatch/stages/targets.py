@@ -116,6 +116,8 @@ def _target_from(entry: dict[str, Any], defaults: dict[str, Any], path: Path) ->
         raise ConfigError(f"{path}: kernel {merged['version']}: apt_suites must be a list of names")
     fields["apt_suites"] = tuple(suites)
     fields["in_default"] = merged.get("in_default", True) is True
+    # a pinned build_env overrides; without one the kernel's own compiler decides (buildenv)
+    fields["auto_build_env"] = not merged.get("build_env")
     target = Target(**fields, extra=unknown)
     if target.flavour not in FLAVOURS:
         raise ConfigError(f"{path}: kernel {target.version}: unknown flavour {target.flavour!r}")
