@@ -82,6 +82,11 @@ def _release_fields(uri: str, suite: str) -> dict[str, str]:
     return {}
 
 
+def host_releases(host_apt_dir: Path = HOST_APT_DIR) -> set[str]:
+    """The releases the host's own sources name (bookworm for bookworm-security too)."""
+    return {release_of(s) for source in host_sources(host_apt_dir) for s in source.suites}
+
+
 def release_of(suite: str) -> str:
     """The release a suite belongs to: bookworm-security -> bookworm."""
     for companion in COMPANIONS[1:]:

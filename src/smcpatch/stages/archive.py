@@ -12,9 +12,9 @@ import subprocess
 from dataclasses import dataclass
 
 from ..errors import BadInput, FetchError
-from ..plumbing.apt import Apt, host_sources
+from ..plumbing.apt import Apt
 from ..plumbing.cache import Cache
-from ..plumbing.suites import release_of, served_suites
+from ..plumbing.suites import host_releases, release_of, served_suites
 from .targets import FLAVOURS, Target
 
 _RELEASE = re.compile(rf"^(?P<abi>\d+\.\d+[^\s]*?)-(?P<flavour>{'|'.join(FLAVOURS)})$")
@@ -45,7 +45,7 @@ class Archive:
         self.cache = cache
         self.suites = tuple(served_suites(cache))
         self.apt = Apt(cache, suites=self.suites)  # the same lists as the fetch of its targets
-        self.host_releases = {release_of(s) for src in host_sources() for s in src.suites}
+        self.host_releases = host_releases()
 
     def update(self) -> None:
         self.apt.update()

@@ -48,11 +48,15 @@ def host_has(command: str, debian_version: str | None) -> bool:
     return f"(Debian {debian_version})" in first
 
 
-def choose(config: KernelConfig, archive_for: Callable[[], Archive]) -> Choice:
-    """The host or a release's chroot; `archive_for` is called only when the host won't do."""
+def choose(config: KernelConfig, archive_for: Callable[[], Archive],
+           hosts_release: bool = False) -> Choice:
+    """The host or a release's chroot; `archive_for` is called only when the host won't do.
+
+    hosts_release: the kernel comes from the host's own release (bookworm, -security,
+    -backports on a bookworm host), whose compiler the host has or can install."""
     command, major, version = kernel_compiler(config)
     label = f"gcc-{major} {version}" if major else command
-    if host_has(command, version):
+    if hosts_release or host_has(command, version):
         return Choice("", label)
     if major is None or version is None:
         return Choice("", label, [f"the kernel's compiler ({command}) is not a Debian gcc-N: "

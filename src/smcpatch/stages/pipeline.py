@@ -25,6 +25,7 @@ from ..errors import BadInput, InspectError, SmcpatchError
 from ..plumbing import hostpkg
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs
 from ..plumbing.progress import Progress, silent
+from ..plumbing.suites import host_releases, release_of
 from . import build, buildenv, chroot, patching, sources
 from .report import ModuleReport, TargetReport
 from .targets import Target
@@ -105,7 +106,8 @@ def settle_build_env(cache: Cache, ws: sources.Workspace) -> None:
         found.update()
         return found
 
-    choice = buildenv.choose(build.KernelConfig.read(ws.kernel_config), archive)
+    hosts_release = release_of(ws.target.suite) in host_releases()
+    choice = buildenv.choose(build.KernelConfig.read(ws.kernel_config), archive, hosts_release)
     ws.target = dataclasses.replace(ws.target, build_env=choice.suite,
                                     compiler=choice.compiler.split()[0])
     where = f"a {choice.suite} chroot" if choice.suite else "the host"
