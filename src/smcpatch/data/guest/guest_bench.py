@@ -324,7 +324,8 @@ class Guest:
         # init.sh pointed /proc/sys/kernel/modprobe at a hop into this wrapper
         self.modprobe("rdma_rxe")
         self.modprobe("ib_core")
-        run("rdma", "link", "add", "rxe0", "type", "rxe", "netdev", "lo")
+        # loads rdma_rxe, ib_core and their crc32 modules on demand: slow under TCG on a busy host
+        run("rdma", "link", "add", "rxe0", "type", "rxe", "netdev", "lo", timeout=300)
         log("rxe0 on lo")
         os.makedirs("/sys/fs/cgroup", exist_ok=True)
         run("mount", "-t", "cgroup2", "none", "/sys/fs/cgroup")
