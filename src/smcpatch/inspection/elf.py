@@ -2,10 +2,11 @@
 relocations, function fragments (``name.cold``, ``name.part.N``) and ``.modinfo``.
 
 Only 64-bit relocatable objects (kernel modules and ``.o`` files) of a machine in
-:data:`MACHINES` are accepted: x86-64, AArch64 (little-endian) and S/390 (s390x, big-endian).  What a machine's relocation types mean (size of the
-patched field, PC-relative or not, applied to DWARF or not) is a table keyed by ``e_machine``,
-named as in pyelftools' ``ENUM_RELOC_TYPE_*`` and its RelocationHandler recipes: another
-machine is one more entry.  Symbol and relocation tables are decoded with :mod:`struct`
+:data:`MACHINES` are accepted: x86-64, AArch64 (little-endian) and S/390 (s390x, big-endian).
+What a machine's relocation types mean (size of the patched field, PC-relative or not, applied
+to DWARF or not) is a table keyed by ``e_machine``, named as in pyelftools'
+``ENUM_RELOC_TYPE_*`` and its RelocationHandler recipes: another machine is one more entry.
+Symbol and relocation tables are decoded with :mod:`struct`
 straight from the in-memory image (pyelftools' per-entry parsing is too slow for whole
 modules); pyelftools validates the headers.  Every failure reaches the caller as
 :class:`~smcpatch.errors.InspectError` (see :func:`guard`).
@@ -245,6 +246,30 @@ ELF_ERRORS: tuple[type[BaseException], ...] = (
     lzma.LZMAError,
     zlib.error,
 )
+
+
+class UnsupportedMachine(InspectError):
+    """The object's machine is read (symbols, relocations, the verdict), but this analysis of
+    its code is x86-64's only (fndiff's local branches, the objdump instruction stream)."""
+
+
+def require_x86_code(machine: Machine, label: str, what: str) -> None:
+    """Raise :class:`UnsupportedMachine` unless ``machine``'s code is x86-64's."""
+    if not machine.x86_code:
+        raise UnsupportedMachine(
+            f"{label}: {what} is not supported on {machine.name} (x86-64 only)"
+        )
+
+
+def machine_of(data: bytes) -> Machine | None:
+    """The :data:`MACHINES` entry an ELF header names (in its own byte order), else None; no
+    other check (a cheap look before handing the file to another tool)."""
+    if len(data) < 20 or data[:4] != b"\x7fELF":
+        return None
+    order = "<" if data[5] == 1 else ">"
+    (e_machine,) = struct.unpack_from(order + "H", data, 18)
+    machine = MACHINES.get(e_machine)
+    return machine if machine is not None and machine.byteorder == order else None
 
 
 class ZstdMissing(InspectError, ToolMissing):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import InspectError
 from .dwarf import inlined_or_note
-from .elf import ElfObject, Fragment, guard, open_elf
+from .elf import ElfObject, Fragment, UnsupportedMachine, guard, open_elf
 from .fndiff import function_signature
 from .modcheck import module_info
 from .model import CallSite, FunctionEvidence, ModuleInfo, Verdict
@@ -198,9 +198,17 @@ def _inspect(path: Path, dwarf_object: Path | None, function: str) -> ModuleInfo
         if dwarf_object is not None:
             dobj = open_elf(dwarf_object)
             with guard(dobj.label):
-                mine = function_signature(elf, function)
-                theirs = function_signature(dobj, function)
-                if theirs is None:
+                unsupported: str | None = None
+                try:
+                    mine = function_signature(elf, function)
+                    theirs = function_signature(dobj, function)
+                except UnsupportedMachine as exc:
+                    # the bodies cannot be compared: the DWARF might describe another build
+                    unsupported = f"{exc}: the DWARF of {dobj.label} is unused"
+                if unsupported is not None:
+                    inlined = None
+                    extra.append(unsupported)
+                elif theirs is None:
                     inlined = None
                     extra.append(f"{dobj.label} does not contain {function}: its DWARF is unused")
                 elif mine != theirs:
