@@ -9,9 +9,9 @@ The principle, in :func:`decide`:
 - **the RCU read lock is taken.**  The fixed code only holds the RCU read lock
   (``__rcu_read_lock``/``__rcu_read_unlock`` with CONFIG_PREEMPT_RCU=y) around
   ``__sk_dst_get``/``dst_dev_rcu``: both calls and no dst reference mean fixed.  A kernel
-  without CONFIG_PREEMPT_RCU (Debian's 5.10) leaves no call to see: then the DWARF decides
-  (rcu_read_lock/rcu_read_unlock and __sk_dst_get inlined, and no dst reference), and the
-  reasons say so; without DWARF (a stripped module) that is unknown.
+  without CONFIG_PREEMPT_RCU (Debian's 5.10, and its arm64/s390x 6.1) leaves no call to see:
+  then the DWARF decides (rcu_read_lock/rcu_read_unlock and __sk_dst_get inlined, and no dst
+  reference), and the reasons say so; without DWARF (a stripped module) that is unknown.
 - **the DWARF inlines agree.**  When DWARF is available (our own builds, or a separately given
   ``smc_clc.o`` of the same build), the subroutines inlined into the function must show the
   same shape (:data:`DWARF_VULNERABLE` or :data:`DWARF_FIXED`); a contradiction is unknown.
