@@ -277,3 +277,37 @@ def zst_copy(obj: Path) -> Path:
     out = obj.with_name(obj.name + ".zst")
     subprocess.run([zstd, "-q", "-f", "-o", str(out), str(obj)], check=True)
     return out
+
+
+#: Cross compilers for the other machines the inspector reads: (command, Debian package).
+CROSS_GCC = {
+    "aarch64": ("aarch64-linux-gnu-gcc-12", "gcc-12-aarch64-linux-gnu"),
+    "s390x": ("s390x-linux-gnu-gcc-12", "gcc-12-s390x-linux-gnu"),
+}
+
+
+def compile_cross(
+    workdir: Path,
+    arch: str,
+    source: str,
+    out_name: str,
+    *,
+    debug: bool = True,
+    defines: tuple[str, ...] = (),
+    filename: str = "smc_clc.c",
+) -> Path:
+    """Like :func:`compile_c` with a Debian cross gcc (``arch``: a :data:`CROSS_GCC` key):
+    an AArch64 or a big-endian s390x object, -fno-pie as kernel code."""
+    command, package = CROSS_GCC[arch]
+    gcc = require_tool(command, package)
+    srcdir = workdir / f"src-{out_name}"
+    srcdir.mkdir(parents=True, exist_ok=True)
+    src = srcdir / filename
+    src.write_text(source)
+    out = workdir / out_name
+    cmd = [gcc, "-c", "-O2", "-fno-pie", "-fno-stack-protector", *(f"-D{d}" for d in defines),
+           *(["-g"] if debug else []), "-o", str(out), str(src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=srcdir)
+    if proc.returncode != 0:
+        raise AssertionError(f"{command} failed: {' '.join(cmd)}\n{proc.stderr}")
+    return out

@@ -120,8 +120,9 @@ def _patched(src: Path, dst: Path, offset: int, fmt: str, value: int) -> Path:
     ("offset", "fmt", "value", "message"),
     [
         (4, "<B", 1, "32-bit ELF"),
-        (5, "<B", 2, "big-endian"),
-        (18, "<H", 183, "ELF for AArch64; expected x86-64"),
+        (5, "<B", 2, "big-endian ELF; expected a little-endian x86-64 object"),
+        (18, "<H", 243, "ELF for RISC-V; expected x86-64 or AArch64 or S/390"),
+        (18, "<H", 22, "ELF for S/390 in little-endian byte order; expected x86-64"),
         (16, "<H", 2, "expected a relocatable object"),
         (16, "<H", 3, "shared object"),
     ],

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .elf import load_elf_bytes
+from .elf import load_elf_bytes, machine_of, require_x86_code
 
 _LINE = re.compile(r"^\s*([0-9a-f]+):\t(.*)$")
 _TARGET = re.compile(r"\b([0-9a-f]+) <([^>+]+)(\+0x[0-9a-f]+)?>")
@@ -30,8 +30,12 @@ def instruction_stream(module: Path, function: str) -> list[str] | None:
     """Normalized instructions of `function` (None when objdump or the function is missing)."""
     if not objdump_available():
         return None
+    data = load_elf_bytes(module)
+    machine = machine_of(data)
+    if machine is not None:
+        require_x86_code(machine, str(module), "the instruction-stream comparison")
     with tempfile.NamedTemporaryFile(suffix=".o") as plain:
-        plain.write(load_elf_bytes(module))  # objdump can't read .ko.xz
+        plain.write(data)  # objdump can't read .ko.xz
         plain.flush()
         proc = subprocess.run(["objdump", "-dr", "--no-show-raw-insn",
                                f"--disassemble={function}", plain.name],

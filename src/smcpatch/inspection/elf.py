@@ -2,10 +2,11 @@
 relocations, function fragments (``name.cold``, ``name.part.N``) and ``.modinfo``.
 
 Only 64-bit relocatable objects (kernel modules and ``.o`` files) of a machine in
-:data:`MACHINES` are accepted: x86-64 today.  What a machine's relocation types mean (size of the
-patched field, PC-relative or not, applied to DWARF or not) is a table keyed by ``e_machine``,
-named as in pyelftools' ``ENUM_RELOC_TYPE_*`` and its RelocationHandler recipes: another
-machine is one more entry.  Symbol and relocation tables are decoded with :mod:`struct`
+:data:`MACHINES` are accepted: x86-64, AArch64 (little-endian) and S/390 (s390x, big-endian).
+What a machine's relocation types mean (size of the patched field, PC-relative or not, applied
+to DWARF or not) is a table keyed by ``e_machine``, named as in pyelftools'
+``ENUM_RELOC_TYPE_*`` and its RelocationHandler recipes: another machine is one more entry.
+Symbol and relocation tables are decoded with :mod:`struct`
 straight from the in-memory image (pyelftools' per-entry parsing is too slow for whole
 modules); pyelftools validates the headers.  Every failure reaches the caller as
 :class:`~smcpatch.errors.InspectError` (see :func:`guard`).
@@ -29,7 +30,12 @@ from typing import Any, Literal, NamedTuple
 from elftools.common.exceptions import DWARFError, ELFError, ELFParseError
 from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import ENUM_E_MACHINE, ENUM_RELOC_TYPE_x64
+from elftools.elf.enums import (
+    ENUM_E_MACHINE,
+    ENUM_RELOC_TYPE_AARCH64,
+    ENUM_RELOC_TYPE_S390X,
+    ENUM_RELOC_TYPE_x64,
+)
 
 from ..errors import InspectError, ToolMissing
 
@@ -61,6 +67,7 @@ class RelocType:
     size: int  # bytes of the field the relocation patches
     pcrel: bool  # the field holds S + A - P (relative to the place)
     debug: bool  # applied when relocating the DWARF sections (S + A, or S + A - P)
+    bias: int | None = None  # this type's PC bias when it differs from the machine's
 
 
 @dataclass(frozen=True)
@@ -71,30 +78,37 @@ class Machine:
     byteorder: Literal["<", ">"]  # struct prefix of the object's fields
     pc_bias: int  # added to a PC-relative addend to get the target's offset (rel32: 4)
     relocs: Mapping[int, RelocType]  # relocation type number -> what it patches
+    x86_code: bool = False  # fndiff's local-branch patterns (x86 opcodes) apply
 
 
 def _reloc_table(
-    numbers: Mapping[str, Any], rows: Iterable[tuple[str, int, bool, bool]]
+    numbers: Mapping[str, Any],
+    rows: Iterable[tuple[str, int, bool, bool] | tuple[str, int, bool, bool, int]],
 ) -> dict[int, RelocType]:
-    """{type number: RelocType} from rows (name, size, pc-relative, debug) named as in
-    pyelftools' ``ENUM_RELOC_TYPE_*`` (``numbers``)."""
-    return {
-        int(numbers[name]): RelocType(name, size, pcrel, debug)
-        for name, size, pcrel, debug in rows
-    }
+    """{type number: RelocType} from rows (name, size, pc-relative, debug[, PC bias]) named as
+    in pyelftools' ``ENUM_RELOC_TYPE_*`` (``numbers``)."""
+    out = {}
+    for row in rows:
+        name, size, pcrel, debug = row[:4]
+        bias = row[4] if len(row) > 4 else None
+        out[int(numbers[name])] = RelocType(name, size, pcrel, debug, bias)
+    return out
 
 
 #: x86-64 types that pyelftools 0.33's ENUM_RELOC_TYPE_x64 lacks (psABI numbers).
 _X86_64_MISSING = {"R_X86_64_SIZE32": 32, "R_X86_64_SIZE64": 33, "R_X86_64_GOTPCRELX": 41}
 
+#: AArch64 types that pyelftools 0.33's ENUM_RELOC_TYPE_AARCH64 lacks (psABI numbers).
+_AARCH64_MISSING = {"R_AARCH64_LDST128_ABS_LO12_NC": 299, "R_AARCH64_PLT32": 314}
+
 #: The relocation types whose patched field is known, by machine.  An unknown type counts as a
 #: 4-byte field in a function body and is never applied to DWARF.  The ``debug`` column is
 #: pyelftools' RelocationHandler recipes for the machine (what DWARF sections use).  Another
-#: machine is one more entry, e.g. AArch64 (little-endian, pc_bias 0) from
-#: ENUM_RELOC_TYPE_AARCH64: R_AARCH64_ABS64 (8, debug), R_AARCH64_ABS32 (4, debug),
-#: R_AARCH64_PREL32 (4, pc-relative, debug), R_AARCH64_CALL26/JUMP26 (4, pc-relative); or
-#: S/390 (big-endian ">") from ENUM_RELOC_TYPE_S390X: R_390_64 (8, debug), R_390_32 (4, debug),
-#: R_390_PC32 (4, pc-relative, debug), R_390_PLT32DBL (4, pc-relative).
+#: machine is one more entry.  AArch64's instruction relocations (CALL26, ADR_PREL_PG_HI21,
+#: ADD_ABS_LO12_NC, ...) patch bits of one 4-byte instruction word: the field is that word.
+#: S/390's ``DBL`` types (brasl/larl/brcl: a halfword-scaled immediate 2 bytes into a 6-byte
+#: instruction) count from the instruction's start, so ``brasl foo`` carries addend 2: their PC
+#: bias is -2; data PC32/PC64 (``x - .``) count from the field itself.
 MACHINES: dict[int, Machine] = {
     ENUM_E_MACHINE["EM_X86_64"]: Machine(
         name="x86-64",
@@ -125,6 +139,79 @@ MACHINES: dict[int, Machine] = {
                 ("R_X86_64_REX_GOTPCRELX",  4,  True,  False),
             ],
         ),
+        x86_code=True,
+    ),
+    ENUM_E_MACHINE["EM_AARCH64"]: Machine(
+        name="AArch64",
+        byteorder="<",
+        pc_bias=0,  # S + A - P from the place itself: "bl foo" has addend 0
+        relocs=_reloc_table(
+            {**_AARCH64_MISSING, **ENUM_RELOC_TYPE_AARCH64},
+            [
+                # name                              size pcrel  debug
+                ("R_AARCH64_NONE",                   0,  False, False),
+                ("R_AARCH64_ABS64",                  8,  False, True),
+                ("R_AARCH64_ABS32",                  4,  False, True),
+                ("R_AARCH64_ABS16",                  2,  False, False),
+                ("R_AARCH64_PREL64",                 8,  True,  False),
+                ("R_AARCH64_PREL32",                 4,  True,  True),
+                ("R_AARCH64_PREL16",                 2,  True,  False),
+                ("R_AARCH64_PLT32",                  4,  True,  False),
+                ("R_AARCH64_MOVW_UABS_G0",           4,  False, False),
+                ("R_AARCH64_MOVW_UABS_G0_NC",        4,  False, False),
+                ("R_AARCH64_MOVW_UABS_G1",           4,  False, False),
+                ("R_AARCH64_MOVW_UABS_G1_NC",        4,  False, False),
+                ("R_AARCH64_MOVW_UABS_G2",           4,  False, False),
+                ("R_AARCH64_MOVW_UABS_G2_NC",        4,  False, False),
+                ("R_AARCH64_MOVW_UABS_G3",           4,  False, False),
+                ("R_AARCH64_LD_PREL_LO19",           4,  True,  False),
+                ("R_AARCH64_ADR_PREL_LO21",          4,  True,  False),
+                ("R_AARCH64_ADR_PREL_PG_HI21",       4,  True,  False),
+                ("R_AARCH64_ADR_PREL_PG_HI21_NC",    4,  True,  False),
+                ("R_AARCH64_ADD_ABS_LO12_NC",        4,  False, False),
+                ("R_AARCH64_LDST8_ABS_LO12_NC",      4,  False, False),
+                ("R_AARCH64_LDST16_ABS_LO12_NC",     4,  False, False),
+                ("R_AARCH64_LDST32_ABS_LO12_NC",     4,  False, False),
+                ("R_AARCH64_LDST64_ABS_LO12_NC",     4,  False, False),
+                ("R_AARCH64_LDST128_ABS_LO12_NC",    4,  False, False),
+                ("R_AARCH64_TSTBR14",                4,  True,  False),
+                ("R_AARCH64_CONDBR19",               4,  True,  False),
+                ("R_AARCH64_JUMP26",                 4,  True,  False),
+                ("R_AARCH64_CALL26",                 4,  True,  False),
+                ("R_AARCH64_ADR_GOT_PAGE",           4,  True,  False),
+                ("R_AARCH64_LD64_GOT_LO12_NC",       4,  False, False),
+            ],
+        ),
+    ),
+    ENUM_E_MACHINE["EM_S390"]: Machine(
+        name="S/390",
+        byteorder=">",
+        pc_bias=0,  # PC32/PC64 data fields count from the field; the DBL types say -2
+        relocs=_reloc_table(
+            ENUM_RELOC_TYPE_S390X,
+            [
+                # name              size pcrel  debug  bias
+                ("R_390_NONE",        0,  False, False),
+                ("R_390_8",           1,  False, False),
+                ("R_390_12",          2,  False, False),
+                ("R_390_16",          2,  False, False),
+                ("R_390_20",          4,  False, False),
+                ("R_390_32",          4,  False, True),
+                ("R_390_64",          8,  False, True),
+                ("R_390_PC16",        2,  True,  False),
+                ("R_390_PC32",        4,  True,  True),
+                ("R_390_PC64",        8,  True,  False),
+                ("R_390_PC16DBL",     2,  True,  False, -2),
+                ("R_390_PLT16DBL",    2,  True,  False, -2),
+                ("R_390_PC32DBL",     4,  True,  False, -2),
+                ("R_390_PLT32DBL",    4,  True,  False, -2),
+                ("R_390_GOTENT",      4,  True,  False, -2),
+                ("R_390_GOTPCDBL",    4,  True,  False, -2),
+                ("R_390_GOTPLTENT",   4,  True,  False, -2),
+                ("R_390_PLT32",       4,  True,  False),
+                ("R_390_PLT64",       8,  True,  False),
+            ],
+        ),
     ),
 }
 
@@ -132,6 +219,7 @@ MACHINES: dict[int, Machine] = {
 _MACHINE_NAMES = {
     3: "i386", 40: "ARM", 183: "AArch64", 243: "RISC-V", 22: "S/390", 21: "PowerPC64"
 }
+_ENDIAN = {"<": "little-endian", ">": "big-endian"}
 _ETYPES = {0: "ET_NONE", 2: "ET_EXEC (an executable)", 3: "ET_DYN (a shared object)", 4: "ET_CORE"}
 _FIELD = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
@@ -158,6 +246,30 @@ ELF_ERRORS: tuple[type[BaseException], ...] = (
     lzma.LZMAError,
     zlib.error,
 )
+
+
+class UnsupportedMachine(InspectError):
+    """The object's machine is read (symbols, relocations, the verdict), but this analysis of
+    its code is x86-64's only (fndiff's local branches, the objdump instruction stream)."""
+
+
+def require_x86_code(machine: Machine, label: str, what: str) -> None:
+    """Raise :class:`UnsupportedMachine` unless ``machine``'s code is x86-64's."""
+    if not machine.x86_code:
+        raise UnsupportedMachine(
+            f"{label}: {what} is not supported on {machine.name} (x86-64 only)"
+        )
+
+
+def machine_of(data: bytes) -> Machine | None:
+    """The :data:`MACHINES` entry an ELF header names (in its own byte order), else None; no
+    other check (a cheap look before handing the file to another tool)."""
+    if len(data) < 20 or data[:4] != b"\x7fELF":
+        return None
+    order = "<" if data[5] == 1 else ">"
+    (e_machine,) = struct.unpack_from(order + "H", data, 18)
+    machine = MACHINES.get(e_machine)
+    return machine if machine is not None and machine.byteorder == order else None
 
 
 class ZstdMissing(InspectError, ToolMissing):
@@ -360,15 +472,23 @@ class ElfObject:
             raise InspectError(f"{label}: truncated: {len(data)} bytes, shorter than an ELF header")
         if data[4] != 2:
             raise InspectError(f"{label}: 32-bit ELF; expected a 64-bit {_supported()} object")
-        order = "<" if data[5] == 1 else ">"
-        if all(m.byteorder != order for m in MACHINES.values()):
-            raise InspectError(
-                f"{label}: big-endian ELF; expected a little-endian {_supported()} object"
-            )
+        order: Literal["<", ">"] = "<" if data[5] == 1 else ">"
         e_type, e_machine = struct.unpack_from(order + "HH", data, 16)
         machine = MACHINES.get(e_machine)
         if machine is None or machine.byteorder != order:
-            what = _MACHINE_NAMES.get(e_machine, f"machine {e_machine}")
+            # A header of the other byte order naming one of ours: say which order was expected.
+            other: Literal["<", ">"] = ">" if order == "<" else "<"
+            (swapped,) = struct.unpack_from(other + "H", data, 18)
+            meant = MACHINES.get(swapped)
+            if machine is None and meant is not None and meant.byteorder == other:
+                raise InspectError(
+                    f"{label}: {_ENDIAN[order]} ELF; expected a {_ENDIAN[other]}"
+                    f" {meant.name} object"
+                )
+            if machine is not None:
+                what = f"{machine.name} in {_ENDIAN[order]} byte order"
+            else:
+                what = _MACHINE_NAMES.get(e_machine, f"machine {e_machine}")
             raise InspectError(f"{label}: ELF for {what}; expected {_supported()}")
         if e_type != _ET_REL:
             what = _ETYPES.get(e_type, f"type {e_type}")
@@ -645,7 +765,9 @@ class ElfObject:
 
     def pc_bias(self, rel: Reloc) -> int:
         rtype = self.machine.relocs.get(rel.type)
-        return self.machine.pc_bias if rtype is not None and rtype.pcrel else 0
+        if rtype is None or not rtype.pcrel:
+            return 0
+        return self.machine.pc_bias if rtype.bias is None else rtype.bias
 
     def reloc_size(self, rel: Reloc) -> int:
         """Bytes of the field a relocation patches (4 for a type missing from the table)."""

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from .elf import ElfObject, Fragment, Reloc, guard, open_elf
+from .elf import ElfObject, Fragment, Reloc, guard, open_elf, require_x86_code
 
 _NUM_SUFFIX = re.compile(r"\.\d+")
 _SOURCE_PATH = re.compile(r"[^\s:\"'/]*(?:/[^\s:\"'/]+)*/([^\s:\"'/]+\.[chS])\b")
@@ -56,6 +56,7 @@ def normalized_body(elf: ElfObject, frag: Fragment) -> bytes:
     assembler resolved them), so their displacement changes whenever code moves: those
     are zeroed too and their target function's name goes into the signature.
     """
+    require_x86_code(elf.machine, elf.label, "function comparison")
     code = bytearray(elf.section_bytes(frag.section)[frag.start : frag.end])
     lines = []
     covered = bytearray(len(code))

@@ -9,9 +9,9 @@ The principle, in :func:`decide`:
 - **the RCU read lock is taken.**  The fixed code only holds the RCU read lock
   (``__rcu_read_lock``/``__rcu_read_unlock`` with CONFIG_PREEMPT_RCU=y) around
   ``__sk_dst_get``/``dst_dev_rcu``: both calls and no dst reference mean fixed.  A kernel
-  without CONFIG_PREEMPT_RCU (Debian's 5.10) leaves no call to see: then the DWARF decides
-  (rcu_read_lock/rcu_read_unlock and __sk_dst_get inlined, and no dst reference), and the
-  reasons say so; without DWARF (a stripped module) that is unknown.
+  without CONFIG_PREEMPT_RCU (Debian's 5.10, and its arm64/s390x 6.1) leaves no call to see:
+  then the DWARF decides (rcu_read_lock/rcu_read_unlock and __sk_dst_get inlined, and no dst
+  reference), and the reasons say so; without DWARF (a stripped module) that is unknown.
 - **the DWARF inlines agree.**  When DWARF is available (our own builds, or a separately given
   ``smc_clc.o`` of the same build), the subroutines inlined into the function must show the
   same shape (:data:`DWARF_VULNERABLE` or :data:`DWARF_FIXED`); a contradiction is unknown.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import InspectError
 from .dwarf import inlined_or_note
-from .elf import ElfObject, Fragment, guard, open_elf
+from .elf import ElfObject, Fragment, UnsupportedMachine, guard, open_elf
 from .fndiff import function_signature
 from .modcheck import module_info
 from .model import CallSite, FunctionEvidence, ModuleInfo, Verdict
@@ -198,9 +198,17 @@ def _inspect(path: Path, dwarf_object: Path | None, function: str) -> ModuleInfo
         if dwarf_object is not None:
             dobj = open_elf(dwarf_object)
             with guard(dobj.label):
-                mine = function_signature(elf, function)
-                theirs = function_signature(dobj, function)
-                if theirs is None:
+                unsupported: str | None = None
+                try:
+                    mine = function_signature(elf, function)
+                    theirs = function_signature(dobj, function)
+                except UnsupportedMachine as exc:
+                    # the bodies cannot be compared: the DWARF might describe another build
+                    unsupported = f"{exc}: the DWARF of {dobj.label} is unused"
+                if unsupported is not None:
+                    inlined = None
+                    extra.append(unsupported)
+                elif theirs is None:
                     inlined = None
                     extra.append(f"{dobj.label} does not contain {function}: its DWARF is unused")
                 elif mine != theirs:
