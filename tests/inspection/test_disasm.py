@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from elfobjs import require_gcc
 
 from smcpatch import inspection
 from smcpatch.inspection import disasm
@@ -25,7 +26,7 @@ def _object(tmp: Path, name: str, first: str, tail: str = "") -> Path:
     out = tmp / f"{name}.o"
     # unaligned function starts + 32-byte loop alignment: moving `second` changes its padding,
     # as gcc-14's loop alignment does in smc_clc.o when the fix shrinks smc_clc_prfx_match
-    subprocess.run(["gcc", "-O2", "-falign-functions=1", "-falign-loops=32", "-c", str(src),
+    subprocess.run([require_gcc(), "-O2", "-falign-functions=1", "-falign-loops=32", "-c", str(src),
                     "-o", str(out)], check=True)
     return out
 

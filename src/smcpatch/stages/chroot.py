@@ -73,7 +73,8 @@ def cached_build_packages(cache: Cache, target: Target) -> list[str]:
 
 
 # what making and entering a chroot of another suite needs on the host
-TOOLS = (hostpkg.Tool("mmdebstrap", "mmdebstrap"), hostpkg.Tool("unshare", "util-linux"))
+TOOLS = (hostpkg.Tool("mmdebstrap", "mmdebstrap"), hostpkg.Tool("unshare", "util-linux"),
+         hostpkg.Tool("mount", "mount"))  # a minimal system may lack mount (not Essential)
 
 
 def ensure_mmdebstrap() -> None:
