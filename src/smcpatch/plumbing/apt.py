@@ -265,11 +265,17 @@ def _parse_one_line(text: str) -> list[HostSource]:
     return out
 
 
+def archive_mirrors(sources: list[HostSource]) -> tuple[HostSource | None, HostSource | None]:
+    """The host's main archive mirror and its security mirror (either may be missing)."""
+    main = next((s for s in sources if any(not x.endswith("-security") for x in s.suites)), None)
+    security = next((s for s in sources if any(x.endswith("-security") for x in s.suites)), None)
+    return main, security
+
+
 def mirror_lines(sources: list[HostSource], suites: tuple[str, ...]) -> list[str]:
     """One-line entries for `suites` on the host's own mirrors: security suites on the host's
     security mirror, all others on its main archive mirror."""
-    main = next((s for s in sources if any(not x.endswith("-security") for x in s.suites)), None)
-    security = next((s for s in sources if any(x.endswith("-security") for x in s.suites)), None)
+    main, security = archive_mirrors(sources)
     if main is None:
         raise FetchError("the host's apt sources name no Debian archive mirror to fetch "
                          f"{', '.join(suites)} from")

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .apt import HOST_APT_DIR, HostSource, host_sources
+from .apt import HOST_APT_DIR, HostSource, archive_mirrors, host_sources
 from .cache import Cache
 
 # The archive's alias suites and a release's companion suites: Debian's layout, not a release list.
@@ -45,8 +45,7 @@ def served_suites(cache: Cache, host_apt_dir: Path = HOST_APT_DIR) -> list[str]:
 
 def discover(sources: list[HostSource]) -> list[str]:
     own = [suite for source in sources for suite in source.suites]
-    main = next((s for s in sources if any(not x.endswith("-security") for x in s.suites)), None)
-    security = next((s for s in sources if any(x.endswith("-security") for x in s.suites)), None)
+    main, security = archive_mirrors(sources)
     if main is None:
         return own
     codenames: list[str] = []
