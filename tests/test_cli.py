@@ -77,3 +77,22 @@ def test_console_script_has_the_checkout_tasks() -> None:
     assert set(cli.namespace.tasks) == checkout - {"test", "lint"}
     for name in cli.namespace.tasks:
         assert tasks.ns.tasks[name].body is cli.namespace.tasks[name].body
+
+
+@pytest.mark.parametrize("task", ["kernels", "verify", "inspect", "dkms", "report", "matrix",
+                                  "bench"])
+def test_every_task_shows_its_help(task: str) -> None:
+    """`inspect --help` once took `--help` for the module's path: required options are options."""
+    proc = inv(task, "--help")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("Usage:") and f" {task} [--options]" in proc.stdout
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    (("inspect",), "--module PATH is required"),
+    (("report",), "--merge DIR is required"),
+    (("dkms", "--out", "x"), "--kernel is required"),
+    (("dkms", "--kernel", "6.1.176"), "--out DIR is required"),
+])
+def test_a_missing_required_option_is_one_line(args: tuple[str, ...], text: str) -> None:
+    assert_one_line_error(inv(*args), 2, text)

@@ -29,7 +29,7 @@ from .commands import inspect as inspect_cmd
 from .commands import kernels as kernels_cmd
 from .commands import report as report_cmd
 from .data import DEFAULT_MATRIX, DEFAULT_PATCHES
-from .errors import SmcpatchError
+from .errors import BadInput, SmcpatchError
 from .plumbing.cache import Cache
 
 # A wide page when piped (CI logs): the result table should not be squeezed to 80 columns.
@@ -65,6 +65,14 @@ def reported_errors() -> Iterator[None]:
 
 def _path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
+
+
+def _required(value: str | None, option: str) -> Path:
+    """Required options are options, not positionals: `smcpatch inspect --help` must show help,
+    not take `--help` for the module's path."""
+    if not value:
+        raise BadInput(f"{option} is required")
+    return Path(value).expanduser()
 
 
 @task(help={"flavour": "amd64 | cloud-amd64 | rt-amd64 | all", "matrix": MATRIX_HELP,
@@ -160,10 +168,10 @@ def matrix(c: Context, format: str = "text", flavour: str = "amd64",
     "merge": "directory holding the JSON reports of several runs (e.g. one per CI job)",
     "json": "also write the merged report here",
 })
-def report(c: Context, merge: str, json: str | None = None) -> None:
+def report(c: Context, merge: str | None = None, json: str | None = None) -> None:
     """Merge JSON reports into one table (and one JSON report); exit 1 if any target failed."""
     with reported_errors():
-        reports, code = report_cmd.merge(Path(merge).expanduser(), _path(json))
+        reports, code = report_cmd.merge(_required(merge, "--merge DIR"), _path(json))
         render.print_summary(reports, console)
     if code:
         raise Exit(code=code)
@@ -175,14 +183,15 @@ def report(c: Context, merge: str, json: str | None = None) -> None:
     "release": "also check vermagic against this kernel release, e.g. 6.1.0-50-amd64",
     "symvers": "also check modversions CRCs against this Module.symvers",
 })
-def inspect(c: Context, module: str, json: bool = False, release: str | None = None,
-            symvers: str | None = None) -> None:
+def inspect(c: Context, module: str | None = None, json: bool = False,
+            release: str | None = None, symvers: str | None = None) -> None:
     """Inspect any SMC module and print the verdict with its evidence.
 
     Exit 0 = fixed, 1 = vulnerable, 2 = unknown or bad input.
     """
     with reported_errors():
-        data, code = inspect_cmd.run(Path(module).expanduser(), release, _path(symvers))
+        data, code = inspect_cmd.run(_required(module, "--module PATH"), release,
+                                     _path(symvers))
         if json:
             print(dump_json(data))
         else:
@@ -209,12 +218,15 @@ def inspect(c: Context, module: str, json: bool = False, release: str | None = N
         "jobs": "make -j for --check (default: number of cores)",
         "matrix": MATRIX_HELP,
         "patches": PATCHES_HELP,
+        "suite": SUITE_HELP,
     },
 )
-def dkms(c: Context, kernel: str, out: str, flavour: str = "amd64", cache: str | None = None,
+def dkms(c: Context, kernel: str | None = None, out: str | None = None, flavour: str = "amd64",
+         cache: str | None = None,
          fix: list[str] | None = None, check: bool = False, sign_key: str | None = None,
          sign_cert: str | None = None, json: bool = False, jobs: int = 0,
-         matrix: str | None = None, patches: str | None = None) -> None:
+         matrix: str | None = None, patches: str | None = None,
+         suite: str | None = None) -> None:
     """Write a DKMS source package of the fixed SMC module for one kernel (`dkms add OUT`).
 
     Exit 0 when written (with --check: dkms built a module inspected fixed), 1 when the checked
@@ -223,10 +235,13 @@ def dkms(c: Context, kernel: str, out: str, flavour: str = "amd64", cache: str |
     from .commands import dkms as dkms_cmd
 
     with reported_errors():
-        summary = dkms_cmd.run(Cache.open(_path(cache)), kernel, Path(out).expanduser(),
+        if not kernel:
+            raise BadInput("--kernel is required: the kernel to package the fix for")
+        summary = dkms_cmd.run(Cache.open(_path(cache)), kernel, _required(out, "--out DIR"),
                                flavour, fix or None, check=check, jobs=jobs or None,
                                sign_key=_path(sign_key), sign_cert=_path(sign_cert),
-                               patches_dir=_path(patches), matrix_path=_path(matrix))
+                               patches_dir=_path(patches), matrix_path=_path(matrix),
+                               suite=suite)
         if json:
             print(dump_json(summary))
         else:
@@ -248,11 +263,13 @@ def dkms(c: Context, kernel: str, out: str, flavour: str = "amd64", cache: str |
     "host_clock": "time with the host clock instead of QEMU's instruction-count clock (noisy)",
     "timeout": "guest timeout in seconds (default 900)",
     "matrix": MATRIX_HELP,
+    "suite": SUITE_HELP,
 })
 def bench(c: Context, kernel: str = "6.12.107", variant: str = "after", check: bool = False,
           threshold: float = 0.05, runs: int = 20, connections: int = 300,
           modes: str = "smcr,clcv1,tcp", results: str | None = None, cache: str | None = None,
-          host_clock: bool = False, timeout: int = 900, matrix: str | None = None) -> None:
+          host_clock: bool = False, timeout: int = 900, matrix: str | None = None,
+          suite: str | None = None) -> None:
     """SMC handshake latency before vs after the fix: the real Debian kernel in QEMU, Soft-RoCE,
     pyperf; every run proven from the kernel's SMC counters.
 
@@ -269,7 +286,7 @@ def bench(c: Context, kernel: str = "6.12.107", variant: str = "after", check: b
         if host_clock:
             config = dataclasses.replace(config, icount=None)
         outcome = bench_cmd.run(kernel, variant, config, _path(results), _path(cache),
-                                _path(matrix), progress=console.print)
+                                _path(matrix), progress=console.print, suite=suite)
         for line in outcome.gate_lines:
             console.print(line)
         result = outcome.result

@@ -24,11 +24,12 @@ class BenchOutcome:
 
 def run(kernel: str, variant: str, config: benchmark.BenchConfig, results: Path | None = None,
         cache_dir: Path | None = None, matrix_path: Path | None = None,
-        progress: Callable[[str], None] | None = None) -> BenchOutcome:
+        progress: Callable[[str], None] | None = None,
+        suite: str | None = None) -> BenchOutcome:
     """Verify the kernel's after-module (or build the canary), boot Debian's image with it and
     Debian's own module, measure, and judge the ratio against config.threshold."""
     cache = Cache.open(cache_dir)
-    target = targets.resolve(cache, [kernel], "amd64", matrix_path=matrix_path)[0]
+    target = targets.resolve(cache, [kernel], "amd64", matrix_path=matrix_path, suite=suite)[0]
     inputs = benchprep.bench_inputs(cache, target, variant)
     guest = vm.prepare_guest_kernel(inputs.image_deb, cache.dir("vm"))
     out = results or Path("results") / f"bench-{kernel}-{variant}"
