@@ -67,12 +67,16 @@ def _path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def _required(value: str | None, option: str) -> Path:
+def _required(value: str | None, option: str) -> str:
     """Required options are options, not positionals: `smcpatch inspect --help` must show help,
     not take `--help` for the module's path."""
     if not value:
         raise BadInput(f"{option} is required")
-    return Path(value).expanduser()
+    return value
+
+
+def _required_path(value: str | None, option: str) -> Path:
+    return Path(_required(value, option)).expanduser()
 
 
 @task(help={"flavour": "amd64 | cloud-amd64 | rt-amd64 | all", "matrix": MATRIX_HELP,
@@ -171,7 +175,7 @@ def matrix(c: Context, format: str = "text", flavour: str = "amd64",
 def report(c: Context, merge: str | None = None, json: str | None = None) -> None:
     """Merge JSON reports into one table (and one JSON report); exit 1 if any target failed."""
     with reported_errors():
-        reports, code = report_cmd.merge(_required(merge, "--merge DIR"), _path(json))
+        reports, code = report_cmd.merge(_required_path(merge, "--merge DIR"), _path(json))
         render.print_summary(reports, console)
     if code:
         raise Exit(code=code)
@@ -190,7 +194,7 @@ def inspect(c: Context, module: str | None = None, json: bool = False,
     Exit 0 = fixed, 1 = vulnerable, 2 = unknown or bad input.
     """
     with reported_errors():
-        data, code = inspect_cmd.run(_required(module, "--module PATH"), release,
+        data, code = inspect_cmd.run(_required_path(module, "--module PATH"), release,
                                      _path(symvers))
         if json:
             print(dump_json(data))
@@ -235,9 +239,8 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, flavour:
     from .commands import dkms as dkms_cmd
 
     with reported_errors():
-        if not kernel:
-            raise BadInput("--kernel is required: the kernel to package the fix for")
-        summary = dkms_cmd.run(Cache.open(_path(cache)), kernel, _required(out, "--out DIR"),
+        summary = dkms_cmd.run(Cache.open(_path(cache)), _required(kernel, "--kernel"),
+                               _required_path(out, "--out DIR"),
                                flavour, fix or None, check=check, jobs=jobs or None,
                                sign_key=_path(sign_key), sign_cert=_path(sign_cert),
                                patches_dir=_path(patches), matrix_path=_path(matrix),

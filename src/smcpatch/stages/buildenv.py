@@ -41,8 +41,10 @@ def kernel_compiler(config: KernelConfig) -> tuple[str, int | None, str | None]:
 
 def host_has(command: str, debian_version: str | None) -> bool:
     path = hostpkg.which(command)
-    if path is None or debian_version is None:
-        return path is not None and debian_version is None
+    if path is None:
+        return False
+    if debian_version is None:  # not a Debian gcc: nothing finer to compare
+        return True
     first = subprocess.run([path, "--version"], capture_output=True, text=True,
                            check=False).stdout.partition("\n")[0]
     return f"(Debian {debian_version})" in first

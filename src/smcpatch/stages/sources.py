@@ -155,7 +155,7 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
             notes.append(f"the archive has no signed {target.image_package} "
                          f"{target.package_version}: Debian's module is taken from {image}")
         shipped = _shipped_module(entries["shipped"])
-        image_deb = cache.root / "debs" / _image_deb_name(entries["shipped"])
+        image_deb = cache.root / "debs" / image
         return Workspace(
             target=target,
             kdir=entries["kdir"] / "root" / "usr" / "src" / f"linux-headers-{target.release}",
