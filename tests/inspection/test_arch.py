@@ -14,9 +14,15 @@ from pathlib import Path
 import elfobjs
 import pytest
 
-from smcpatch.inspection import InspectError, function_bodies, inspect_module
+from smcpatch.inspection import (
+    InspectError,
+    changed_functions,
+    function_bodies,
+    inspect_module,
+    same_function,
+)
 from smcpatch.inspection.disasm import instruction_stream
-from smcpatch.inspection.elf import UnsupportedMachine, open_elf
+from smcpatch.inspection.elf import open_elf
 from smcpatch.inspection.modcheck import read_modversions
 
 FN = "smc_clc_prfx_match"
@@ -124,19 +130,19 @@ def test_crafted_byte_order_mismatch(arch: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("arch", sorted(MACHINE_ROWS))
-def test_code_comparison_not_supported(arch: str, tmp_path: Path) -> None:
-    """fndiff and the objdump stream use x86 opcodes: they refuse, inspect does not need them."""
-    path = tmp_path / "smc.ko"
-    path.write_bytes(craft(arch, ["dst_release"]))
-    name = MACHINE_ROWS[arch][4]
-    with pytest.raises(UnsupportedMachine, match=f"not supported on {name}"):
-        function_bodies(path)
-    if elfobjs.shutil.which("objdump"):
-        with pytest.raises(UnsupportedMachine, match=f"not supported on {name}"):
-            instruction_stream(path, FN)
-    info = inspect_module(path, dwarf_object=path)
+def test_crafted_code_comparison(arch: str, tmp_path: Path) -> None:
+    """fndiff reads every machine's bodies: the relocated call fields are zeroed, so the same
+    function with another callee differs and with the same one compares equal."""
+    a, b, c = (tmp_path / name for name in ("a.ko", "b.ko", "c.ko"))
+    a.write_bytes(craft(arch, ["dst_release"]))
+    b.write_bytes(craft(arch, ["dst_release"]))
+    c.write_bytes(craft(arch, ["__rcu_read_lock"]))
+    assert list(function_bodies(a)) == [FN]
+    assert same_function(a, b, FN) is True
+    assert same_function(a, c, FN) is False
+    info = inspect_module(a, dwarf_object=b)  # same body: its (absent) DWARF would be used
     assert info.evidence.verdict == "vulnerable"
-    assert any("not supported on" in r for r in info.evidence.reasons)
+    assert not any("differs from the module's" in r for r in info.evidence.reasons)
 
 
 # -- real cross-compiled objects -----------------------------------------------------------------
@@ -176,6 +182,24 @@ def test_cross_verdicts(cross: tuple[str, dict[str, Path]]) -> None:
     # strings reached through adrp/add (AArch64) or larl (s390x) resolve to their text
     assert any(c.target.endswith("'smc: no dst'") for c in vuln.calls), vuln.calls
     assert "smc_warn" in {c.target for c in vuln.calls}
+
+
+def test_cross_changed_functions(cross: tuple[str, dict[str, Path]],
+                                 tmp_path: Path) -> None:
+    """Local calls (bl on AArch64, brasl on s390x) that moved with the code compare equal: only
+    the function whose code changed is reported, by bytes and by the cross objdump's stream."""
+    arch, objs = cross
+    a = elfobjs.compile_cross(tmp_path, arch, elfobjs.CHANGES_C, "a.o", filename="changes.c")
+    b = elfobjs.compile_cross(tmp_path, arch, elfobjs.CHANGES_C, "b.o", filename="changes.c",
+                              defines=("VARIANT",))
+    assert set(function_bodies(a)) == {"f_first", "f_second", "f_third"}
+    assert changed_functions(a, b) == ["f_first"]
+    assert same_function(a, b, "f_third") is True
+    assert changed_functions(objs["vuln_g"], objs["fixed_g"])[0] == FN
+    stream = instruction_stream(b, "f_third")
+    call = {"aarch64": "bl\t<f_second>", "s390x": "brasl"}[arch]
+    assert stream is not None and any(line.startswith(call) for line in stream), stream
+    assert stream == instruction_stream(a, "f_third")
 
 
 def test_cross_dwarf(cross: tuple[str, dict[str, Path]]) -> None:

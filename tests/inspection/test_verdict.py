@@ -99,6 +99,33 @@ def test_verdict_rules(
     assert reasons and all(isinstance(r, str) and r for r in reasons)
 
 
+NOT_PREEMPTIBLE = "6.1.0-50-arm64 SMP mod_unload modversions aarch64"  # Debian's arm64 6.1
+
+
+@pytest.mark.parametrize(
+    ("targets", "inlined", "vermagic", "verdict"),
+    [
+        # a stripped module of a non-preemptible kernel: rcu_read_lock is no code there
+        ((), None, NOT_PREEMPTIBLE, "fixed"),
+        ((), None, "6.1.0-50-s390x SMP mod_unload modversions ", "fixed"),
+        (("dst_release",), None, NOT_PREEMPTIBLE, "vulnerable"),
+        # a preemptible kernel must show the lock call; no vermagic (an object) tells nothing
+        ((), None, "6.1.0-50-amd64 SMP preempt mod_unload modversions ", "unknown"),
+        ((), None, "6.1.0-50-rt-arm64 SMP preempt_rt mod_unload modversions aarch64", "unknown"),
+        ((), None, None, "unknown"),
+        # DWARF, when there, still decides (here: not the fixed shape)
+        ((), ["rcu_read_lock", "rcu_read_unlock"], NOT_PREEMPTIBLE, "unknown"),
+    ],
+)
+def test_verdict_on_kernels_without_preemption(
+    targets: tuple[str, ...], inlined: list[str] | None, vermagic: str | None, verdict: str
+) -> None:
+    got, reasons = decide(FN, _sites(*targets), inlined, vermagic)
+    assert got == verdict, reasons
+    if verdict == "fixed":
+        assert "non-preemptible" in reasons[-1] and "absence of the dst reference" in reasons[-1]
+
+
 def test_lacks_function(objs: dict[str, Path]) -> None:
     with pytest.raises(InspectError, match="does not contain smc_clc_prfx_match: not smc.ko?"):
         inspect_module(objs["other"])

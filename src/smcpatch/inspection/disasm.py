@@ -15,29 +15,32 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .elf import load_elf_bytes, machine_of, require_x86_code
+from .elf import MACHINES, Machine, load_elf_bytes, machine_of
 
 _LINE = re.compile(r"^\s*([0-9a-f]+):\t(.*)$")
 _TARGET = re.compile(r"\b([0-9a-f]+) <([^>+]+)(\+0x[0-9a-f]+)?>")
 _SUFFIX = re.compile(r"\.(?:constprop|isra|part|cold|llvm)\.\d+")
 
 
-def objdump_available() -> bool:
-    return shutil.which("objdump") is not None
+def objdump_available(machine: Machine | None = None) -> bool:
+    """The machine's objdump (x86-64's own, or binutils' cross build for AArch64 / S/390)."""
+    return shutil.which((machine or _X86_64).objdump) is not None
+
+
+_X86_64 = next(m for m in MACHINES.values() if m.isa == "x86-64")
 
 
 def instruction_stream(module: Path, function: str) -> list[str] | None:
-    """Normalized instructions of `function` (None when objdump or the function is missing)."""
-    if not objdump_available():
-        return None
+    """Normalized instructions of `function` (None when its objdump or the function is
+    missing)."""
     data = load_elf_bytes(module)
-    machine = machine_of(data)
-    if machine is not None:
-        require_x86_code(machine, str(module), "the instruction-stream comparison")
+    machine = machine_of(data) or _X86_64
+    if not objdump_available(machine):
+        return None
     with tempfile.NamedTemporaryFile(suffix=".o") as plain:
         plain.write(data)  # objdump can't read .ko.xz
         plain.flush()
-        proc = subprocess.run(["objdump", "-dr", "--no-show-raw-insn",
+        proc = subprocess.run([machine.objdump, "-dr", "--no-show-raw-insn",
                                f"--disassemble={function}", plain.name],
                               capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
@@ -53,12 +56,11 @@ def _normalize(text: str, function: str) -> list[str] | None:
         if not match:
             continue
         address, body = int(match.group(1), 16), match.group(2).split("#")[0].strip()
-        if body.startswith("R_X86_64"):  # a relocation line: belongs to the instruction above
+        if body.startswith(("R_X86_64", "R_AARCH64", "R_390")):  # belongs to the insn above
             if rows:
                 relocs.setdefault(len(rows) - 1, []).append(_SUFFIX.sub("", body))
             continue
-        if any(word.startswith("nop") for word in body.split()[:3]) or body.startswith(
-                ("xchg   %ax,%ax", "int3")):
+        if _is_padding(body):
             continue  # padding: its amount depends on where the function starts
         rows.append((address, body))
     if not rows:
@@ -73,6 +75,15 @@ def _normalize(text: str, function: str) -> list[str] | None:
 
     return [_TARGET.sub(target, body) + "".join(f" [{r}]" for r in relocs.get(i, []))
             for i, (_, body) in enumerate(rows)]
+
+
+def _is_padding(body: str) -> bool:
+    """x86's nop forms, xchg %ax,%ax and int3; AArch64's nop; S/390's nopr/nop (bcr/bc 0,...)."""
+    words = body.split()
+    if any(word.startswith("nop") for word in words[:3]):
+        return True
+    return body.startswith(("xchg   %ax,%ax", "int3")) or (
+        len(words) > 1 and words[0] in ("bcr", "bc") and words[1].startswith("0,"))
 
 
 def layout_only_change(before: Path, after: Path, function: str) -> bool:

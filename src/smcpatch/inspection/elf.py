@@ -78,7 +78,9 @@ class Machine:
     byteorder: Literal["<", ">"]  # struct prefix of the object's fields
     pc_bias: int  # added to a PC-relative addend to get the target's offset (rel32: 4)
     relocs: Mapping[int, RelocType]  # relocation type number -> what it patches
-    x86_code: bool = False  # fndiff's local-branch patterns (x86 opcodes) apply
+    isa: Literal["x86-64", "aarch64", "s390"]  # whose branch encodings fndiff decodes
+    objdump: str  # the disassembler of this machine's code (binutils, or its cross build)
+    objdump_package: str
 
 
 def _reloc_table(
@@ -139,7 +141,9 @@ MACHINES: dict[int, Machine] = {
                 ("R_X86_64_REX_GOTPCRELX",  4,  True,  False),
             ],
         ),
-        x86_code=True,
+        isa="x86-64",
+        objdump="objdump",
+        objdump_package="binutils",
     ),
     ENUM_E_MACHINE["EM_AARCH64"]: Machine(
         name="AArch64",
@@ -182,6 +186,9 @@ MACHINES: dict[int, Machine] = {
                 ("R_AARCH64_LD64_GOT_LO12_NC",       4,  False, False),
             ],
         ),
+        isa="aarch64",
+        objdump="aarch64-linux-gnu-objdump",
+        objdump_package="binutils-aarch64-linux-gnu",
     ),
     ENUM_E_MACHINE["EM_S390"]: Machine(
         name="S/390",
@@ -212,6 +219,9 @@ MACHINES: dict[int, Machine] = {
                 ("R_390_PLT64",       8,  True,  False),
             ],
         ),
+        isa="s390",
+        objdump="s390x-linux-gnu-objdump",
+        objdump_package="binutils-s390x-linux-gnu",
     ),
 }
 
@@ -246,19 +256,6 @@ ELF_ERRORS: tuple[type[BaseException], ...] = (
     lzma.LZMAError,
     zlib.error,
 )
-
-
-class UnsupportedMachine(InspectError):
-    """The object's machine is read (symbols, relocations, the verdict), but this analysis of
-    its code is x86-64's only (fndiff's local branches, the objdump instruction stream)."""
-
-
-def require_x86_code(machine: Machine, label: str, what: str) -> None:
-    """Raise :class:`UnsupportedMachine` unless ``machine``'s code is x86-64's."""
-    if not machine.x86_code:
-        raise UnsupportedMachine(
-            f"{label}: {what} is not supported on {machine.name} (x86-64 only)"
-        )
 
 
 def machine_of(data: bytes) -> Machine | None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from .elf import ElfObject, Fragment, Reloc, guard, open_elf, require_x86_code
+from .elf import ElfObject, Fragment, Reloc, guard, open_elf
 
 _NUM_SUFFIX = re.compile(r"\.\d+")
 _SOURCE_PATH = re.compile(r"[^\s:\"'/]*(?:/[^\s:\"'/]+)*/([^\s:\"'/]+\.[chS])\b")
@@ -56,7 +57,6 @@ def normalized_body(elf: ElfObject, frag: Fragment) -> bytes:
     assembler resolved them), so their displacement changes whenever code moves: those
     are zeroed too and their target function's name goes into the signature.
     """
-    require_x86_code(elf.machine, elf.label, "function comparison")
     code = bytearray(elf.section_bytes(frag.section)[frag.start : frag.end])
     lines = []
     covered = bytearray(len(code))
@@ -66,23 +66,40 @@ def normalized_body(elf: ElfObject, frag: Fragment) -> bytes:
         code[pos : pos + size] = bytes(len(code[pos : pos + size]))
         covered[pos : pos + size] = b"\1" * len(covered[pos : pos + size])
         lines.append(f"{pos}:{rel.type}:{normalized_target(elf, rel)}")
-    for pos, field_at, target in _local_branches(elf, frag, code, covered):
-        code[field_at : field_at + 4] = bytes(4)
-        lines.append(f"{pos}:branch:{normalize_symbol(target)}")
+    starts = elf.function_starts(frag.section.index)
+    for branch in LOCAL_BRANCHES[elf.machine.isa](frag, bytes(code), covered, starts):
+        code[branch.field_at : branch.field_at + len(branch.field)] = branch.field
+        lines.append(f"{branch.pos}:branch:{normalize_symbol(branch.target)}")
     lines.sort(key=lambda line: int(line.split(":", 1)[0]))
     return bytes(code) + b"\0relocs\0" + "\n".join(lines).encode()
 
 
-def _local_branches(
-    elf: ElfObject, frag: Fragment, code: bytearray, covered: bytearray
-) -> Iterator[tuple[int, int, str]]:
-    """(opcode position, rel32 position, target) of call/jmp/jcc rel32 instructions that
-    land exactly on another function of the same section (no relocation needed there).
+@dataclass(frozen=True)
+class LocalBranch:
+    """A call or jump that lands on another function of the same section without a relocation:
+    its displacement (at field_at) is replaced by ``field`` (the opcode bits kept, if any)."""
 
-    Found by pattern, not by decoding: a stray opcode byte counts only if its displacement
-    hits a function start outside this function, which leaves layout-independent noise at
-    worst.  The opcodes are x86's."""
-    starts = elf.function_starts(frag.section.index)
+    pos: int
+    field_at: int
+    field: bytes
+    target: str
+
+
+BranchFinder = Callable[[Fragment, bytes, bytearray, dict[int, str]], Iterator[LocalBranch]]
+
+
+def _landing(frag: Fragment, starts: dict[int, str], target: int) -> str | None:
+    """The function a branch target is the start of, outside this fragment, else None."""
+    if frag.start <= target < frag.end:
+        return None
+    return starts.get(target)
+
+
+def _x86_branches(frag: Fragment, code: bytes, covered: bytearray,
+                  starts: dict[int, str]) -> Iterator[LocalBranch]:
+    """call/jmp/jcc rel32 (E8, E9, 0F 8x), found by pattern, not by decoding (x86 is variable
+    length): a stray opcode byte counts only if its displacement hits a function start outside
+    this function, which leaves layout-independent noise at worst."""
     n = len(code)
     candidates: list[tuple[int, int]] = []
     for opcode in (0xE8, 0xE9):
@@ -101,14 +118,55 @@ def _local_branches(
         if field_at + 4 > n or pos < last_end or any(covered[pos : field_at + 4]):
             continue
         (disp,) = struct.unpack_from("<i", code, field_at)
-        target = frag.start + field_at + 4 + disp
-        if frag.start <= target < frag.end:
-            continue
-        name = starts.get(target)
+        name = _landing(frag, starts, frag.start + field_at + 4 + disp)
         if name is None:
             continue
         last_end = field_at + 4
-        yield pos, field_at, name
+        yield LocalBranch(pos, field_at, bytes(4), name)
+
+
+def _aarch64_branches(frag: Fragment, code: bytes, covered: bytearray,
+                      starts: dict[int, str]) -> Iterator[LocalBranch]:
+    """BL and B (imm26, in words, from the instruction itself): every instruction is one
+    aligned little-endian word, so this is a decode, not a guess."""
+    first = -frag.start % 4  # the section's words, wherever the fragment starts
+    for pos in range(first, len(code) - 3, 4):
+        if any(covered[pos : pos + 4]):
+            continue
+        (word,) = struct.unpack_from("<I", code, pos)
+        if word & 0x7C000000 != 0x14000000:  # 0x94...: bl, 0x14...: b
+            continue
+        imm = word & 0x03FFFFFF
+        imm -= (imm & 0x02000000) << 1
+        name = _landing(frag, starts, frag.start + pos + imm * 4)
+        if name is not None:
+            yield LocalBranch(pos, pos, struct.pack("<I", word & 0xFC000000), name)
+
+
+def _s390_branches(frag: Fragment, code: bytes, covered: bytearray,
+                   starts: dict[int, str]) -> Iterator[LocalBranch]:
+    """BRASL and BRCL (C0x5 / C0x4: a signed 32-bit halfword count from the instruction's
+    start, big-endian), found by pattern at halfword boundaries and kept only when they land
+    on another function's start, as for x86."""
+    first = -frag.start % 2
+    last_end = -1
+    for pos in range(first, len(code) - 5, 2):
+        if pos < last_end or code[pos] != 0xC0 or code[pos + 1] & 0x0F not in (4, 5):
+            continue
+        if any(covered[pos : pos + 6]):
+            continue
+        (halfwords,) = struct.unpack_from(">i", code, pos + 2)
+        name = _landing(frag, starts, frag.start + pos + halfwords * 2)
+        if name is not None:
+            last_end = pos + 6
+            yield LocalBranch(pos, pos + 2, bytes(4), name)
+
+
+LOCAL_BRANCHES: dict[str, BranchFinder] = {
+    "x86-64": _x86_branches,
+    "aarch64": _aarch64_branches,
+    "s390": _s390_branches,
+}
 
 
 def function_signature(elf: ElfObject, function: str) -> bytes | None:

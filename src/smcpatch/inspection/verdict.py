@@ -11,7 +11,9 @@ The principle, in :func:`decide`:
   ``__sk_dst_get``/``dst_dev_rcu``: both calls and no dst reference mean fixed.  A kernel
   without CONFIG_PREEMPT_RCU (Debian's 5.10, and its arm64/s390x 6.1) leaves no call to see:
   then the DWARF decides (rcu_read_lock/rcu_read_unlock and __sk_dst_get inlined, and no dst
-  reference), and the reasons say so; without DWARF (a stripped module) that is unknown.
+  reference), and the reasons say so.  Without DWARF (a stripped module) a module whose
+  vermagic names no preemption is fixed by the absence of the dst reference alone (its
+  rcu_read_lock compiles to nothing there), said so; otherwise that is unknown.
 - **the DWARF inlines agree.**  When DWARF is available (our own builds, or a separately given
   ``smc_clc.o`` of the same build), the subroutines inlined into the function must show the
   same shape (:data:`DWARF_VULNERABLE` or :data:`DWARF_FIXED`); a contradiction is unknown.
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from ..errors import InspectError
 from .dwarf import inlined_or_note
-from .elf import ElfObject, Fragment, UnsupportedMachine, guard, open_elf
+from .elf import ElfObject, Fragment, guard, open_elf
 from .fndiff import function_signature
 from .modcheck import module_info
 from .model import CallSite, FunctionEvidence, ModuleInfo, Verdict
@@ -73,10 +75,11 @@ def inspect_function(path: Path, function: str) -> ModuleInfo:
 
 
 def decide(
-    function: str, sites: Sites, inlined: list[str] | None
+    function: str, sites: Sites, inlined: list[str] | None, vermagic: str | None = None
 ) -> tuple[Verdict, list[str]]:
     """The verdict on ``function`` from its call sites and the names DWARF says were inlined
-    into it (None: no DWARF), with the reasons, in order, for the report."""
+    into it (None: no DWARF), with the reasons, in order, for the report.  ``vermagic`` (a
+    module's) says whether the kernel is preemptible, hence whether rcu_read_lock is a call."""
     reasons: list[str] = []
     dst_names = sorted({s.target for s in sites.dst})
     if sites.dst:
@@ -137,6 +140,15 @@ def decide(
                 " reference is taken: fixed (decided by the DWARF evidence)"
             )
             return "fixed", reasons
+        if inlined is None and not preemptible(vermagic):
+            reasons.append(
+                f"the module's vermagic ({(vermagic or '').strip()!r}) names no preemption"
+                " (no 'preempt'/'preempt_rt'): CONFIG_PREEMPTION and so CONFIG_PREEMPT_RCU are"
+                " off, and rcu_read_lock() compiles to no code at all; with no dst reference"
+                " taken: fixed (decided by the absence of the dst reference on a"
+                " non-preemptible kernel; no DWARF to show the RCU section itself)"
+            )
+            return "fixed", reasons
         return "unknown", reasons
     if not sites.unlock:
         reasons.append("the RCU read lock is never released in the function: unexpected shape")
@@ -146,6 +158,16 @@ def decide(
         return "unknown", reasons
     reasons.append("the device is looked up under the RCU read lock without a dst reference: fixed")
     return "fixed", reasons
+
+
+def preemptible(vermagic: str | None) -> bool:
+    """Whether a module's vermagic says its kernel is preemptible (include/linux/vermagic.h:
+    "preempt " for CONFIG_PREEMPT_BUILD, "preempt_rt " for PREEMPT_RT); without a vermagic
+    (an object file, not a module) nothing is known, which counts as preemptible here."""
+    if vermagic is None:
+        return True
+    words = vermagic.split()
+    return "preempt" in words or "preempt_rt" in words
 
 
 @dataclass
@@ -198,17 +220,9 @@ def _inspect(path: Path, dwarf_object: Path | None, function: str) -> ModuleInfo
         if dwarf_object is not None:
             dobj = open_elf(dwarf_object)
             with guard(dobj.label):
-                unsupported: str | None = None
-                try:
-                    mine = function_signature(elf, function)
-                    theirs = function_signature(dobj, function)
-                except UnsupportedMachine as exc:
-                    # the bodies cannot be compared: the DWARF might describe another build
-                    unsupported = f"{exc}: the DWARF of {dobj.label} is unused"
-                if unsupported is not None:
-                    inlined = None
-                    extra.append(unsupported)
-                elif theirs is None:
+                mine = function_signature(elf, function)
+                theirs = function_signature(dobj, function)
+                if theirs is None:
                     inlined = None
                     extra.append(f"{dobj.label} does not contain {function}: its DWARF is unused")
                 elif mine != theirs:
@@ -227,7 +241,7 @@ def _inspect(path: Path, dwarf_object: Path | None, function: str) -> ModuleInfo
                 extra.append(note)
         else:
             inlined = None
-        verdict, reasons = decide(function, sites, inlined)
+        verdict, reasons = decide(function, sites, inlined, elf.modinfo().get("vermagic"))
         evidence = FunctionEvidence(
             function=function,
             fragments={f.symbol.name: f.end - f.start for f in fragments},

@@ -40,15 +40,20 @@ class Apt:
     """apt-get/apt-cache bound to a private configuration under the cache."""
 
     def __init__(self, cache: Cache, host_apt_dir: Path = HOST_APT_DIR,
-                 suites: tuple[str, ...] = (), name: str | None = None) -> None:
+                 suites: tuple[str, ...] = (), name: str | None = None,
+                 foreign_arches: tuple[str, ...] = ()) -> None:
         """With `suites`, the sources are those suites on the host's own mirrors (e.g. trixie on
-        a bookworm host); without, the host's sources as they are."""
+        a bookworm host); without, the host's sources as they are. `foreign_arches` adds other
+        architectures' package lists (arm64, s390x) beside the host's own; their packages are
+        then named name:arch. A separate root: the host-arch lists stay as small as they were."""
         if not shutil.which("apt-get"):
             raise ToolMissing("apt-get not found: smcpatch fetches kernels from a Debian archive "
                               "(use --source/--kdir for a tree you already have)")
         self.cache = cache
         self.suites = suites
-        self.root = cache.dir(_root_name(suites, name))
+        self.foreign_arches = tuple(sorted(set(foreign_arches)))
+        self.root = cache.dir(_root_name(suites, name) + "".join(f"+{a}" for a in
+                                                                 self.foreign_arches))
         self.host_apt_dir = host_apt_dir
         self.config = self.root / "apt.conf"
         self._write_config()
@@ -63,7 +68,12 @@ class Apt:
         if not copied:
             raise FetchError(f"no apt sources found in {self.host_apt_dir} (sources.list or "
                              "sources.list.d/*.list|*.sources): cannot reach a Debian archive")
+        arches = ""
+        if self.foreign_arches:
+            listed = " ".join(f'"{a}";' for a in (_native_arch(), *self.foreign_arches))
+            arches = f"APT::Architectures {{ {listed} }};\n"
         self.config.write_text(
+            arches +
             f'Dir::State::Lists "{self.root}/lists";\n'
             f'Dir::State::status "/dev/null";\n'
             f'Dir::Cache "{self.root}";\n'
@@ -285,6 +295,12 @@ def mirror_lines(sources: list[HostSource], suites: tuple[str, ...]) -> list[str
         option = f"[signed-by={source.signed_by}] " if source.signed_by else ""
         lines.append(f"deb {option}{source.uri} {suite} main")
     return lines
+
+
+def _native_arch() -> str:
+    proc = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                          check=False)
+    return proc.stdout.strip() or "amd64"
 
 
 def _fresh(stamp: Path) -> bool:

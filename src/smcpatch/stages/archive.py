@@ -15,9 +15,9 @@ from ..errors import BadInput, FetchError
 from ..plumbing.apt import Apt
 from ..plumbing.cache import Cache
 from ..plumbing.suites import host_releases, release_of, served_suites
-from .targets import FLAVOURS, Target
+from .targets import ALL_FLAVOURS, Target
 
-_RELEASE = re.compile(rf"^(?P<abi>\d+\.\d+[^\s]*?)-(?P<flavour>{'|'.join(FLAVOURS)})$")
+_RELEASE = re.compile(rf"^(?P<abi>\d+\.\d+[^\s]*?)-(?P<flavour>{'|'.join(ALL_FLAVOURS)})$")
 _DEBIAN_VERSION = re.compile(r"^(?P<upstream>\d+\.\d+(?:\.\d+)?(?:~rc\d+)?)-[0-9A-Za-z.+~]+$")
 _UPSTREAM = re.compile(r"^(?P<upstream>\d+\.\d+\.\d+)$")
 

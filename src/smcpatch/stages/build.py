@@ -22,6 +22,7 @@ from ..plumbing import hostpkg
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, hash_tree
 from ..plumbing.proc import kill_group
 from ..plumbing.progress import Poller, Progress, silent
+from .targets import HOST_ARCH
 
 # Bump when the build recipe changes, so cached modules are rebuilt.
 BUILD_RECIPE = 2
@@ -88,6 +89,46 @@ class KernelConfig:
     def needs_pahole(self) -> bool:
         return self.get("CONFIG_DEBUG_INFO_BTF_MODULES") == "y"
 
+    @property
+    def arch(self) -> str:
+        """The kernel's Debian architecture, from its config (CONFIG_ARM64, CONFIG_S390)."""
+        return next((arch for arch, cross in CROSS.items() if self.get(cross.config) == "y"),
+                    HOST_ARCH)
+
+    @property
+    def cross(self) -> Cross | None:
+        """How to build for this kernel from the build host: None when it is the host's arch."""
+        return CROSS.get(self.arch) if self.arch != HOST_ARCH else None
+
+    @property
+    def build_compiler(self) -> str:
+        """The command that builds for this kernel: gcc-12, or the cross aarch64-linux-gnu-gcc-12
+        (Debian's cross compilers are the same gcc version, packaged per target)."""
+        cross = self.cross
+        return f"{cross.prefix}{self.compiler_command}" if cross else self.compiler_command
+
+
+@dataclass(frozen=True)
+class Cross:
+    """A foreign kernel architecture: Kbuild's ARCH and the GNU triplet of Debian's cross gcc."""
+
+    config: str  # the CONFIG_ symbol that says the kernel is of this arch
+    kernel_arch: str  # make ARCH=
+    triplet: str  # aarch64-linux-gnu: gcc-12-aarch64-linux-gnu, aarch64-linux-gnu-gcc-12
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.triplet}-"
+
+    def make_args(self) -> list[str]:
+        return [f"ARCH={self.kernel_arch}", f"CROSS_COMPILE={self.prefix}"]
+
+
+CROSS: dict[str, Cross] = {
+    "arm64": Cross("CONFIG_ARM64", "arm64", "aarch64-linux-gnu"),
+    "s390x": Cross("CONFIG_S390", "s390", "s390x-linux-gnu"),
+}
+
 
 def config_fragment() -> dict[str, str]:
     """data/kbuild/smc.config: the CONFIG_ options given to make for the out-of-tree build."""
@@ -102,9 +143,10 @@ def config_fragment() -> dict[str, str]:
 
 # -- toolchain ---------------------------------------------------------------------------------
 def toolchain_tools(config: KernelConfig) -> list[hostpkg.Tool]:
-    """make, the kernel's own compiler and, for BTF of modules, pahole."""
-    compiler = config.compiler_command
-    tools = [hostpkg.Tool("make", "make"), hostpkg.Tool(compiler, _compiler_package(compiler))]
+    """make, the kernel's own compiler (its cross build for a foreign kernel) and, for BTF of
+    modules, pahole."""
+    compiler = config.build_compiler
+    tools = [hostpkg.Tool("make", "make"), hostpkg.Tool(compiler, compiler_package(config))]
     if config.needs_pahole:
         tools.append(hostpkg.Tool("pahole", "dwarves"))
     return tools
@@ -113,12 +155,15 @@ def toolchain_tools(config: KernelConfig) -> list[hostpkg.Tool]:
 def ensure_toolchain(config: KernelConfig, install: bool = True) -> str:
     """The build tools present (installed now when root); the compiler's identity."""
     hostpkg.ensure(toolchain_tools(config), "build tools", install=install)
-    return _compiler_identity(config.compiler_command)
+    return _compiler_identity(config.build_compiler)
 
 
-def _compiler_package(command: str) -> str:
-    match = re.search(r"gcc-(\d+)$", command)
-    return f"gcc-{match.group(1)}" if match else "gcc"
+def compiler_package(config: KernelConfig) -> str:
+    """gcc-12, or Debian's cross package gcc-12-aarch64-linux-gnu."""
+    match = re.search(r"gcc-(\d+)$", config.compiler_command)
+    package = f"gcc-{match.group(1)}" if match else "gcc"
+    cross = config.cross
+    return f"{package}-{cross.triplet}" if cross else package
 
 
 def _compiler_identity(compiler: str) -> str:
@@ -164,6 +209,9 @@ def build_variants(cache: Cache, key: str, kdir: Path, before_src: Path, after_s
                          config_fragment(), hash_tree(before_src), hash_tree(after_src),
                          str(env.root), compile_only)
     extra = COMPILE_ONLY_ARGS if compile_only else ()
+    if config.cross is not None:  # the headers' .kernelvariables take CC from CROSS_COMPILE
+        extra = (*extra, *config.cross.make_args())
+        notes.append(f"cross-built for {config.arch} with {compiler}")
     with cache.lock(f"build-{key}", wait_message=f"waiting for another run building {key} ..."):
         if entry_is_current(out, inputs, "stat"):  # a deleted or rewritten output: rebuild
             return dataclasses.replace(_load_result(out, compiler, notes),
@@ -180,10 +228,10 @@ def build_variants(cache: Cache, key: str, kdir: Path, before_src: Path, after_s
 def _chroot_compiler(env: BuildEnv, config: KernelConfig) -> str:
     """The identity of the chroot's compiler (the kernel's own, installed by mmdebstrap)."""
     assert env.root is not None
-    proc = subprocess.run(["chroot", str(env.root), config.compiler_command, "--version"],
+    proc = subprocess.run(["chroot", str(env.root), config.build_compiler, "--version"],
                           capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:
-        raise ToolMissing(f"{config.compiler_command} is missing from the chroot {env.root}: "
+        raise ToolMissing(f"{config.build_compiler} is missing from the chroot {env.root}: "
                           "remove that directory to have it made again")
     return proc.stdout.splitlines()[0]
 
@@ -194,10 +242,17 @@ def _kdir_identity(kdir: Path) -> str:
 
 
 def _compiler_notes(config: KernelConfig, compiler: str) -> list[str]:
+    """Say when the compiler is not exactly the kernel's: another gcc version, or (Debian's cross
+    compilers lag the native one) another Debian revision of the same version."""
     want = config.compiler_version
+    kernel_text = config.get("CONFIG_CC_VERSION_TEXT")
     if want and want not in compiler:
-        return [f"kernel built with {config.get('CONFIG_CC_VERSION_TEXT')}, building with "
-                f"{compiler}: code may differ from Debian's"]
+        return [f"kernel built with {kernel_text}, building with {compiler}: code may differ "
+                "from Debian's"]
+    revision = re.search(r"\(Debian ([^)]+)\)", kernel_text or "")
+    if revision and f"(Debian {revision.group(1)})" not in compiler:
+        return [f"kernel built with {kernel_text}, building with {compiler} (the same gcc, "
+                "another Debian revision): code may differ from Debian's where they differ"]
     return []
 
 
@@ -257,7 +312,8 @@ def _make(kdir: Path, work: Path, log: Path, jobs: int | None, env: BuildEnv,
     options = [f"{k}={v}" for k, v in config_fragment().items()]
     args = env.wrap(["make", "-C", str(kdir), f"M={work}", f"-j{jobs or os.cpu_count() or 1}",
                      *options, *extra, "modules"], work)
-    dropped = ("ARCH", "CROSS_COMPILE", "KBUILD_OUTPUT")  # the headers tree decides these
+    # the headers tree and our make arguments decide these, never the caller's environment
+    dropped = ("ARCH", "CROSS_COMPILE", "KBUILD_OUTPUT")
     environ = {k: v for k, v in os.environ.items() if k not in dropped}
     environ["LC_ALL"] = "C"
     with open(log, "w") as handle:

@@ -20,6 +20,7 @@ from ..errors import BuildError, ToolMissing
 from ..plumbing import hostpkg
 from ..plumbing.apt import Apt, host_sources, mirror_lines
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
+from .build import CROSS
 from .targets import Target
 
 CHROOT_RECIPE = 2
@@ -42,13 +43,20 @@ exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C 
 
 def build_packages(apt: Apt, target: Target) -> list[str]:
     """What building against this kernel needs: the Depends of its headers and kbuild packages
-    (the compiler, pahole, the libraries the kbuild helpers link), minus the kernel's own."""
+    (the compiler, pahole, the libraries the kbuild helpers link), minus the kernel's own. A
+    foreign kernel's gcc-N becomes Debian's cross gcc-N-<triplet> of the chroot's suite."""
     names = set(BASE_PACKAGES)
-    for package in (target.headers_package, target.kbuild):
+    cross = CROSS.get(target.arch) if target.foreign else None
+    headers = f"{target.headers_package}:{target.arch}" if cross else target.headers_package
+    for package in (headers, target.kbuild):
         fields = apt.fields(package, target.package_version)
         for alternatives in fields.get("Depends", "").split(","):
             first = alternatives.split("|")[0].strip()
             name = re.split(r"[\s(:]", first, maxsplit=1)[0]
+            if cross and name.startswith("linux-compiler-"):
+                continue  # the native compiler of the kernel's arch: the cross gcc replaces it
+            if cross and re.fullmatch(r"gcc-\d+", name):
+                name = f"{name}-{cross.triplet}"
             # linux-compiler-gcc-N-x86 brings the kernel's compiler (5.10, 6.1); the kernel's
             # own packages are bind-mounted, never installed
             if name and (not name.startswith("linux-") or name.startswith("linux-compiler-")):
@@ -65,7 +73,9 @@ def cached_build_packages(cache: Cache, target: Target) -> list[str]:
             return saved
     except (OSError, ValueError):
         pass
-    packages = build_packages(Apt(cache, suites=target.apt_suites), target)
+    packages = build_packages(Apt(cache, suites=target.apt_suites,
+                                  foreign_arches=(target.arch,) if target.foreign else ()),
+                              target)
     tmp = memo.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(packages))
     tmp.replace(memo)

@@ -60,21 +60,28 @@ class Workspace:
 
 # -- fetch -------------------------------------------------------------------------------------
 def package_records(apt: Apt, target: Target, with_image: bool = True) -> dict[str, PackageRecord]:
+    """The archive's records of the target's packages, keyed by the names asked for (a record
+    may be a stand-in). A foreign kernel's headers and image are of its architecture
+    (name:arm64); the source and common headers are arch-independent, and kbuild is the build
+    host's own (its helpers run there) of the same version."""
     names = [target.source_package, target.headers_package, target.common_headers_package,
              target.kbuild]
     if with_image:
         names.append(target.image_package)
-    records: dict[str, PackageRecord] = {}  # by the name asked for (the record may be a stand-in)
+    own_arch = {target.headers_package, target.image_package} if target.foreign else set()
+    records: dict[str, PackageRecord] = {}
     for name in names:
-        record = apt.show(name, target.package_version)
+        qualified = f"{name}:{target.arch}" if name in own_arch else name
+        record = apt.show(qualified, target.package_version)
         if record is None and name == f"linux-kbuild-{target.series}":
             record = _substitute_kbuild(apt, name)
         if record is None and name == target.image_package:
             # the newest security kernels may ship only the unsigned image: the same modules
-            record = apt.show(f"{name}-unsigned", target.package_version)
+            unsigned = f"{name}-unsigned:{target.arch}" if target.foreign else f"{name}-unsigned"
+            record = apt.show(unsigned, target.package_version)
         if record is None:
-            raise FetchError(missing_package_message(name, target.package_version,
-                                                     apt.versions(name)))
+            raise FetchError(missing_package_message(qualified, target.package_version,
+                                                     apt.versions(qualified)))
         records[name] = record
     return records
 
@@ -171,8 +178,10 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
 
 
 def _target_apt(cache: Cache, target: Target) -> Apt:
-    """The host's sources, or the target's own suites on the host's mirrors."""
-    return Apt(cache, suites=target.apt_suites)
+    """The host's sources, or the target's own suites on the host's mirrors; a foreign kernel's
+    architecture beside the host's."""
+    return Apt(cache, suites=target.apt_suites,
+               foreign_arches=(target.arch,) if target.foreign else ())
 
 
 def _kbuild_note(entry: Path, target: Target) -> list[str]:

@@ -17,7 +17,16 @@ from ..plumbing.cache import Cache
 if TYPE_CHECKING:
     from .archive import Archive
 
-FLAVOURS = ("amd64", "cloud-amd64", "rt-amd64")
+# Debian's architectures that ship smc.ko, and their kernel flavours (the first is the plain one)
+ARCH_FLAVOURS: dict[str, tuple[str, ...]] = {
+    "amd64": ("amd64", "cloud-amd64", "rt-amd64"),
+    "arm64": ("arm64", "cloud-arm64", "rt-arm64"),
+    "s390x": ("s390x",),
+}
+ARCHES = tuple(ARCH_FLAVOURS)
+HOST_ARCH = "amd64"  # the build host's Debian architecture (kbuild's helpers run there)
+FLAVOURS = ARCH_FLAVOURS["amd64"]
+ALL_FLAVOURS = tuple(f for flavours in ARCH_FLAVOURS.values() for f in flavours)
 EXPECTED_STATES = ("vulnerable", "fixed")
 
 
@@ -47,11 +56,22 @@ class Target:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
+    def arch(self) -> str:
+        """The Debian architecture, named by the flavour (arm64, cloud-arm64, rt-arm64: arm64)."""
+        return arch_of(self.flavour)
+
+    @property
+    def foreign(self) -> bool:
+        """Built by a cross compiler: the kernel is not of the build host's architecture."""
+        return self.arch != HOST_ARCH and not self.fixed_release
+
+    @property
     def release(self) -> str:
         return self.fixed_release or f"{self.abi}-{self.flavour}"
 
     @property
     def key(self) -> str:
+        """6.1.176-1_amd64, 6.1.176-1_cloud-arm64: the flavour names the arch too."""
         return f"{self.package_version}_{self.flavour}"
 
     @property
@@ -77,6 +97,12 @@ class Target:
 
     def with_flavour(self, flavour: str) -> Target:
         return Target(**{**self.__dict__, "flavour": flavour})
+
+
+def arch_of(flavour: str) -> str:
+    """The architecture of a flavour: its last word (cloud-arm64 -> arm64)."""
+    arch = flavour.rsplit("-", 1)[-1]
+    return arch if arch in ARCH_FLAVOURS else HOST_ARCH
 
 
 def default_matrix_path() -> Path:
@@ -119,7 +145,7 @@ def _target_from(entry: dict[str, Any], defaults: dict[str, Any], path: Path) ->
     # a pinned build_env overrides; without one the kernel's own compiler decides (buildenv)
     fields["auto_build_env"] = not merged.get("build_env")
     target = Target(**fields, extra=unknown)
-    if target.flavour not in FLAVOURS:
+    if target.flavour not in ALL_FLAVOURS:
         raise ConfigError(f"{path}: kernel {target.version}: unknown flavour {target.flavour!r}")
     if target.expect is not None and target.expect not in EXPECTED_STATES:
         raise ConfigError(f"{path}: kernel {target.version}: expect must be one of "
@@ -127,13 +153,40 @@ def _target_from(entry: dict[str, Any], defaults: dict[str, Any], path: Path) ->
     return target
 
 
-def check_flavour(flavour: str) -> tuple[str, ...]:
-    """The flavours a --flavour value names: one of FLAVOURS, or `all` of them."""
+def check_arches(arches: list[str] | tuple[str, ...], flavour: str = "") -> tuple[str, ...]:
+    """The architectures an --arch list names (`all` = every one); when empty, the one the
+    --flavour names (cloud-arm64: arm64), else amd64."""
+    if not arches:
+        return (arch_of(flavour) if flavour in ALL_FLAVOURS else HOST_ARCH,)
+    if "all" in arches:
+        return ARCHES
+    unknown = [a for a in arches if a not in ARCH_FLAVOURS]
+    if unknown:
+        raise BadInput(f"unknown architecture {unknown[0]!r}: choose {', '.join(ARCHES)} or all")
+    return tuple(dict.fromkeys(arches))
+
+
+def check_flavour(flavour: str, arch: str = HOST_ARCH) -> tuple[str, ...]:
+    """The flavours of `arch` a --flavour value names: a flavour (cloud-arm64), its kind without
+    the arch (cloud, rt), the arch's plain flavour (amd64/arm64/s390x, or empty), or `all`."""
+    own = ARCH_FLAVOURS[arch]
     if flavour == "all":
-        return FLAVOURS
-    if flavour not in FLAVOURS:
-        raise BadInput(f"unknown flavour {flavour!r}: choose one of {', '.join(FLAVOURS)} or all")
-    return (flavour,)
+        return own
+    if flavour in ("", "plain") or (flavour in ARCHES and flavour != arch):
+        return (own[0],)  # --flavour amd64 (the default) with --arch arm64: arm64's plain one
+    named = flavour if flavour in own else f"{flavour}-{arch}"
+    if named in own:
+        return (named,)
+    if flavour in ALL_FLAVOURS:
+        raise BadInput(f"flavour {flavour!r} is not an {arch} flavour: {arch} has "
+                       f"{', '.join(own)}")
+    raise BadInput(f"unknown flavour {flavour!r}: choose one of {', '.join(own)} (or cloud, rt), "
+                   "or all")
+
+
+def flavours_for(flavour: str, arches: tuple[str, ...]) -> tuple[str, ...]:
+    """Every flavour a --flavour and --arch pair names, arch by arch."""
+    return tuple(f for arch in arches for f in check_flavour(flavour, arch))
 
 
 # what --kernel takes: an upstream version (6.12.95; the matrix's 6.12.107+deb13), a Debian
@@ -151,13 +204,15 @@ def parse_version(text: str) -> tuple[str, str]:
     return f"{match.group(1)}.{match.group(2)}", text.strip()
 
 
-def select(matrix: list[Target], versions: list[str], flavour: str) -> list[Target]:
-    """Targets for the user's --kernel list (all of the matrix when empty), in the given flavour.
+def select(matrix: list[Target], versions: list[str], flavour: str,
+           arches: tuple[str, ...] = (HOST_ARCH,)) -> list[Target]:
+    """Targets for the user's --kernel list (all of the matrix when empty), in the given flavour
+    of each architecture.
 
     Versions outside the matrix are not returned: `unmatched` names them, so that the caller can
     resolve them against the archive.
     """
-    flavours = check_flavour(flavour)
+    flavours = flavours_for(flavour, arches)
     if "all" in versions:
         return [t.with_flavour(f) for t in matrix for f in flavours]
     for version in versions:
@@ -175,10 +230,11 @@ def unmatched(matrix: list[Target], versions: list[str]) -> list[str]:
 # -- the kernels a user names: the matrix, else the archive ------------------------------------
 def resolve(cache: Cache, kernels: list[str], flavour: str, matrix_path: Path | None = None,
             suite: str | None = None,
-            archive_for: Callable[[Cache], Archive] | None = None) -> list[Target]:
+            archive_for: Callable[[Cache], Archive] | None = None,
+            arches: tuple[str, ...] = (HOST_ARCH,)) -> list[Target]:
     """Matrix entries for known versions; the archive's for the others (bad input if absent)."""
     matrix = load_matrix(matrix_path)
-    chosen = select(matrix, kernels, flavour)
+    chosen = select(matrix, kernels, flavour, arches)
     missing = unmatched(matrix, kernels)
     if missing:
         from .archive import Archive  # only for kernels outside the matrix
@@ -192,7 +248,8 @@ def resolve(cache: Cache, kernels: list[str], flavour: str, matrix_path: Path | 
                 known = ", ".join(t.version for t in matrix)
                 raise BadInput(f"unknown kernel {version}: not in kernels.toml ({known}) and "
                                f"{exc}") from exc
+            # a kernel release (6.12.95+deb12-cloud-arm64) names its flavour itself
             flavours = (found.flavour,) if found.flavour != "amd64" and flavour == "amd64" \
-                else check_flavour(flavour)
+                else flavours_for(flavour, arches)
             chosen.extend(found.with_flavour(f) for f in flavours)
     return chosen
