@@ -38,6 +38,10 @@ errors = Console(stderr=True, highlight=False)
 
 SUITE_HELP = ("the suite to take a kernel from when several have it (default: the host's "
               "release first), e.g. bookworm-backports, trixie, bullseye-security")
+ARCH_HELP = "amd64 | arm64 | s390x | all (default: amd64, or the arch --flavour names)"
+FLAVOUR_HELP = ("the arch's plain flavour (default), cloud, rt, a full name (cloud-arm64) or all; "
+                "amd64 has amd64, cloud-amd64, rt-amd64; arm64 has arm64, cloud-arm64, "
+                "rt-arm64; s390x has s390x")
 MATRIX_HELP = f"your own kernel matrix (kernels.toml format; default: {DEFAULT_MATRIX})"
 PATCHES_HELP = f"your own patch series directory (default: {DEFAULT_PATCHES})"
 
@@ -79,30 +83,31 @@ def _required_path(value: str | None, option: str) -> Path:
     return Path(_required(value, option)).expanduser()
 
 
-@task(help={"flavour": "amd64 | cloud-amd64 | rt-amd64 | all", "matrix": MATRIX_HELP,
+@task(iterable=["arch"],
+      help={"flavour": FLAVOUR_HELP, "arch": ARCH_HELP + "; repeatable", "matrix": MATRIX_HELP,
             "archive": "every kernel of every suite the host's mirrors serve, with its state "
                        "from the cache (vulnerable / fixed once verified)",
             "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)"})
-def kernels(c: Context, flavour: str = "amd64", matrix: str | None = None,
-            archive: bool = False, cache: str | None = None) -> None:
+def kernels(c: Context, flavour: str = "amd64", arch: list[str] | None = None,
+            matrix: str | None = None, archive: bool = False, cache: str | None = None) -> None:
     """List the kernel matrix (kernels.toml), or with --archive every kernel Debian's archive
     serves here: version, suite, kernel release, state."""
     with reported_errors():
         if archive:
-            rows = kernels_cmd.archive_listing(Cache.open(_path(cache)),
-                                               "amd64" if flavour == "all" else flavour)
+            rows = kernels_cmd.archive_listing(Cache.open(_path(cache)), flavour, arch or None)
             console.print(render.archive_table(rows))
             return
-        path, targets = kernels_cmd.listing(flavour, _path(matrix))
+        path, targets = kernels_cmd.listing(flavour, _path(matrix), arch or None)
         console.print(render.kernels_table(f"kernel matrix ({path})", targets))
 
 
 @task(
-    iterable=["kernel", "fix"],
+    iterable=["kernel", "fix", "arch"],
     help={
         "kernel": "upstream version (6.1.176), Debian version (6.12.95-1~bpo12+1) or "
                   "kernel release (6.12.95+deb12-amd64); repeatable; default: the matrix",
-        "flavour": "amd64 | cloud-amd64 | rt-amd64 | all",
+        "arch": ARCH_HELP + "; repeatable; a foreign arch is cross-built with Debian's cross gcc",
+        "flavour": FLAVOUR_HELP,
         "json": "write the JSON report (schema smcpatch-report/1) to this path",
         "parallel": "targets verified at once (default: the number of cores)",
         "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
@@ -117,14 +122,17 @@ def kernels(c: Context, flavour: str = "amd64", matrix: str | None = None,
         "matrix": MATRIX_HELP,
         "patches": PATCHES_HELP,
         "suite": SUITE_HELP,
+        "load": "also boot each kernel (its own arch, QEMU TCG) and insmod the after-module: "
+                "/proc/modules, no vermagic or CRC complaint",
     },
 )
 def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
-           json: str | None = None, cache: str | None = None, fix: list[str] | None = None,
+           arch: list[str] | None = None, json: str | None = None, cache: str | None = None,
+           fix: list[str] | None = None,
            source: str | None = None, kdir: str | None = None, jobs: int = 0,
            parallel: int = 0, sign_key: str | None = None, sign_cert: str | None = None,
            matrix: str | None = None, patches: str | None = None,
-           suite: str | None = None) -> None:
+           suite: str | None = None, load: bool = False) -> None:
     """Fetch, classify, patch, build and inspect smc.ko before and after the fix.
 
     Exit 0 when every target ends with a verified fixed module, 1 when any does not, 2 on bad input.
@@ -133,12 +141,13 @@ def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
 
     with reported_errors():
         request = verify_cmd.VerifyRequest(kernels=kernel or [], flavour=flavour,
+                                       arches=arch or None,
                                        cache_dir=_path(cache), json_path=_path(json),
                                        fixes=fix or None, source=_path(source), kdir=_path(kdir),
                                        jobs=jobs or None, parallel=parallel or None,
                                        sign_key=_path(sign_key), sign_cert=_path(sign_cert),
                                        matrix=_path(matrix), patches=_path(patches),
-                                       suite=suite)
+                                       suite=suite, load=load)
         with render.progress_display(console) as display:
             result = verify_cmd.run(request, display)
         reports, code = result.reports, result.exit_code
@@ -152,20 +161,21 @@ def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
         raise Exit(code=code)
 
 
-@task(help={
+@task(iterable=["arch"], help={
     "format": "github (a GitHub Actions strategy.matrix, JSON) | json | text",
-    "flavour": "amd64 | cloud-amd64 | rt-amd64 | all",
+    "flavour": FLAVOUR_HELP,
+    "arch": ARCH_HELP + "; repeatable",
     "matrix": MATRIX_HELP,
 })
 def matrix(c: Context, format: str = "text", flavour: str = "amd64",
-           matrix: str | None = None) -> None:
+           arch: list[str] | None = None, matrix: str | None = None) -> None:
     """Print the default matrix as CI jobs, one per target (`inv verify --kernel K --flavour F`).
 
     With --format github, feed it to `strategy.matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}`;
     each job writes its --json report and `inv report --merge DIR` joins them.
     """
     with reported_errors():
-        print(kernels_cmd.matrix_text(format, flavour, _path(matrix)))
+        print(kernels_cmd.matrix_text(format, flavour, _path(matrix), arch or None))
 
 
 @task(help={
@@ -211,6 +221,7 @@ def inspect(c: Context, module: str | None = None, json: bool = False,
         "kernel": "upstream version, e.g. 6.1.176 (kernels.toml or the archive)",
         "out": "directory for the DKMS source package (new, empty, or an earlier package)",
         "flavour": "the headers --check builds against (the package serves every flavour)",
+        "arch": ARCH_HELP + " (one; the package itself serves every arch)",
         "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
         "fix": "default, all, or a fix id from patches/series (repeatable)",
         "check": "also `dkms build` it with Debian's dkms against the extracted headers "
@@ -226,7 +237,7 @@ def inspect(c: Context, module: str | None = None, json: bool = False,
     },
 )
 def dkms(c: Context, kernel: str | None = None, out: str | None = None, flavour: str = "amd64",
-         cache: str | None = None,
+         arch: str = "", cache: str | None = None,
          fix: list[str] | None = None, check: bool = False, sign_key: str | None = None,
          sign_cert: str | None = None, json: bool = False, jobs: int = 0,
          matrix: str | None = None, patches: str | None = None,
@@ -244,7 +255,7 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, flavour:
                                flavour, fix or None, check=check, jobs=jobs or None,
                                sign_key=_path(sign_key), sign_cert=_path(sign_cert),
                                patches_dir=_path(patches), matrix_path=_path(matrix),
-                               suite=suite)
+                               suite=suite, arch=arch)
         if json:
             print(dump_json(summary))
         else:

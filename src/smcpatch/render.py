@@ -76,18 +76,22 @@ def _verdict(module: ModuleReport | None) -> str:
 def verify_table(reports: list[TargetReport]) -> Table:
     out = Table(title="smcpatch: CVE-2025-40168 (smc_clc_prfx_match) verification",
                 show_lines=False)
-    for column in ("kernel", "release", "built in", "source", "patch", "before", "after", "shipped",
-                   "vermagic", "modversions", "changed fns", "time s", "ok"):
+    loads = any(r.load is not None for r in reports)
+    for column in ("kernel", "arch", "release", "built in", "source", "patch", "before",
+                   "after", "shipped", "vermagic", "modversions", "changed fns",
+                   *(("loads",) if loads else ()), "time s", "ok"):
         out.add_column(column, no_wrap=column in ("kernel", "release"))
     for r in reports:
         changed = ",".join(r.changed_functions) or "-"
         if r.changed_functions and not r.changed_functions_ok:
             changed = f"[red]{changed}[/]"
-        loads = "n/a: SMC off" if r.compile_only else None
+        off = "n/a: SMC off" if r.compile_only else None
+        loaded = ([off or _mark(r.load.get("loaded") if r.load is not None else None)]
+                  if loads else [])
         out.add_row(
-            r.package_version, r.release, r.build_env, r.source_state, r.patch or "-",
+            r.package_version, r.arch, r.release, r.build_env, r.source_state, r.patch or "-",
             _verdict(r.before), _verdict(r.after), _verdict(r.shipped),
-            loads or _mark(r.vermagic_ok), loads or _mark(r.modversions_ok), changed,
+            off or _mark(r.vermagic_ok), off or _mark(r.modversions_ok), changed, *loaded,
             f"{r.timings.get('total', 0):.1f}",
             "[green]OK[/]" if r.ok else "[red]FAIL[/]",
         )
@@ -129,24 +133,27 @@ def print_inspect(data: dict[str, Any], console: Console) -> None:
 # -- kernels, dkms ------------------------------------------------------------------------------
 def kernels_table(title: str, targets: list[Target]) -> Table:
     table = Table(title=title)
-    for column in ("version", "package version", "suite", "release", "packages", "expect"):
+    for column in ("version", "package version", "suite", "arch", "release", "packages",
+                   "expect"):
         table.add_column(column)
     for t in targets:
-        packages = "\n".join((t.source_package, t.headers_package, t.common_headers_package,
-                              t.kbuild, t.image_package))
-        table.add_row(t.version, t.package_version, t.suite, t.release, packages, t.expect or "-")
+        own = f":{t.arch}" if t.foreign else ""  # a foreign kernel's own-arch packages
+        packages = "\n".join((t.source_package, t.headers_package + own,
+                              t.common_headers_package, t.kbuild, t.image_package + own))
+        table.add_row(t.version, t.package_version, t.suite, t.arch, t.release, packages,
+                      t.expect or "-")
     return table
 
 
 def archive_table(rows: list[Any]) -> Table:
     """`kernels --archive`: commands.kernels.ArchiveKernel rows."""
     table = Table(title="kernels of the archive (every suite the host's mirrors serve)")
-    for column in ("version", "package version", "suite", "release", "Debian's smc.ko",
+    for column in ("version", "package version", "suite", "arch", "release", "Debian's smc.ko",
                    "our fix"):
         table.add_column(column, no_wrap=column in ("package version", "release"))
     for r in rows:
-        table.add_row(r.version, r.package_version, r.suite, r.release or "(no headers)",
-                      r.state, r.verified)
+        table.add_row(r.version, r.package_version, r.suite, r.arch,
+                      r.release or "(no headers)", r.state, r.verified)
     return table
 
 

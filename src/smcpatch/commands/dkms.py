@@ -28,7 +28,8 @@ def run(cache: Cache, kernel: str, out_dir: Path, flavour: str = "amd64",
         fixes: list[str] | None = None, check: bool = False, jobs: int | None = None,
         sign_key: Path | None = None, sign_cert: Path | None = None,
         progress: Progress = silent, patches_dir: Path | None = None,
-        matrix_path: Path | None = None, suite: str | None = None) -> dict[str, Any]:
+        matrix_path: Path | None = None, suite: str | None = None,
+        arch: str = "") -> dict[str, Any]:
     """Fetch, classify, write the package; with ``check``, dkms-build it and inspect the result.
 
     Returns a JSON-able summary. The check builds in a temp dir under the cache (removed after).
@@ -42,7 +43,14 @@ def run(cache: Cache, kernel: str, out_dir: Path, flavour: str = "amd64",
     series = patches_dir or pipeline.PATCHES_DIR
     selected = pipeline.select_fixes(patching.load_series(series, "all"),
                                      fixes or ["default"])  # a bad --fix: before any download
-    target = targets.resolve(cache, [kernel], flavour, matrix_path=matrix_path, suite=suite)[0]
+    arches = targets.check_arches([arch] if arch else [], flavour)
+    target = targets.resolve(cache, [kernel], flavour, matrix_path=matrix_path, suite=suite,
+                             arches=arches)[0]
+    if check and target.foreign:
+        raise BadInput(f"--check runs dkms on this {targets.HOST_ARCH} host, and dkms builds for "
+                       f"the machine it runs on: check the {target.arch} package on an "
+                       f"{target.arch} system (`inv verify --arch {target.arch}` cross-builds "
+                       "and inspects the same fix here)")
     if check and target.build_env:
         raise BadInput(f"--check runs dkms with this host's compiler, but {target.version} is "
                        f"built with {target.compiler} of {target.build_env}: write the package "

@@ -13,23 +13,28 @@ from ..stages import targets
 from ..stages.targets import Target
 
 
-def listing(flavour: str, matrix_path: Path | None = None) -> tuple[Path, list[Target]]:
-    """The matrix file and its default targets in the flavour(s)."""
+def listing(flavour: str, matrix_path: Path | None = None,
+            arches: list[str] | None = None) -> tuple[Path, list[Target]]:
+    """The matrix file and its default targets in the flavour(s) of each architecture."""
     path = matrix_path or DEFAULT_MATRIX
-    return path, targets.select(targets.load_matrix(path), [], flavour)
+    return path, targets.select(targets.load_matrix(path), [], flavour,
+                                targets.check_arches(arches or [], flavour))
 
 
-def matrix_text(fmt: str, flavour: str, matrix_path: Path | None = None) -> str:
+def matrix_text(fmt: str, flavour: str, matrix_path: Path | None = None,
+                arches: list[str] | None = None) -> str:
     """The default matrix as CI jobs."""
-    jobs = [{"kernel": t.version, "flavour": t.flavour, "package_version": t.package_version,
-             "release": t.release} for t in listing(flavour, matrix_path)[1]]
+    jobs = [{"kernel": t.version, "arch": t.arch, "flavour": t.flavour,
+             "package_version": t.package_version, "release": t.release}
+            for t in listing(flavour, matrix_path, arches)[1]]
     if fmt == "github":
         return json.dumps({"include": jobs}, separators=(",", ":"))
     if fmt == "json":
         return json.dumps(jobs, indent=2)
     if fmt == "text":
-        return "\n".join(f"inv verify --kernel {j['kernel']} --flavour {j['flavour']} "
-                         f"--json report-{j['kernel']}-{j['flavour']}.json" for j in jobs)
+        return "\n".join(f"inv verify --kernel {j['kernel']} --arch {j['arch']} --flavour "
+                         f"{j['flavour']} --json report-{j['kernel']}-{j['flavour']}.json"
+                         for j in jobs)
     raise BadInput(f"unknown format {fmt!r}: choose github, json or text")
 
 
@@ -39,12 +44,17 @@ class ArchiveKernel:
     package_version: str
     suite: str
     release: str  # as `uname -r` prints it ("" when the archive has no headers for it)
+    arch: str
     state: str  # what the cache knows: Debian's module vulnerable / fixed, or "-" (not verified)
     verified: str  # our after-module's verdict from the cache, or "-"
 
 
-def archive_listing(cache: Cache, flavour: str = "amd64") -> list[ArchiveKernel]:
-    """Every kernel of every served suite, with its state where a verify run cached one."""
+def archive_listing(cache: Cache, flavour: str = "amd64",
+                    arches: list[str] | None = None) -> list[ArchiveKernel]:
+    """Every kernel of every served suite, with its state where a verify run cached one, in
+    the flavour(s) of each architecture asked for (the sources are arch-independent; whether
+    that arch's headers are served shows when it is verified)."""
+    flavours = targets.flavours_for(flavour, targets.check_arches(arches or [], flavour))
     from ..stages.archive import Archive, series_of, upstream_of
 
     archive = Archive(cache)
@@ -57,9 +67,11 @@ def archive_listing(cache: Cache, flavour: str = "amd64") -> list[ArchiveKernel]
         if series not in abis:
             abis[series] = archive.abis(series)
         abi = abis[series].get(offer.version, "")
-        state, verified = _cached_state(cache, f"{offer.version}_{flavour}")
-        rows.append(ArchiveKernel(upstream, offer.version, offer.suite,
-                                  f"{abi}-{flavour}" if abi else "", state, verified))
+        for each in flavours:
+            state, verified = _cached_state(cache, f"{offer.version}_{each}")
+            rows.append(ArchiveKernel(upstream, offer.version, offer.suite,
+                                      f"{abi}-{each}" if abi else "", targets.arch_of(each),
+                                      state, verified))
     return rows
 
 

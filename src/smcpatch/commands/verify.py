@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import BadInput, ToolMissing
+from ..errors import BadInput, SmcpatchError, ToolMissing
 from ..features import signing
 from ..plumbing import hostpkg
 from ..plumbing.cache import Cache
@@ -22,6 +22,7 @@ from .display import QUIET, Display
 class VerifyRequest:
     kernels: list[str]
     flavour: str = "amd64"
+    arches: list[str] | None = None  # --arch: amd64 (default), arm64, s390x, all
     cache_dir: Path | None = None
     json_path: Path | None = None
     fixes: list[str] | None = None
@@ -34,6 +35,7 @@ class VerifyRequest:
     matrix: Path | None = None  # --matrix: a kernels.toml of the user's (default: ours)
     patches: Path | None = None  # --patches: a patch series of the user's (default: ours)
     suite: str | None = None  # --suite: where to take a kernel several suites have
+    load: bool = False  # --load: insmod each after-module into its kernel in a QEMU guest
 
 
 @dataclass
@@ -62,11 +64,14 @@ def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
         ws = sources.user_tree(request.source, request.kdir, request.flavour)
         plan: Plan = [(ws.target, ws)]
     else:
+        arches = targets.check_arches(request.arches or [], request.flavour)
         plan = [(t, None) for t in targets.resolve(cache, request.kernels, request.flavour,
                                                    matrix_path=request.matrix,
-                                                   suite=request.suite)]
+                                                   suite=request.suite, arches=arches)]
     verified = run_plan(cache, plan, options, display, request.parallel)
     reports = [rep for _, rep in verified]
+    if request.load:
+        load_modules(cache, verified, display)
     if request.sign_key and request.sign_cert:  # each signed module gets a note in its report
         signing.sign_plan(cache, verified, request.sign_key, request.sign_cert)
     if request.json_path:
@@ -105,6 +110,31 @@ def run_plan(cache: Cache, plan: Plan, options: pipeline.Options, display: Displ
             results[index] = future.result()
             display.done(labels[index], results[index])
     return [(fetched[i].workspace, results[i]) for i in range(len(plan))]
+
+
+def load_modules(cache: Cache, verified: list[tuple[Workspace | None, report.TargetReport]],
+                 display: Display = QUIET) -> None:
+    """Boot each target's own kernel (any arch, QEMU TCG) and insmod its after-module; one guest
+    at a time (TCG takes a core). The result joins the report and its checks."""
+    from ..features import loadcheck
+
+    for ws, rep in verified:
+        if ws is None or rep.after is None or rep.compile_only:
+            continue  # nothing built (its error says why), or SMC off: nothing can load
+        if ws.image_deb is None:
+            rep.load = {"loaded": False, "detail": "no linux-image package to boot (a user tree: "
+                                                   "--load needs an archive kernel)"}
+        else:
+            try:
+                result = loadcheck.load_check(cache, ws.target.arch, ws.image_deb,
+                                              Path(rep.after.path),
+                                              display.reporter(f"{rep.package_version} "
+                                                               f"{rep.flavour} load"))
+                rep.load = result.to_json()
+            except SmcpatchError as exc:
+                rep.load = {"loaded": False, "detail": exc.one_line()}
+        rep.finish()
+        display.say(f"{rep.package_version} {rep.flavour}: {rep.load['detail']}")
 
 
 def install_host_tools(fetched: list[pipeline.Fetched],

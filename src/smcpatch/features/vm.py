@@ -244,7 +244,7 @@ def _module_path(kernel: GuestKernel, name: str) -> Path:
     raise VmError(f"module {name} not found in {dep}")
 
 
-def _module_closure(kernel: GuestKernel, names: Sequence[str]) -> list[Path]:
+def module_closure(kernel: GuestKernel, names: Sequence[str]) -> list[Path]:
     """The modules and their dependencies, dependencies first."""
     order: list[Path] = []
     seen: set[str] = set()
@@ -268,7 +268,7 @@ def _module_closure(kernel: GuestKernel, names: Sequence[str]) -> list[Path]:
 # initramfs
 
 
-def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
+def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     """A newc cpio archive of (name, mode, data) entries (directories have empty data)."""
     out = bytearray()
 
@@ -293,7 +293,7 @@ def build_initramfs(kernel: GuestKernel, cache_dir: Path) -> Path:
     """busybox-static + the 9p/virtio modules (decompressed) + our /init; cached by inputs hash."""
     ensure_host_tools(["busybox"])
     busybox = Path(hostpkg.which("busybox") or "/bin/busybox").resolve()
-    mods = _module_closure(kernel, INITRAMFS_MODULES)
+    mods = module_closure(kernel, INITRAMFS_MODULES)
     h = hashlib.sha256()
     for p in (busybox, INIT_SCRIPT, *mods):
         h.update(str(p).encode())
@@ -316,7 +316,7 @@ def build_initramfs(kernel: GuestKernel, cache_dir: Path) -> Path:
     entries.append(("modules.order", r, ("\n".join(names) + "\n").encode()))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}")
-    tmp.write_bytes(_cpio_newc(entries))
+    tmp.write_bytes(cpio_newc(entries))
     tmp.replace(out)
     return out
 

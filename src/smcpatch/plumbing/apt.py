@@ -173,6 +173,12 @@ class Apt:
                 seen.append(cols[1])
         return seen
 
+    def serves_arch(self, suite: str, arch: str) -> bool:
+        """Whether the suite's index (as last updated) has packages of `arch` at all (Debian's
+        security archive, for one, serves no s390x for bookworm)."""
+        lists = self.root / "lists"
+        return any(lists.glob(f"*_dists_{suite}_*_binary-{arch}_Packages*"))
+
     def search_names(self, regex: str) -> list[str]:
         proc = subprocess.run(self.cache_command("search", "--names-only", regex), env=self.env(),
                               capture_output=True, text=True, timeout=120, check=False)
@@ -207,6 +213,7 @@ class Apt:
                         raise _explain_missing_file(exc, wanted) from exc
                 for record in wanted:
                     got = tmp / record.deb_name
+                    _undo_epoch_name(tmp, record, got)
                     if not _deb_ok(got, record):
                         raise FetchError(f"downloaded {record.name} {record.version} does not "
                                          "match the archive's size and SHA256")
@@ -295,6 +302,18 @@ def mirror_lines(sources: list[HostSource], suites: tuple[str, ...]) -> list[str
         option = f"[signed-by={source.signed_by}] " if source.signed_by else ""
         lines.append(f"deb {option}{source.uri} {suite} main")
     return lines
+
+
+def _undo_epoch_name(where: Path, record: PackageRecord, wanted: Path) -> None:
+    """apt-get download names a file by the version with its epoch (busybox-static_1%3a1.35.0
+    ..._arm64.deb) where the pool has none: give it the pool's name."""
+    if ":" not in record.version or wanted.exists():
+        return
+    base, _, rest = record.deb_name.partition("_")
+    epoch = record.version.split(":", 1)[0]
+    named = where / f"{base}_{epoch}%3a{rest}"
+    if named.exists():
+        named.rename(wanted)
 
 
 def _native_arch() -> str:

@@ -104,8 +104,10 @@ class KernelConfig:
     def build_compiler(self) -> str:
         """The command that builds for this kernel: gcc-12, or the cross aarch64-linux-gnu-gcc-12
         (Debian's cross compilers are the same gcc version, packaged per target)."""
-        cross = self.cross
-        return f"{cross.prefix}{self.compiler_command}" if cross else self.compiler_command
+        cross, command = self.cross, self.compiler_command
+        if cross is None or command.startswith(cross.prefix):
+            return command  # trixie's kernels name their compiler with the triplet already
+        return f"{cross.prefix}{command}"
 
 
 @dataclass(frozen=True)

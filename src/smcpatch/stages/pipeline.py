@@ -111,8 +111,10 @@ def settle_build_env(cache: Cache, ws: sources.Workspace) -> None:
     ws.target = dataclasses.replace(ws.target, build_env=choice.suite,
                                     compiler=choice.compiler.split()[0])
     where = f"a {choice.suite} chroot" if choice.suite else "the host"
-    ws.notes.extend([*choice.notes, f"built in {where} with {choice.compiler}, the kernel's "
-                                    "own compiler (CONFIG_CC_VERSION_TEXT)"])
+    what = (f"Debian's cross build of {choice.compiler.split()[0]} (the kernel's own compiler "
+            f"is {choice.compiler}, CONFIG_CC_VERSION_TEXT)" if ws.target.foreign else
+            f"{choice.compiler}, the kernel's own compiler (CONFIG_CC_VERSION_TEXT)")
+    ws.notes.extend([*choice.notes, f"built in {where} with {what}"])
 
 
 def host_tools(ws: sources.Workspace) -> list[hostpkg.Tool]:

@@ -73,6 +73,7 @@ class TargetReport:
     release: str
     suite: str
     expect: str | None
+    arch: str = "amd64"  # the kernel's Debian architecture (amd64, arm64, s390x)
     source_state: str = "unknown"
     fixes: list[dict[str, str]] = field(default_factory=list)
     patch: str | None = None  # applied | already-present
@@ -98,6 +99,8 @@ class TargetReport:
     compiler: str = ""
     build_env: str = "host"  # host, or the suite of the chroot the module was built in
     compile_only: bool = False  # SMC off in the kernel's config: compiled and inspected only
+    # --load: the after-module insmod-ed into its own kernel in a QEMU guest (loadcheck)
+    load: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     timings_detail: dict[str, float] = field(default_factory=dict)
     from_cache: dict[str, bool] = field(default_factory=dict)
@@ -111,7 +114,7 @@ class TargetReport:
     def for_target(cls, target: Target) -> TargetReport:
         return cls(version=target.version, package_version=target.package_version,
                    flavour=target.flavour, release=target.release, suite=target.suite,
-                   expect=target.expect)
+                   expect=target.expect, arch=target.arch)
 
     def set_states(self, states: list[FixState]) -> None:
         self.fixes = [{"id": s.fix_id, "state": s.state, "variant": s.variant.name,
@@ -154,6 +157,9 @@ class TargetReport:
             checks.append((sibling["before"] == "vulnerable" and sibling["after"] == "fixed",
                            f"{sibling['fix']}: {sibling['function']} is {sibling['before']} "
                            f"before and {sibling['after']} after"))
+        if self.load is not None:
+            checks.append((self.load.get("loaded") is True,
+                           f"after-module load check: {self.load.get('detail', 'no result')}"))
         if self.expect is not None and self.source_state in ("vulnerable", "fixed"):
             checks.append((self.expect == self.source_state,
                            f"source is {self.source_state} but kernels.toml expects {self.expect}"))

@@ -79,6 +79,11 @@ def package_records(apt: Apt, target: Target, with_image: bool = True) -> dict[s
             # the newest security kernels may ship only the unsigned image: the same modules
             unsigned = f"{name}-unsigned:{target.arch}" if target.foreign else f"{name}-unsigned"
             record = apt.show(unsigned, target.package_version)
+        if record is None and name in own_arch and not apt.serves_arch(target.suite,
+                                                                        target.arch):
+            raise FetchError(f"{target.suite} serves no {target.arch} packages (its index has "
+                             f"none): no {target.arch} kernel {target.package_version} to "
+                             "fetch from there")
         if record is None:
             raise FetchError(missing_package_message(qualified, target.package_version,
                                                      apt.versions(qualified)))
