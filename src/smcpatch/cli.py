@@ -88,7 +88,7 @@ def _required_path(value: str | None, option: str) -> Path:
             "archive": "every kernel of every suite the host's mirrors serve, with its state "
                        "from the cache (vulnerable / fixed once verified)",
             "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)"})
-def kernels(c: Context, flavour: str = "amd64", arch: list[str] | None = None,
+def kernels(c: Context, flavour: str = "", arch: list[str] | None = None,
             matrix: str | None = None, archive: bool = False, cache: str | None = None) -> None:
     """List the kernel matrix (kernels.toml), or with --archive every kernel Debian's archive
     serves here: version, suite, kernel release, state."""
@@ -126,7 +126,7 @@ def kernels(c: Context, flavour: str = "amd64", arch: list[str] | None = None,
                 "/proc/modules, no vermagic or CRC complaint",
     },
 )
-def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
+def verify(c: Context, kernel: list[str] | None = None, flavour: str = "",
            arch: list[str] | None = None, json: str | None = None, cache: str | None = None,
            fix: list[str] | None = None,
            source: str | None = None, kdir: str | None = None, jobs: int = 0,
@@ -167,7 +167,7 @@ def verify(c: Context, kernel: list[str] | None = None, flavour: str = "amd64",
     "arch": ARCH_HELP + "; repeatable",
     "matrix": MATRIX_HELP,
 })
-def matrix(c: Context, format: str = "text", flavour: str = "amd64",
+def matrix(c: Context, format: str = "text", flavour: str = "",
            arch: list[str] | None = None, matrix: str | None = None) -> None:
     """Print the default matrix as CI jobs, one per target (`inv verify --kernel K --flavour F`).
 
@@ -236,7 +236,7 @@ def inspect(c: Context, module: str | None = None, json: bool = False,
         "suite": SUITE_HELP,
     },
 )
-def dkms(c: Context, kernel: str | None = None, out: str | None = None, flavour: str = "amd64",
+def dkms(c: Context, kernel: str | None = None, out: str | None = None, flavour: str = "",
          arch: str = "", cache: str | None = None,
          fix: list[str] | None = None, check: bool = False, sign_key: str | None = None,
          sign_cert: str | None = None, json: bool = False, jobs: int = 0,

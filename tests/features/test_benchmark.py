@@ -259,7 +259,7 @@ def test_check_module_matches(tmp_path: Path) -> None:
 
 
 def test_cpio_newc_layout() -> None:
-    data = vm._cpio_newc([("init", 0o100755, b"#!/bin/sh\n"), ("bin", 0o40755, b"")])
+    data = vm.cpio_newc([("init", 0o100755, b"#!/bin/sh\n"), ("bin", 0o40755, b"")])
     assert data.startswith(b"070701")
     assert b"TRAILER!!!" in data
     assert len(data) % 4 == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import FetchError
-from smcpatch.plumbing.apt import Apt
+from smcpatch.plumbing.apt import Apt, PackageRecord, _undo_epoch_name
 from smcpatch.plumbing.cache import Cache, hash_file
 from tests.faults import KERNEL, assert_one_line_error, cli_env, fake_path, inv, leftovers
 
@@ -32,6 +32,28 @@ def test_private_config_copies_host_sources(tmp_path: Path) -> None:
     assert str(apt.root) in config and "/etc/apt" not in config
     if etc_before:
         assert hash_file(Path("/etc/apt/sources.list.d/debian.sources")) == etc_before
+
+
+def test_a_foreign_arch_gets_its_own_root(tmp_path: Path) -> None:
+    cache = Cache.open(tmp_path / "cache")
+    host = _host_dir(tmp_path, "http://127.0.0.1:9/d")
+    native = Apt(cache, host_apt_dir=host)
+    foreign = Apt(cache, host_apt_dir=host, foreign_arches=("s390x", "arm64"))
+    assert native.root != foreign.root and foreign.root.name == "apt+arm64+s390x"
+    assert "APT::Architectures" not in native.config.read_text()
+    assert 'APT::Architectures { "amd64"; "arm64"; "s390x"; };' in foreign.config.read_text()
+    lists = foreign.root / "lists"
+    (lists / "m_debian_dists_bookworm_main_binary-s390x_Packages.lz4").touch()
+    assert foreign.serves_arch("bookworm", "s390x")
+    assert not foreign.serves_arch("bookworm-security", "s390x")
+
+
+def test_an_epoch_in_the_downloaded_name_is_undone(tmp_path: Path) -> None:
+    record = PackageRecord("busybox-static:arm64", "1:1.35.0-4+b1",
+                           "pool/main/b/busybox/busybox-static_1.35.0-4+b1_arm64.deb", 3, "")
+    (tmp_path / "busybox-static_1%3a1.35.0-4+b1_arm64.deb").write_bytes(b"deb")
+    _undo_epoch_name(tmp_path, record, tmp_path / record.deb_name)
+    assert (tmp_path / record.deb_name).read_bytes() == b"deb"
 
 
 def test_no_host_sources_is_a_clear_fetch_error(tmp_path: Path) -> None:

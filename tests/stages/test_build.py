@@ -50,6 +50,43 @@ def test_kernel_config_facts(tmp_path: Path) -> None:
     assert facts.get("CONFIG_SMC_LO") is None
 
 
+@pytest.mark.parametrize(
+    ("config", "arch", "command", "package", "make_args"),
+    [
+        ("CONFIG_X86_64=y\nCONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0\"",
+         "amd64", "gcc-12", "gcc-12", None),
+        ("CONFIG_ARM64=y\nCONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0\"",
+         "arm64", "aarch64-linux-gnu-gcc-12", "gcc-12-aarch64-linux-gnu",
+         ["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"]),
+        # trixie's kernels name the compiler with its triplet already
+        ("CONFIG_S390=y\n"
+         "CONFIG_CC_VERSION_TEXT=\"s390x-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0\"",
+         "s390x", "s390x-linux-gnu-gcc-14", "gcc-14-s390x-linux-gnu",
+         ["ARCH=s390", "CROSS_COMPILE=s390x-linux-gnu-"]),
+    ],
+)
+def test_cross_compiler_from_the_kernel_config(tmp_path: Path, config: str, arch: str,
+                                               command: str, package: str,
+                                               make_args: list[str] | None) -> None:
+    (tmp_path / ".config").write_text(config + "\n")
+    facts = KernelConfig.read(tmp_path / ".config")
+    assert facts.arch == arch
+    assert facts.build_compiler == command
+    assert build.compiler_package(facts) == package
+    tools = {t.command: t.package for t in build.toolchain_tools(facts)}
+    assert tools[command] == package and tools["make"] == "make"
+    assert (facts.cross.make_args() if facts.cross else None) == make_args
+
+
+def test_a_cross_compiler_of_another_revision_is_said(tmp_path: Path) -> None:
+    (tmp_path / ".config").write_text(
+        'CONFIG_ARM64=y\nCONFIG_CC_VERSION_TEXT="gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"\n')
+    facts = KernelConfig.read(tmp_path / ".config")
+    [note] = build._compiler_notes(facts, "aarch64-linux-gnu-gcc-12 (Debian 12.2.0-14) 12.2.0")
+    assert "another Debian revision" in note
+    assert build._compiler_notes(facts, "gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0") == []
+
+
 def test_missing_compiler_names_the_install_command(tmp_path: Path) -> None:
     config = tmp_path / ".config"
     config.write_text('CONFIG_CC_VERSION_TEXT="gcc-99 (Debian 99.1) 99.1"\n')

@@ -70,10 +70,16 @@ def test_merge_refuses_what_is_not_a_report(tmp_path: Path, content: str) -> Non
 def test_github_matrix_has_one_job_per_target() -> None:
     jobs = json.loads(kernels_cmd.matrix_text("github", "all"))["include"]
     assert len(jobs) == 12  # 4 default kernels x 3 flavours
-    assert {"kernel": "6.1.176", "flavour": "rt-amd64", "package_version": "6.1.176-1",
-            "release": "6.1.0-50-rt-amd64"} in jobs
+    assert {"kernel": "6.1.176", "arch": "amd64", "flavour": "rt-amd64",
+            "package_version": "6.1.176-1", "release": "6.1.0-50-rt-amd64"} in jobs
     with pytest.raises(BadInput):
         kernels_cmd.matrix_text("yaml", "amd64")
+    every = json.loads(kernels_cmd.matrix_text("github", "", arches=["all"]))["include"]
+    assert len(every) == 12  # 4 kernels x (amd64, arm64, s390x), plain flavours
+    assert {"kernel": "6.12.107", "arch": "s390x", "flavour": "s390x",
+            "package_version": "6.12.107-1~deb12u1", "release": "6.12.107+deb12-s390x"} in every
+    text = kernels_cmd.matrix_text("text", "cloud", arches=["arm64"])
+    assert "inv verify --kernel 6.1.176 --arch arm64 --flavour cloud-arm64 " in text
 
 
 def test_interrupted_report_write_keeps_the_previous_report(

@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import BadInput, ConfigError
-from smcpatch.stages.targets import load_matrix, parse_version, select, unmatched
+from smcpatch.stages.targets import (
+    arch_of,
+    check_arches,
+    check_flavour,
+    flavours_for,
+    load_matrix,
+    parse_version,
+    select,
+    unmatched,
+)
 
 
 def test_default_matrix_pins_the_four_kernels() -> None:
@@ -58,7 +67,36 @@ def test_bad_version_is_bad_input(bad: str) -> None:
 
 def test_unknown_flavour_is_bad_input() -> None:
     with pytest.raises(BadInput, match="unknown flavour"):
-        select(load_matrix(), [], "arm64")
+        select(load_matrix(), [], "arm32")
+    with pytest.raises(BadInput, match="'cloud-arm64' is not an amd64 flavour"):
+        select(load_matrix(), [], "cloud-arm64")
+    with pytest.raises(BadInput, match="s390x has s390x"):
+        check_flavour("rt", "s390x")
+
+
+def test_arches_and_their_flavours() -> None:
+    assert check_arches([]) == ("amd64",)
+    assert check_arches([], "cloud-arm64") == ("arm64",)  # the flavour names its arch
+    assert check_arches(["all"]) == ("amd64", "arm64", "s390x")
+    assert check_arches(["s390x", "arm64", "s390x"]) == ("s390x", "arm64")
+    with pytest.raises(BadInput, match="unknown architecture 'armhf'"):
+        check_arches(["armhf"])
+    assert check_flavour("", "arm64") == ("arm64",)
+    assert check_flavour("cloud", "arm64") == ("cloud-arm64",)
+    assert check_flavour("all", "s390x") == ("s390x",)
+    assert flavours_for("rt", ("amd64", "arm64")) == ("rt-amd64", "rt-arm64")
+
+
+def test_a_foreign_target_names_its_packages() -> None:
+    [target] = select(load_matrix(), ["6.1.176"], "cloud", ("arm64",))
+    assert (target.arch, target.foreign, target.flavour) == ("arm64", True, "cloud-arm64")
+    assert target.release == "6.1.0-50-cloud-arm64"
+    assert target.key == "6.1.176-1_cloud-arm64"  # the flavour carries the arch
+    assert target.common_headers_package == "linux-headers-6.1.0-50-common"
+    assert target.kbuild == "linux-kbuild-6.1"  # the build host's, not the kernel's arch
+    assert arch_of("rt-arm64") == "arm64" and arch_of("amd64") == "amd64"
+    [native] = select(load_matrix(), ["6.1.176"], "")
+    assert (native.arch, native.foreign) == ("amd64", False)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from ..plumbing.progress import Progress, silent
 from ..stages import build, patching, pipeline, sources, targets
 
 
-def run(cache: Cache, kernel: str, out_dir: Path, flavour: str = "amd64",
+def run(cache: Cache, kernel: str, out_dir: Path, flavour: str = "",
         fixes: list[str] | None = None, check: bool = False, jobs: int | None = None,
         sign_key: Path | None = None, sign_cert: Path | None = None,
         progress: Progress = silent, patches_dir: Path | None = None,

@@ -49,7 +49,7 @@ class ArchiveKernel:
     verified: str  # our after-module's verdict from the cache, or "-"
 
 
-def archive_listing(cache: Cache, flavour: str = "amd64",
+def archive_listing(cache: Cache, flavour: str = "",
                     arches: list[str] | None = None) -> list[ArchiveKernel]:
     """Every kernel of every served suite, with its state where a verify run cached one, in
     the flavour(s) of each architecture asked for (the sources are arch-independent; whether

@@ -21,7 +21,7 @@ from .display import QUIET, Display
 @dataclass
 class VerifyRequest:
     kernels: list[str]
-    flavour: str = "amd64"
+    flavour: str = ""
     arches: list[str] | None = None  # --arch: amd64 (default), arm64, s390x, all
     cache_dir: Path | None = None
     json_path: Path | None = None
@@ -61,7 +61,8 @@ def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
     if request.source or request.kdir:
         if not (request.source and request.kdir):
             raise BadInput("--source and --kdir go together")
-        ws = sources.user_tree(request.source, request.kdir, request.flavour)
+        ws = sources.user_tree(request.source, request.kdir,
+                               request.flavour or targets.HOST_ARCH)
         plan: Plan = [(ws.target, ws)]
     else:
         arches = targets.check_arches(request.arches or [], request.flavour)

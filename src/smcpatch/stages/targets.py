@@ -168,20 +168,20 @@ def check_arches(arches: list[str] | tuple[str, ...], flavour: str = "") -> tupl
 
 def check_flavour(flavour: str, arch: str = HOST_ARCH) -> tuple[str, ...]:
     """The flavours of `arch` a --flavour value names: a flavour (cloud-arm64), its kind without
-    the arch (cloud, rt), the arch's plain flavour (amd64/arm64/s390x, or empty), or `all`."""
+    the arch (cloud, rt), the arch's plain flavour (its name, or empty: the default), or `all`."""
     own = ARCH_FLAVOURS[arch]
     if flavour == "all":
         return own
-    if flavour in ("", "plain") or (flavour in ARCHES and flavour != arch):
-        return (own[0],)  # --flavour amd64 (the default) with --arch arm64: arm64's plain one
+    if not flavour:
+        return own[:1]
     named = flavour if flavour in own else f"{flavour}-{arch}"
     if named in own:
         return (named,)
     if flavour in ALL_FLAVOURS:
         raise BadInput(f"flavour {flavour!r} is not an {arch} flavour: {arch} has "
                        f"{', '.join(own)}")
-    raise BadInput(f"unknown flavour {flavour!r}: choose one of {', '.join(own)} (or cloud, rt), "
-                   "or all")
+    raise BadInput(f"unknown flavour {flavour!r} for {arch}: {arch} has {', '.join(own)} "
+                   "(cloud and rt name those of its own), or all")
 
 
 def flavours_for(flavour: str, arches: tuple[str, ...]) -> tuple[str, ...]:
@@ -249,7 +249,7 @@ def resolve(cache: Cache, kernels: list[str], flavour: str, matrix_path: Path | 
                 raise BadInput(f"unknown kernel {version}: not in kernels.toml ({known}) and "
                                f"{exc}") from exc
             # a kernel release (6.12.95+deb12-cloud-arm64) names its flavour itself
-            flavours = (found.flavour,) if found.flavour != "amd64" and flavour == "amd64" \
+            flavours = (found.flavour,) if found.flavour != HOST_ARCH and not flavour \
                 else flavours_for(flavour, arches)
             chosen.extend(found.with_flavour(f) for f in flavours)
     return chosen
