@@ -3,6 +3,7 @@
     python bench/bench_pipeline.py cold --kernel 6.1.176 [--cache DIR]   # empty cache: one run
     python bench/bench_pipeline.py warm -o warm.json [--cache DIR]        # pyperf, warm cache
     python bench/bench_pipeline.py matrix --parallel N [--seed-debs DIR]   # whole matrix, cold
+    python bench/bench_pipeline.py arches --kernel 6.1.176 [--warm-runs 5] [--load]
 
 `cold` starts from an empty cache (a fresh temp dir unless --cache is given) and prints the
 download, extract, build (before, after) and inspect times of one `verify` run, plus which objects
@@ -72,6 +73,56 @@ def matrix(parallel: int, seed_debs: str | None) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def arches(kernel: str, warm_runs: int, load: bool) -> None:
+    """One kernel on amd64, arm64 and s390x in one run, serially from one empty cache: the cold
+    stage times (download, extract, before/after builds), the median of warm reruns, and with
+    --load the guest boot + insmod of each after-module; ratios against the native amd64."""
+    import shutil
+    import statistics
+
+    from smcpatch.features import loadcheck
+
+    root = Path(tempfile.mkdtemp(prefix="smcpatch-arches-"))
+    cache = Cache.open(root)
+    rows = {}
+    for arch in targets.ARCHES:
+        [target] = targets.resolve(cache, [kernel], "", arches=(arch,))
+        started = time.monotonic()
+        ws = pipeline.fetch_target(cache, target)
+        verify_cmd.install_host_tools([ws])
+        cold = pipeline.verify_fetched(cache, ws, pipeline.Options())
+        cold_s = time.monotonic() - started
+        warm = []
+        for _ in range(warm_runs):
+            started = time.monotonic()
+            again = pipeline.verify_target(cache, target, pipeline.Options())
+            warm.append(time.monotonic() - started)
+            assert again.ok and again.from_cache.get("build"), again.problems
+        row = {"ok": cold.ok, "cold_s": round(cold_s, 1),
+               "download_s": cold.timings_detail.get("download"),
+               "extract_s": cold.timings_detail.get("extract"),
+               "build_before_s": cold.timings_detail.get("build_before"),
+               "build_after_s": cold.timings_detail.get("build_after"),
+               "warm_median_s": round(statistics.median(warm), 3),
+               "downloaded_mb": round((ws.workspace.downloaded_bytes if ws.workspace else 0)
+                                      / 1e6, 1)}
+        if load and ws.workspace is not None and ws.workspace.image_deb and cold.after:
+            started = time.monotonic()
+            result = loadcheck.load_check(cache, arch, ws.workspace.image_deb,
+                                          Path(cold.after.path))
+            row["load_s"] = round(time.monotonic() - started, 1)
+            row["loaded"] = result.loaded
+        rows[arch] = row
+    base = rows[targets.HOST_ARCH]
+    for row in rows.values():
+        builds = (row["build_before_s"] or 0) + (row["build_after_s"] or 0)
+        native = (base["build_before_s"] or 0) + (base["build_after_s"] or 0)
+        row["build_ratio_vs_amd64"] = round(builds / native, 2) if native else None
+        row["warm_ratio_vs_amd64"] = round(row["warm_median_s"] / base["warm_median_s"], 2)
+    print(json.dumps({"kernel": kernel, "arches": rows, "cache": str(root)}, indent=1))
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def warm_once(cache_dir: str | None) -> None:
     cache = Cache.open(Path(cache_dir) if cache_dir else None)
     for target in targets.resolve(cache, [], "amd64"):
@@ -104,6 +155,13 @@ def main() -> None:
         parser.add_argument("--seed-debs")
         args = parser.parse_args(sys.argv[2:])
         matrix(args.parallel, args.seed_debs)
+    elif len(sys.argv) > 1 and sys.argv[1] == "arches":
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--kernel", default="6.1.176")
+        parser.add_argument("--warm-runs", type=int, default=5)
+        parser.add_argument("--load", action="store_true")
+        args = parser.parse_args(sys.argv[2:])
+        arches(args.kernel, args.warm_runs, args.load)
     elif len(sys.argv) > 1 and sys.argv[1] == "warm":
         sys.argv = [sys.argv[0], *sys.argv[2:]]
         warm(sys.argv[1:])

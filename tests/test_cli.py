@@ -44,6 +44,10 @@ def test_kernels_lists_the_matrix() -> None:
     for text in ("6.1.176-1", "6.12.117-1~deb12u1", "linux-headers-6.1.0-50-amd64",
                  "6.1.0-56-amd64"):
         assert text in proc.stdout
+    foreign = inv("kernels", "--arch", "s390x")
+    assert foreign.returncode == 0, foreign.stderr
+    assert "linux-headers-6.1.0-50-s390x:s390x" in foreign.stdout
+    assert "linux-kbuild-6.1" in foreign.stdout and "amd64" not in foreign.stdout
 
 
 @pytest.mark.parametrize(
@@ -51,6 +55,10 @@ def test_kernels_lists_the_matrix() -> None:
     [
         (("verify", "--kernel", "not-a-version"), "is not a kernel version"),
         (("verify", "--flavour", "sparc64"), "unknown flavour"),
+        (("verify", "--arch", "mips"), "unknown architecture 'mips'"),
+        (("verify", "--arch", "s390x", "--flavour", "cloud"), "s390x has s390x"),
+        (("dkms", "--kernel", "6.1.176", "--arch", "arm64", "--out", "/tmp/x", "--check"),
+         "check the arm64 package on an arm64 system"),
         (("verify", "--source", "/nonexistent", "--kdir", "/nonexistent"), "has no net/smc"),
         (("verify", "--source", "/tmp"), "--source and --kdir go together"),
         (("verify", "--fix", "CVE-0000-0000", "--kernel", "6.1.176"), "unknown fix"),

@@ -110,3 +110,20 @@ def test_a_suite_without_the_arch_is_said_plainly(test_cache: Cache) -> None:
     assert proc.returncode == 1
     assert "bookworm-security serves no s390x packages" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_users_arm64_tree_is_cross_built(
+        cross_report: tuple[Any, dict[str, dict[str, Any]]], test_cache: Cache,
+        tmp_path: Path) -> None:
+    """--source/--kdir with an arm64 headers tree: the arch comes from the tree's .config."""
+    kdir = (test_cache.root / "kdir" / "6.1.176-1_arm64" / "root" / "usr" / "src"
+            / "linux-headers-6.1.0-50-arm64")
+    source = test_cache.root / "sources" / "linux-source-6.1_6.1.176-1" / "tree"
+    assert kdir.is_dir() and source.is_dir()  # left by the cross verify above
+    out = tmp_path / "r.json"
+    proc = inv("verify", "--source", str(source), "--kdir", str(kdir), "--cache",
+               str(tmp_path / "cache"), "--json", str(out), timeout=1800)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-2000:])
+    [r] = json.loads(out.read_text())["targets"]
+    assert (r["arch"], r["release"]) == ("arm64", "6.1.0-50-arm64")
+    assert r["after"]["verdict"] == "fixed" and r["vermagic_ok"] and r["modversions_ok"]

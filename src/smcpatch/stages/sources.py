@@ -22,7 +22,8 @@ from ..plumbing import hostpkg
 from ..plumbing.apt import Apt, PackageRecord
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
 from ..plumbing.progress import Progress, silent
-from .targets import Target
+from .build import KernelConfig
+from .targets import ARCH_FLAVOURS, Target, arch_of
 
 # Bump when the way we extract changes, so old cache entries are rebuilt.
 EXTRACT_RECIPE = 3
@@ -388,6 +389,9 @@ def user_tree(source: Path, kdir: Path, flavour: str) -> Workspace:
         if not (kdir / needed).is_file():
             raise BadInput(f"{kdir} lacks {needed}: give a prepared kernel build/headers directory")
     release = _kdir_release(kdir)
+    arch = KernelConfig.read(kdir / ".config").arch  # a cross tree builds with its cross gcc
+    if arch_of(flavour) != arch:
+        flavour = ARCH_FLAVOURS[arch][0]
     target = Target(version=release, package_version=release, abi=release, series="",
                     suite="local", flavour=flavour, notes=f"user tree {source}",
                     fixed_release=release)

@@ -63,7 +63,7 @@ class Target:
     @property
     def foreign(self) -> bool:
         """Built by a cross compiler: the kernel is not of the build host's architecture."""
-        return self.arch != HOST_ARCH and not self.fixed_release
+        return self.arch != HOST_ARCH
 
     @property
     def release(self) -> str:
