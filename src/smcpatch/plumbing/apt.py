@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import FetchError, ToolMissing
 from .cache import TMP_PREFIX, Cache, hash_file, sweep_stale_temps
+from .debmeta import enabled, first_stanza, stanzas
 from .progress import Poller, Progress, silent
 
 HOST_APT_DIR = Path("/etc/apt")
@@ -152,7 +153,7 @@ class Apt:
         """The control fields of name=version (the first stanza of apt-cache show), or {}."""
         proc = subprocess.run(self.cache_command("show", f"{name}={version}"), env=self.env(),
                               capture_output=True, text=True, timeout=120, check=False)
-        return _parse_stanza(proc.stdout)
+        return first_stanza(proc.stdout)
 
     def show(self, name: str, version: str) -> PackageRecord | None:
         """The archive's record of name=version, or None when the archive doesn't have it."""
@@ -249,17 +250,16 @@ def host_sources(host_apt_dir: Path = HOST_APT_DIR) -> list[HostSource]:
 
 
 def _parse_deb822(text: str) -> list[HostSource]:
+    """deb822 entries (python-debian: continuation lines, comments, `Enabled: no`)."""
     out: list[HostSource] = []
-    for stanza in text.split("\n\n"):
-        fields = {}
-        for line in stanza.splitlines():
-            if line and not line.startswith(("#", " ")) and ":" in line:
-                key, _, value = line.partition(":")
-                fields[key.strip().lower()] = value.strip()
-        if "deb" in fields.get("types", "").split() and fields.get("uris"):
-            for uri in fields["uris"].split():
-                out.append(HostSource(uri, tuple(fields.get("suites", "").split()),
-                                      fields.get("signed-by")))
+    for fields in stanzas(text):
+        if "deb" not in fields.get("Types", "").split() or not enabled(fields):
+            continue
+        signed_by = fields.get("Signed-By", "").strip()
+        if "\n" in signed_by:  # an embedded key, not a keyring path: apt's trust store decides
+            signed_by = ""
+        for uri in fields.get("URIs", "").split():
+            out.append(HostSource(uri, tuple(fields.get("Suites", "").split()), signed_by or None))
     return out
 
 
@@ -343,15 +343,6 @@ def _root_name(suites: tuple[str, ...], name: str | None) -> str:
 
 def _has_entries(text: str) -> bool:
     return any(line.strip().startswith(("deb ", "deb-src ")) for line in text.splitlines())
-
-
-def _parse_stanza(text: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for line in text.split("\n\n", 1)[0].splitlines():
-        if line and not line[0].isspace() and ":" in line:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return fields
 
 
 def _explain_missing_file(exc: FetchError, wanted: list[PackageRecord]) -> FetchError:

@@ -9,7 +9,6 @@ for a day in the cache; a mirror that can't be probed leaves just the host's own
 from __future__ import annotations
 
 import json
-import re
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from .apt import HOST_APT_DIR, HostSource, archive_mirrors, host_sources
 from .cache import Cache
+from .debmeta import release_head_fields
 
 # The archive's alias suites and a release's companion suites: Debian's layout, not a release list.
 ALIASES = ("oldoldstable", "oldstable", "stable", "testing", "unstable", "experimental")
@@ -75,7 +75,7 @@ def _release_fields(uri: str, suite: str) -> dict[str, str]:
                 head = response.read(4096).decode("utf-8", "replace")
         except (urllib.error.URLError, OSError, ValueError):
             continue
-        fields = dict(re.findall(r"^([A-Za-z-]+): (.*)$", head, flags=re.M))
+        fields = release_head_fields(head)
         if fields.get("Suite") or fields.get("Codename"):
             return fields
     return {}

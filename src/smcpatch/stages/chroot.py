@@ -20,6 +20,7 @@ from ..errors import BuildError, ToolMissing
 from ..plumbing import hostpkg
 from ..plumbing.apt import Apt, host_sources, mirror_lines
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
+from ..plumbing.debmeta import relation_names
 from .build import CROSS
 from .targets import Target
 
@@ -50,9 +51,7 @@ def build_packages(apt: Apt, target: Target) -> list[str]:
     headers = f"{target.headers_package}:{target.arch}" if cross else target.headers_package
     for package in (headers, target.kbuild):
         fields = apt.fields(package, target.package_version)
-        for alternatives in fields.get("Depends", "").split(","):
-            first = alternatives.split("|")[0].strip()
-            name = re.split(r"[\s(:]", first, maxsplit=1)[0]
+        for name in relation_names(fields.get("Depends", "")):
             if cross and name.startswith("linux-compiler-"):
                 continue  # the native compiler of the kernel's arch: the cross gcc replaces it
             if cross and re.fullmatch(r"gcc-\d+", name):
