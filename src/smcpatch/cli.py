@@ -38,6 +38,9 @@ errors = Console(stderr=True, highlight=False)
 
 SUITE_HELP = ("the suite to take a kernel from when several have it (default: the host's "
               "release first), e.g. bookworm-backports, trixie, bullseye-security")
+VEX_HELP = ("write an OpenVEX 0.2.0 document here: one statement per product (Debian's "
+            "image by purl with its smc.ko; verify's rebuilt after-modules)")
+JUNIT_HELP = "write JUnit XML here (one test case per target and check) for CI systems"
 ARCH_HELP = "amd64 | arm64 | s390x | all (default: amd64, or the arch --flavour names)"
 FLAVOUR_HELP = ("the arch's plain flavour (default), cloud, rt, a full name (cloud-arm64) or all; "
                 "amd64 has amd64, cloud-amd64, rt-amd64; arm64 has arm64, cloud-arm64, "
@@ -124,6 +127,8 @@ def kernels(c: Context, flavour: str = "", arch: list[str] | None = None,
         "suite": SUITE_HELP,
         "load": "also boot each kernel (its own arch, QEMU TCG) and insmod the after-module: "
                 "/proc/modules, no vermagic or CRC complaint",
+        "vex": VEX_HELP,
+        "junit": JUNIT_HELP,
     },
 )
 def verify(c: Context, kernel: list[str] | None = None, flavour: str = "",
@@ -132,7 +137,8 @@ def verify(c: Context, kernel: list[str] | None = None, flavour: str = "",
            source: str | None = None, kdir: str | None = None, jobs: int = 0,
            parallel: int = 0, sign_key: str | None = None, sign_cert: str | None = None,
            matrix: str | None = None, patches: str | None = None,
-           suite: str | None = None, load: bool = False) -> None:
+           suite: str | None = None, load: bool = False, vex: str | None = None,
+           junit: str | None = None) -> None:
     """Fetch, classify, patch, build and inspect smc.ko before and after the fix.
 
     Exit 0 when every target ends with a verified fixed module, 1 when any does not, 2 on bad input.
@@ -147,7 +153,8 @@ def verify(c: Context, kernel: list[str] | None = None, flavour: str = "",
                                        jobs=jobs or None, parallel=parallel or None,
                                        sign_key=_path(sign_key), sign_cert=_path(sign_cert),
                                        matrix=_path(matrix), patches=_path(patches),
-                                       suite=suite, load=load)
+                                       suite=suite, load=load, vex_path=_path(vex),
+                                       junit_path=_path(junit))
         with render.progress_display(console) as display:
             result = verify_cmd.run(request, display)
         reports, code = result.reports, result.exit_code
@@ -278,12 +285,14 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, flavour:
     "timeout": "guest timeout in seconds (default 900)",
     "matrix": MATRIX_HELP,
     "suite": SUITE_HELP,
+    "junit": "write JUnit XML here: one test case per mode and candidate (fails on a "
+             "significant regression beyond --threshold)",
 })
 def bench(c: Context, kernel: str = "6.12.107", variant: str = "after", check: bool = False,
           threshold: float = 0.05, runs: int = 20, connections: int = 300,
           modes: str = "smcr,clcv1,tcp", results: str | None = None, cache: str | None = None,
           host_clock: bool = False, timeout: int = 900, matrix: str | None = None,
-          suite: str | None = None) -> None:
+          suite: str | None = None, junit: str | None = None) -> None:
     """SMC handshake latency before vs after the fix: the real Debian kernel in QEMU, Soft-RoCE,
     pyperf; every run proven from the kernel's SMC counters.
 
@@ -304,6 +313,10 @@ def bench(c: Context, kernel: str = "6.12.107", variant: str = "after", check: b
         for line in outcome.gate_lines:
             console.print(line)
         result = outcome.result
+        if junit:
+            from .features import junit as junit_xml
+
+            junit_xml.write(Path(junit).expanduser(), junit_xml.bench_suite(result, threshold))
         console.print(f"boot to guest script {result.boot_s or 0:.1f} s, "
                       f"total {result.wall_s:.0f} s")
         console.print(f"results: {result.results_dir} "
@@ -316,7 +329,56 @@ def dump_json(data: Any) -> str:
     return json_module.dumps(data, indent=2)
 
 
-namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench)
+@task(
+    iterable=["suite", "arch"],
+    help={
+        "suite": "a suite to scan (repeatable; default: the host's release and its -security)",
+        "arch": ARCH_HELP + "; repeatable",
+        "flavour": FLAVOUR_HELP.replace("plain flavour (default)", "plain flavour") +
+                   " (default: all)",
+        "json": "write every image's result here (schema smcpatch-scan/1)",
+        "vex": VEX_HELP.replace("verify's rebuilt after-modules", "its module's SHA256"),
+        "junit": "write JUnit XML here (one test case per image: vulnerable fails)",
+        "parallel": "downloads at once (default 4)",
+        "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
+    },
+)
+def scan(c: Context, suite: list[str] | None = None, arch: list[str] | None = None,
+         flavour: str = "all", json: str | None = None, vex: str | None = None,
+         junit: str | None = None, parallel: int = 4, cache: str | None = None) -> None:
+    """Judge every published Debian kernel image from its own smc.ko (only the image debs are
+    downloaded; results cached by package SHA256), beside what Debian's changelog says.
+
+    Exit 0 when every image was judged and no changelog contradicts its binary, 1 otherwise,
+    2 on bad input. Vulnerable images are findings, not failures (the JUnit file fails them).
+    """
+    from .commands import scan as scan_cmd
+
+    with reported_errors():
+        request = scan_cmd.ScanRequest(suites=suite or [], arches=arch or [], flavour=flavour,
+                                       cache_dir=_path(cache), json_path=_path(json),
+                                       vex_path=_path(vex), junit_path=_path(junit),
+                                       parallel=max(1, parallel))
+        with render.progress_display(console) as display:
+            result = scan_cmd.run(request, display)
+        console.print(render.scan_table(result.rows, result.suites))
+        counts = {v: sum(1 for r in result.rows if r.verdict == v and not r.error)
+                  for v in ("vulnerable", "fixed", "not_affected", "unknown")}
+        console.print(f"{len(result.rows)} images in {result.seconds:.1f} s: "
+                      + ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in counts.items() if n)
+                      + f"; downloaded {result.downloaded_bytes / 1e6:.0f} MB "
+                      f"({sum(1 for r in result.rows if r.from_cache)} from the cache)")
+        for path, what in ((json, "JSON"), (vex, "OpenVEX"), (junit, "JUnit")):
+            if path:
+                console.print(f"{what}: {path}")
+        errors_ = [f"{r.package} {r.version}: {r.error}" for r in result.rows if r.error]
+        if errors_:
+            errors.print(f"[red]error:[/] {escape('; '.join(errors_))}", soft_wrap=True)
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
+
+
+namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench, scan)
 
 
 def main() -> None:

@@ -157,6 +157,26 @@ def archive_table(rows: list[Any]) -> Table:
     return table
 
 
+def scan_table(rows: list[Any], suites: tuple[str, ...]) -> Table:
+    """`scan`: features.scan.ScanRow rows."""
+    table = Table(title=f"CVE-2025-40168 in Debian's kernel images ({', '.join(suites)})")
+    for column in ("package", "version", "suite", "arch", "flavour", "verdict", "evidence",
+                   "changelog"):
+        table.add_column(column, no_wrap=column in ("package", "version"))
+    for r in rows:
+        verdict = ("[red]error[/]" if r.error else
+                   {"fixed": "[green]fixed[/]", "vulnerable": "[red]vulnerable[/]",
+                    "not_affected": "[green]not affected[/]"}.get(r.verdict,
+                                                                  f"[yellow]{r.verdict}[/]"))
+        said = {"agree": "[green]agree[/]", "disagree": "[red]DISAGREE[/]"}.get(
+            r.changelog, r.changelog)
+        if r.changelog_fixed_in:
+            said += f" ({r.changelog_fixed_in})"
+        table.add_row(r.package, r.version, r.suite, r.arch, r.flavour, verdict,
+                      escape(r.error or r.evidence), said)
+    return table
+
+
 def print_dkms(summary: dict[str, Any], console: Console) -> None:
     console.print(f"DKMS package {summary['name']} {summary['version']} for kernels "
                   f"{summary['release_regex']}: {summary['package']}")

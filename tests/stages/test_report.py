@@ -75,9 +75,12 @@ def test_github_matrix_has_one_job_per_target() -> None:
     with pytest.raises(BadInput):
         kernels_cmd.matrix_text("yaml", "amd64")
     every = json.loads(kernels_cmd.matrix_text("github", "", arches=["all"]))["include"]
-    assert len(every) == 12  # 4 kernels x (amd64, arm64, s390x), plain flavours
-    assert {"kernel": "6.12.107", "arch": "s390x", "flavour": "s390x",
-            "package_version": "6.12.107-1~deb12u1", "release": "6.12.107+deb12-s390x"} in every
+    # 4 kernels x (amd64, arm64), plain flavours, and s390x only where served (6.1.176 of
+    # bookworm: bookworm-security has no s390x)
+    assert len(every) == 9
+    assert [j["kernel"] for j in every if j["arch"] == "s390x"] == ["6.1.176"]
+    assert {"kernel": "6.12.107", "arch": "arm64", "flavour": "arm64",
+            "package_version": "6.12.107-1~deb12u1", "release": "6.12.107+deb12-arm64"} in every
     text = kernels_cmd.matrix_text("text", "cloud", arches=["arm64"])
     assert "inv verify --kernel 6.1.176 --arch arm64 --flavour cloud-arm64 " in text
 

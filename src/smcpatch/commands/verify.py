@@ -36,6 +36,8 @@ class VerifyRequest:
     patches: Path | None = None  # --patches: a patch series of the user's (default: ours)
     suite: str | None = None  # --suite: where to take a kernel several suites have
     load: bool = False  # --load: insmod each after-module into its kernel in a QEMU guest
+    vex_path: Path | None = None  # --vex: OpenVEX statements of Debian's images and our modules
+    junit_path: Path | None = None  # --junit: one test case per target and check
 
 
 @dataclass
@@ -77,6 +79,15 @@ def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
         signing.sign_plan(cache, verified, request.sign_key, request.sign_cert)
     if request.json_path:
         report.write_json(request.json_path, report.document(reports))
+    if request.vex_path:
+        from ..features import vex
+
+        timestamp = vex.now()
+        vex.write(request.vex_path, vex.verify_statements(reports, timestamp), timestamp)
+    if request.junit_path:
+        from ..features import junit
+
+        junit.write(request.junit_path, junit.verify_suite(reports))
     return VerifyResult(reports, EXIT_OK if reports and all(r.ok for r in reports) else EXIT_FAIL)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import inspection
 from ..data import DEFAULT_PATCHES
 from ..errors import BadInput, InspectError, SmcpatchError
-from ..plumbing import hostpkg
+from ..plumbing import debmeta, hostpkg
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs
 from ..plumbing.progress import Progress, silent
 from ..plumbing.suites import host_releases, release_of
@@ -166,6 +166,8 @@ def _run_stages(cache: Cache, ws: sources.Workspace, options: Options, progress:
         progress("classify")
         states = patching.classify(ws.source_tree, fixes)
     report.set_states(states)
+    if report.expect is None and ws.changelog is not None:
+        _expect_from_changelog(ws.changelog, report)
 
     with timer.stage("variants"):
         variants = patching.make_variants(ws.source_tree, states, variants_dir(cache, ws, fixes))
@@ -194,6 +196,21 @@ def _run_stages(cache: Cache, ws: sources.Workspace, options: Options, progress:
     with timer.stage("inspect"):
         progress("inspect")
         _inspect_cached(cache, ws, built, states, report)
+
+
+CVE = "CVE-2025-40168"
+
+
+def _expect_from_changelog(changelog: Path, report: TargetReport) -> None:
+    """A kernel resolved from the archive (not pinned) gets its expectation from Debian's own
+    changelog of the image: naming the CVE means Debian says it is fixed there; silence, that
+    Debian does not claim a fix (changelogs are cumulative: every later kernel names it)."""
+    mention = debmeta.cve_mention(debmeta.read_changelog(changelog), CVE)
+    report.expect = "fixed" if mention.says_fixed else "vulnerable"
+    report.expect_from = "Debian's changelog"
+    report.notes.append(f"Debian's changelog names {CVE} in {mention.version}: {mention.line}"
+                        if mention.says_fixed else
+                        f"Debian's changelog of this image does not name {CVE}: no fix claimed")
 
 
 # Report fields that inspection fills in; cached as JSON beside the build.

@@ -65,6 +65,13 @@ def evidence_json(info: ModuleInfo) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    message: str  # why it failed (shown only then)
+
+
 @dataclass
 class TargetReport:
     version: str
@@ -74,6 +81,7 @@ class TargetReport:
     suite: str
     expect: str | None
     arch: str = "amd64"  # the kernel's Debian architecture (amd64, arm64, s390x)
+    expect_from: str = "kernels.toml"  # or Debian's changelog (kernels resolved from the archive)
     source_state: str = "unknown"
     fixes: list[dict[str, str]] = field(default_factory=list)
     patch: str | None = None  # applied | already-present
@@ -137,40 +145,46 @@ class TargetReport:
         changed = {name.split(".", 1)[0] for name in self.changed_functions}
         return changed == set(self.expected_changed_functions)
 
-    def finish(self) -> None:
-        """Decide `ok` from checks that can each fail; list every failed one in problems."""
-        checks: list[tuple[bool, str]] = [
-            (self.error is None, f"error: {self.error}"),
-            (self.after is not None and self.after.verdict == "fixed",
-             f"after-module verdict is {self.after.verdict if self.after else 'missing'}"),
-            (self.before is not None and self.before.verdict == "vulnerable",
-             f"before-module verdict is {self.before.verdict if self.before else 'missing'}"),
-            (self.vermagic_ok is True or self.compile_only,
-             f"vermagic mismatch: {self.vermagic_detail}"),
-            (self.modversions_ok is True or self.compile_only,
-             f"modversions mismatch: {', '.join(self.modversions_mismatches[:5])}"),
-            (self.changed_functions_ok,
-             f"changed functions {self.changed_functions} != patched "
-             f"{self.expected_changed_functions}"),
+    def checks(self) -> list[Check]:
+        """Every check of this target, named (the JUnit test cases), each able to fail."""
+        checks = [
+            Check("completed", self.error is None, f"error: {self.error}"),
+            Check("after-module fixed", self.after is not None and self.after.verdict == "fixed",
+                  f"after-module verdict is {self.after.verdict if self.after else 'missing'}"),
+            Check("before-module vulnerable",
+                  self.before is not None and self.before.verdict == "vulnerable",
+                  f"before-module verdict is {self.before.verdict if self.before else 'missing'}"),
+            Check("vermagic", self.vermagic_ok is True or self.compile_only,
+                  f"vermagic mismatch: {self.vermagic_detail}"),
+            Check("modversions", self.modversions_ok is True or self.compile_only,
+                  f"modversions mismatch: {', '.join(self.modversions_mismatches[:5])}"),
+            Check("only the patched functions changed", self.changed_functions_ok,
+                  f"changed functions {self.changed_functions} != patched "
+                  f"{self.expected_changed_functions}"),
         ]
         for sibling in self.sibling_verdicts:
-            checks.append((sibling["before"] == "vulnerable" and sibling["after"] == "fixed",
-                           f"{sibling['fix']}: {sibling['function']} is {sibling['before']} "
-                           f"before and {sibling['after']} after"))
+            checks.append(Check(
+                f"{sibling['fix']} {sibling['function']}",
+                sibling["before"] == "vulnerable" and sibling["after"] == "fixed",
+                f"{sibling['fix']}: {sibling['function']} is {sibling['before']} before and "
+                f"{sibling['after']} after"))
         if self.load is not None:
-            checks.append((self.load.get("loaded") is True,
-                           f"after-module load check: {self.load.get('detail', 'no result')}"))
+            checks.append(Check("after-module loads", self.load.get("loaded") is True,
+                                f"after-module load check: {self.load.get('detail', 'no result')}"))
         if self.expect is not None and self.source_state in ("vulnerable", "fixed"):
-            checks.append((self.expect == self.source_state,
-                           f"source is {self.source_state} but kernels.toml expects {self.expect}"))
+            checks.append(Check("source state as expected", self.expect == self.source_state,
+                                f"source is {self.source_state} but {self.expect_from} says "
+                                f"{self.expect}"))
         if self.shipped is not None:
             shipped_should = "fixed" if self.source_state == "fixed" else "vulnerable"
-            checks.append((self.shipped.verdict == shipped_should,
-                           f"Debian's shipped smc.ko is {self.shipped.verdict}, source says "
-                           f"{shipped_should}"))
-        if self.error is not None:
-            checks = checks[:1]
-        self.problems = [message for passed, message in checks if not passed]
+            checks.append(Check("Debian's module", self.shipped.verdict == shipped_should,
+                                f"Debian's shipped smc.ko is {self.shipped.verdict}, source says "
+                                f"{shipped_should}"))
+        return checks[:1] if self.error is not None else checks
+
+    def finish(self) -> None:
+        """Decide `ok` from checks that can each fail; list every failed one in problems."""
+        self.problems = [c.message for c in self.checks() if not c.passed]
         self.ok = not self.problems
 
     @classmethod

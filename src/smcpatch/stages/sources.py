@@ -29,6 +29,7 @@ from .targets import ARCH_FLAVOURS, Target, arch_of
 EXTRACT_RECIPE = 3
 SOURCE_MEMBERS = ("net/smc/*", "include/net/dst.h")
 KDIR_RECIPE = 2  # 2: KBUILD_OUTPUT relocated too (Debian 7.x headers)
+SHIPPED_RECIPE = 2  # 2: the image's changelog beside smc.ko (what Debian says of the CVE)
 # How each entry's files are checked on use (cache.tree_fingerprint): the small ones by content,
 # the big headers tree (17k files) by its names and directory mtimes, which costs ~30 ms.
 CONTENT_CHECK = {"source": "full", "kdir": "listing", "shipped": "full"}
@@ -44,6 +45,7 @@ class Workspace:
     source_tree: Path  # a partial kernel tree: net/smc/*, include/net/dst.h
     shipped_module: Path | None  # Debian's own smc.ko / smc.ko.xz, the reference
     image_deb: Path | None  # the linux-image package (for the VM stage)
+    changelog: Path | None = None  # the image's Debian changelog (gz), as shipped
     kdir_root: Path | None = None  # the extracted packages' root, bind-mounted for chroot builds
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -121,7 +123,7 @@ def _keys(target: Target) -> dict[str, str]:
     return {
         "source": hash_inputs("source", target.source_package, *ident),
         "kdir": hash_inputs("kdir", KDIR_RECIPE, target.flavour, *ident),
-        "shipped": hash_inputs("shipped", target.flavour, *ident),
+        "shipped": hash_inputs("shipped", SHIPPED_RECIPE, target.flavour, *ident),
     }
 
 
@@ -175,6 +177,7 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
             source_tree=entries["source"] / "tree",
             shipped_module=shipped,
             image_deb=image_deb if image_deb.is_file() else None,
+            changelog=next(iter(sorted(entries["shipped"].glob("changelog*"))), None),
             kdir_root=entries["kdir"] / "root",
             timings=timings,
             downloaded_bytes=downloaded,
@@ -274,15 +277,24 @@ def _extract_shipped(target: Target, debs: dict[str, Path], entry: Path, key: st
     with atomic_dir(entry, key, {"deb": deb.name}, CONTENT_CHECK["shipped"]) as tmp:
         # /lib/modules on bookworm, /usr/lib/modules on trixie and later (merged /usr)
         prefix = f"*/modules/{target.release}/kernel/net/smc/"
-        # A kernel without SMC (Debian's 7.x) ships no smc.ko: tar's "Not found" is an answer
+        # A kernel without SMC (Debian's 7.x) ships no smc.ko, an empty shell (>= 6.19) no
+        # changelog: tar's "Not found" is an answer
         script = ('set -o pipefail; dpkg-deb --fsys-tarfile "$1" | '
-                  'tar -x --no-same-owner --wildcards -C "$2" "$3smc.ko*" 2>"$2/.tar-errors" '
+                  'tar -x --no-same-owner --wildcards -C "$2" "$3smc.ko*" '
+                  '"./usr/share/doc/*/changelog*" 2>"$2/.tar-errors" '
                   '|| grep -q "Not found in archive" "$2/.tar-errors"; '
                   'rc=$?; cat "$2/.tar-errors" >&2; exit $rc')  # _run reads tar's words
         _run_shell(script, [str(deb), str(tmp), prefix], what=f"extract {deb.name}", where=tmp)
         (tmp / ".tar-errors").unlink(missing_ok=True)
+        # the Debian changelog (changelog.Debian.gz; the signed images' is changelog.gz)
+        changelogs = sorted(tmp.glob("usr/share/doc/*/changelog*"),
+                            key=lambda p: ("Debian" not in p.name, p.name))
+        if changelogs and changelogs[0].is_file():
+            changelogs[0].rename(tmp / f"changelog{''.join(changelogs[0].suffixes[-1:])}")
         found = list(tmp.glob("**/modules/*/kernel/net/smc/smc.ko*"))
         if not found:
+            for top in ("lib", "usr"):
+                shutil.rmtree(tmp / top, ignore_errors=True)
             return  # the entry records that this kernel ships no SMC module
         check_links_inside(tmp)
         found[0].rename(tmp / found[0].name)

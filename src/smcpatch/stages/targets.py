@@ -50,6 +50,7 @@ class Target:
     # Suites the packages come from beyond the host's apt sources (same mirrors, read at run time).
     apt_suites: tuple[str, ...] = ()
     in_default: bool = True  # part of `inv verify` with no --kernel
+    arches: tuple[str, ...] = ARCHES  # where the suite serves it (the default run skips others)
     # no pinned build_env: the build environment follows the kernel's own compiler (buildenv)
     auto_build_env: bool = False
     fixed_release: str = ""  # a user's tree: the release its build dir says, not abi-flavour
@@ -141,6 +142,11 @@ def _target_from(entry: dict[str, Any], defaults: dict[str, Any], path: Path) ->
     if not isinstance(suites, list) or not all(isinstance(s, str) for s in suites):
         raise ConfigError(f"{path}: kernel {merged['version']}: apt_suites must be a list of names")
     fields["apt_suites"] = tuple(suites)
+    arches = merged.get("arches", list(ARCHES))
+    if not isinstance(arches, list) or not set(arches) <= set(ARCHES) or not arches:
+        raise ConfigError(f"{path}: kernel {merged['version']}: arches must be a list of "
+                          f"{', '.join(ARCHES)}")
+    fields["arches"] = tuple(arches)
     fields["in_default"] = merged.get("in_default", True) is True
     # a pinned build_env overrides; without one the kernel's own compiler decides (buildenv)
     fields["auto_build_env"] = not merged.get("build_env")
@@ -213,12 +219,12 @@ def select(matrix: list[Target], versions: list[str], flavour: str,
     resolve them against the archive.
     """
     flavours = flavours_for(flavour, arches)
-    if "all" in versions:
-        return [t.with_flavour(f) for t in matrix for f in flavours]
+    if "all" in versions or not versions:  # the matrix's own runs: where the suite serves it
+        chosen = [t for t in matrix if "all" in versions or t.in_default]
+        return [t.with_flavour(f) for t in chosen for f in flavours if arch_of(f) in t.arches]
     for version in versions:
         parse_version(version)
-    found = [t for t in matrix if (t.in_default if not versions else
-                                   any(v in (t.version, t.package_version) for v in versions))]
+    found = [t for t in matrix if any(v in (t.version, t.package_version) for v in versions)]
     return [t.with_flavour(f) for t in found for f in flavours]
 
 

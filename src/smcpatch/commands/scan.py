@@ -1,0 +1,87 @@
+"""`scan`: every published Debian kernel image of some suites, judged from its own smc.ko."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BadInput
+from ..features import junit, scan, vex
+from ..plumbing import hostpkg
+from ..plumbing.apt import Apt
+from ..plumbing.cache import Cache
+from ..plumbing.suites import host_releases, served_suites
+from ..stages import sources, targets
+from ..stages.report import write_json
+from . import EXIT_FAIL, EXIT_OK
+from .display import QUIET, Display
+
+SCHEMA = "smcpatch-scan/1"
+
+
+@dataclass
+class ScanRequest:
+    suites: list[str] = field(default_factory=list)  # default: the host's release + -security
+    arches: list[str] = field(default_factory=list)
+    flavour: str = "all"
+    cache_dir: Path | None = None
+    json_path: Path | None = None
+    vex_path: Path | None = None
+    junit_path: Path | None = None
+    parallel: int = 4
+
+
+@dataclass
+class ScanResult:
+    rows: list[scan.ScanRow]
+    suites: tuple[str, ...]
+    seconds: float
+    exit_code: int
+
+    @property
+    def downloaded_bytes(self) -> int:
+        return sum(r.downloaded_bytes for r in self.rows)
+
+
+def default_suites() -> list[str]:
+    """The host's own release and its security suite (bookworm, bookworm-security here)."""
+    return [s for release in sorted(host_releases()) for s in (release, f"{release}-security")]
+
+
+def run(request: ScanRequest, display: Display = QUIET) -> ScanResult:
+    started = time.monotonic()
+    arches = targets.check_arches(request.arches, request.flavour)
+    flavours = targets.flavours_for(request.flavour, arches)
+    suites = tuple(dict.fromkeys(request.suites or default_suites()))
+    if any(not s or "/" in s or s.startswith("-") for s in suites):
+        raise BadInput(f"not a suite name: {', '.join(suites)}")
+    cache = Cache.open(request.cache_dir)
+    served = served_suites(cache)
+    unknown = [s for s in suites if s not in served]
+    if unknown:
+        raise BadInput(f"{', '.join(unknown)}: not a suite the host's mirrors serve "
+                       f"({', '.join(served)})")
+    hostpkg.ensure(sources.TOOLS, "fetch tools", say=display.say)
+    apt = Apt(cache, suites=suites,
+              foreign_arches=tuple(a for a in arches if a != targets.HOST_ARCH))
+    progress = display.reporter("scan")
+    progress("apt index")
+    apt.update()
+    images = scan.list_images(apt, suites, arches, flavours)
+    if not images:
+        raise BadInput(f"no linux-image packages of {', '.join(flavours)} in "
+                       f"{', '.join(suites)} ({', '.join(arches)}): is the suite served?")
+    rows = scan.scan_all(cache, apt, images, request.parallel, progress)
+    timestamp = vex.now()
+    if request.json_path:
+        write_json(request.json_path, {"schema": SCHEMA, "generated": timestamp,
+                                       "suites": list(suites), "arches": list(arches),
+                                       "images": [r.to_json() for r in rows]})
+    if request.vex_path:
+        vex.write(request.vex_path, vex.scan_statements(rows, timestamp), timestamp)
+    if request.junit_path:
+        junit.write(request.junit_path, junit.scan_suite(rows))
+    # the scan's own failure: an image it could not judge, or a changelog the binary contradicts
+    failed = any(r.error or r.verdict == "unknown" or r.changelog == "disagree" for r in rows)
+    return ScanResult(rows, suites, time.monotonic() - started, EXIT_FAIL if failed else EXIT_OK)
