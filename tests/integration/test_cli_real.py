@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from smcpatch.plumbing.cache import Cache
+from tests import faults
 from tests.test_cli import assert_one_line_error, inv
 
 
@@ -14,3 +17,27 @@ def test_unknown_kernel_lists_what_the_archive_has(tmp_path: Path) -> None:
     proc = inv("verify", "--kernel", "6.1.1", cache=tmp_path)
     assert_one_line_error(proc, 2, "unknown kernel 6.1.1")
     assert "6.1.176-1" in proc.stderr  # the archive's versions are listed
+
+
+@pytest.mark.integration
+def test_verify_writes_vex_and_junit(test_cache: Cache, tmp_path: Path) -> None:
+    """A warm verify of the vulnerable 6.1.176: Debian's image is affected, our module fixed;
+    one JUnit test case per check, none failing."""
+    from junitparser import JUnitXml
+
+    from tests.features.test_vex_junit import validate
+
+    proc = faults.inv("verify", "--kernel", "6.1.176", "--cache", str(test_cache.root), "--vex",
+                      str(tmp_path / "v.json"), "--junit", str(tmp_path / "j.xml"),
+                      timeout=1800)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-2000:])
+    document = json.loads((tmp_path / "v.json").read_text())
+    validate(document)
+    statuses = [(s["products"][0]["@id"].split("@")[0], s["status"])
+                for s in document["statements"]]
+    assert statuses == [("pkg:deb/debian/linux-image-6.1.0-50-amd64", "affected"),
+                        ("pkg:generic/smcpatch/smc.ko", "fixed")]
+    [suite] = list(JUnitXml.fromfile(str(tmp_path / "j.xml")))
+    names = {case.name for case in suite}
+    assert {"vermagic", "modversions", "after-module fixed", "Debian's module"} <= names
+    assert suite.failures == 0 and suite.errors == 0

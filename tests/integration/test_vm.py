@@ -176,3 +176,13 @@ def test_gate_catches_the_canary(kernel: vm.GuestKernel, modules: dict[str, Path
     assert passed is False
     assert any(line.startswith("clcv1") and "canary" in line and "REGRESSION" in line
                for line in lines)
+    # `inv bench --junit`: the same rule, one test case per mode and candidate
+    from junitparser import JUnitXml
+
+    from smcpatch.features import junit
+
+    junit.write(tmp_path / "bench.xml", junit.bench_suite(res, cfg.threshold))
+    [suite] = list(JUnitXml.fromfile(str(tmp_path / "bench.xml")))
+    failed = sorted(case.name for case in suite if case.result)
+    assert "clcv1 canary/before" in failed and "clcv1 after/before" not in failed
+    assert suite.tests == len(res.stats)
