@@ -378,7 +378,45 @@ def scan(c: Context, suite: list[str] | None = None, arch: list[str] | None = No
         raise Exit(code=result.exit_code)
 
 
-namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench, scan)
+@task(help={
+    "kernel": "the Debian kernel to boot (default 6.12.107, a vulnerable one)",
+    "attempts": "churn cycles per variant: the device deleted and recreated (default: as many "
+                "as --seconds allows)",
+    "seconds": "churn time per variant (default 60)",
+    "widen": "use instrumented builds of both variants: a 20 ms busy-wait at the same point "
+             "(between taking the dst and reading its device); said in the report",
+    "json": "write the result here (schema smcpatch-race/1)",
+    "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
+    "matrix": MATRIX_HELP,
+    "suite": SUITE_HELP,
+})
+def race(c: Context, kernel: str = "6.12.107", attempts: int = 0, seconds: float = 60.0,
+         widen: bool = False, json: str | None = None, cache: str | None = None,
+         matrix: str | None = None, suite: str | None = None) -> None:
+    """The vulnerable and the fixed module in Debian's kernel under device churn (a veth pair
+    deleted and recreated under clcv1 handshakes), with slab poisoning, KFENCE and the
+    lockup/stall detectors on; splats come from the kernel, never from timing.
+
+    Exit 0 when the fixed module survives every attempt with no splat, 1 when it does not;
+    the vulnerable module's outcome is reported as it is.
+    """
+    from .commands import race as race_cmd
+
+    with reported_errors():
+        request = race_cmd.RaceRequest(kernel=kernel, attempts=attempts, seconds=seconds,
+                                       widen=widen, json_path=_path(json),
+                                       cache_dir=_path(cache), matrix=_path(matrix),
+                                       suite=suite)
+        with render.progress_display(console) as display:
+            result = race_cmd.run(request, display.reporter("race"))
+        render.print_race(result, console)
+        if json:
+            console.print(f"JSON: {json}")
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
+
+
+namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench, scan, race)
 
 
 def main() -> None:

@@ -177,6 +177,36 @@ def scan_table(rows: list[Any], suites: tuple[str, ...]) -> Table:
     return table
 
 
+def print_race(result: Any, console: Console) -> None:
+    """`race`: commands.race.RaceResult."""
+    table = Table(title=f"CVE-2025-40168 under device churn: {result.release} "
+                        f"({result.kernel}), QEMU TCG")
+    for column in ("variant", "module", "attempts", "handshakes", "prfx_match calls", "seconds",
+                   "splats", "reproduced", "guest"):
+        table.add_column(column)
+    for r in result.runs:
+        name = {"before": "before (vulnerable)", "after": "after (fixed)"}.get(r.variant,
+                                                                               r.variant)
+        table.add_row(name + (" [instrumented]" if r.instrumented else ""),
+                      escape(r.module.rsplit("/", 1)[-1]), str(r.attempts), str(r.handshakes),
+                      str(r.prfx_match_calls), f"{r.seconds:.0f}",
+                      f"[red]{len(r.splats)}[/]" if r.splats else "0",
+                      "[red]yes[/]" if r.reproduced else "no",
+                      r.outcome if r.outcome == "finished" else f"[red]{r.outcome}[/]")
+    console.print(table)
+    console.print(f"kernel command line (checkers): {escape(result.cmdline)}")
+    for patch in sorted(set(result.widening.values())):
+        console.print(f"instrumented builds: {patch} (a 20 ms busy-wait, not a fix)")
+    for r in result.runs:
+        for line in r.splats[:3]:
+            console.print(f"[red]{r.variant}:[/] {escape(line)}")
+        if r.error:
+            console.print(f"[yellow]{r.variant}:[/] {escape(r.error)}")
+    survived = result.fixed_survived
+    console.print("the fixed module survived every attempt with no splat" if survived else
+                  "[red]the fixed module did not survive[/]" if survived is False else "")
+
+
 def print_dkms(summary: dict[str, Any], console: Console) -> None:
     console.print(f"DKMS package {summary['name']} {summary['version']} for kernels "
                   f"{summary['release_regex']}: {summary['package']}")

@@ -4,7 +4,8 @@
 - ``patches/``: our unified diffs and the ``series`` file (``--patches DIR`` replaces it);
 - ``kbuild/``: the out-of-tree build recipe (``smc.config``);
 - ``guest/``: the files the QEMU guest runs (init script, benchmark driver, client/server);
-- ``canary-prfx-match-delay.patch``: the benchmark's deliberate-regression patch.
+- ``canary-prfx-match-delay.patch``: the benchmark's deliberate-regression patch;
+- ``race/``: the race's widening patches (a busy-wait at the same point of both variants).
 
 Found with importlib.resources, so they are where the package is, from any working directory.
 Each user of a path checks it exists when it reads it (a missing file is a ConfigError there).
@@ -26,3 +27,5 @@ DEFAULT_PATCHES = _path("patches")
 KBUILD_RECIPE = _path("kbuild")
 GUEST_DIR = _path("guest")
 CANARY_PATCH = _path("canary-prfx-match-delay.patch")
+RACE_WIDEN_PATCHES = {"before": _path("race", "race-widen-vulnerable.patch"),
+                      "after": _path("race", "race-widen-fixed.patch")}

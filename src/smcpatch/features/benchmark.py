@@ -325,7 +325,7 @@ def build_helper(cache_dir: Path) -> tuple[Path, Path]:
     return exe, lib
 
 
-def _guest_script(python: str, config: str, guest_py: str) -> str:
+def guest_script(python: str, config: str, guest_py: str) -> str:
     dirs = [*site.getsitepackages(), site.getusersitepackages()]
     paths = ":".join(p for p in dirs if Path(p).is_dir())
     return "\n".join([
@@ -400,7 +400,7 @@ def run_bench(kernel: vm.GuestKernel, modules: Mapping[str, Path], config: Bench
     }
     (results_dir / "config.json").write_text(json.dumps(gcfg, indent=1))
     (results_dir / "guest-result.json").unlink(missing_ok=True)
-    script = _guest_script(sys.executable, f"{share}/config.json", f"{share}/guest/guest_bench.py")
+    script = guest_script(sys.executable, f"{share}/config.json", f"{share}/guest/guest_bench.py")
     say(f"booting {kernel.release} under QEMU ({len(modules)} variants, modes "
         f"{', '.join(config.modes)})")
     run = vm.run_guest(kernel, initramfs, results_dir, script, timeout_s=config.timeout_s,

@@ -376,7 +376,7 @@ def qemu_command(kernel: GuestKernel, initramfs: Path, share_dir: Path, console:
 
 def run_guest(kernel: GuestKernel, initramfs: Path, share_dir: Path, guest_script: str, *,
               timeout_s: float, memory_mb: int = 2048, smp: int = 2, icount: str | None = None,
-              on_progress: object = None) -> GuestRun:
+              on_progress: object = None, cmdline_extra: str = "") -> GuestRun:
     """Boot the guest, run `guest_script` (sh text, run chrooted in the host root with the share at
     /run/smcb/results) and wait for it. Raises VmError on timeout or panic, with the console tail;
     QEMU never outlives this call (its whole process group is killed)."""
@@ -387,7 +387,7 @@ def run_guest(kernel: GuestKernel, initramfs: Path, share_dir: Path, guest_scrip
     console = share_dir / "console.log"
     console.unlink(missing_ok=True)
     cmd = qemu_command(kernel, initramfs, share_dir, console, memory_mb=memory_mb, smp=smp,
-                       icount=icount)
+                       icount=icount, cmdline_extra=cmdline_extra)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)

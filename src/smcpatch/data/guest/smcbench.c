@@ -54,12 +54,26 @@ static void set_err(char *err, int errlen, const char *what)
 		snprintf(err, errlen, "%s: %s", what, strerror(errno));
 }
 
+/* where clients connect and what prefix their proposal carries: 127.0.0.1 and 127.0.0.0/8
+ * unless smcb_set_target() says otherwise (the race runs over a veth pair) */
+static uint32_t target_addr = 0x7f000001u; /* host order */
+static uint8_t target_prefix_len = 8;
+
+void smcb_set_target(const char *ip, int prefix_len)
+{
+	struct in_addr in;
+
+	if (inet_pton(AF_INET, ip, &in) == 1)
+		target_addr = ntohl(in.s_addr);
+	target_prefix_len = (uint8_t)prefix_len;
+}
+
 static void loopback(struct sockaddr_in *a, int port)
 {
 	memset(a, 0, sizeof(*a));
 	a->sin_family = AF_INET;
 	a->sin_port = htons((uint16_t)port);
-	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a->sin_addr.s_addr = htonl(target_addr);
 }
 
 static int read_full(int fd, void *buf, size_t len)
@@ -122,9 +136,15 @@ static void build_proposal(uint8_t *p)
 	/* lcl.mac[6] */
 	p[32] = 0x02; p[33] = 0x00; p[34] = 0x5e; p[35] = 0x00; p[36] = 0x00; p[37] = 0x01;
 	/* iparea_offset = 0 at 38..39 */
-	/* prefix: outgoing_subnet 127.0.0.0, prefix_len 8, reserved[2], ipv6_prefixes_cnt 0 */
-	p[40] = 127; p[41] = 0; p[42] = 0; p[43] = 0;
-	p[44] = 8;
+	/* prefix: outgoing_subnet (127.0.0.0 by default), prefix_len, reserved[2], ipv6 cnt 0 */
+	{
+		uint32_t mask = target_prefix_len ? ~0u << (32 - target_prefix_len) : 0;
+		uint32_t net = target_addr & mask;
+
+		p[40] = net >> 24; p[41] = (net >> 16) & 0xff; p[42] = (net >> 8) & 0xff;
+		p[43] = net & 0xff;
+	}
+	p[44] = target_prefix_len;
 	memcpy(p + 48, SMCR_EYECATCHER, 4);
 }
 
@@ -243,6 +263,53 @@ int64_t smcb_run(int mode, int port, int64_t loops, char *err, int errlen)
 	return smcb_run2(mode, port, loops, NULL, err, errlen);
 }
 
+/*
+ * The race's client: clcv1 connections for `seconds`, each with 1 s socket timeouts, going on
+ * whatever happens to one (the device under it is deleted and recreated meanwhile).
+ * counts[0] attempts, [1] answered with the expected decline, [2] failed; returns 0.
+ */
+static volatile int race_stop;
+
+void smcb_race_stop(void)
+{
+	race_stop = 1;
+}
+
+int smcb_race(int port, double seconds, int64_t *counts)
+{
+	uint8_t proposal[PROPOSAL_LEN];
+	struct timeval tv = {.tv_sec = 1, .tv_usec = 0};
+	int64_t end = now_ns() + (int64_t)(seconds * 1e9);
+
+	race_stop = 0;
+	counts[0] = counts[1] = counts[2] = 0;
+	build_proposal(proposal);
+	while (!race_stop && now_ns() < end) {
+		struct sockaddr_in a;
+		uint8_t d[64];
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+		if (fd < 0)
+			return -1;
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		loopback(&a, port);
+		counts[0]++;
+		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+		    write_full(fd, proposal, PROPOSAL_LEN) == 0 && read_full(fd, d, 8) == 0 &&
+		    !memcmp(d, SMCR_EYECATCHER, 4) && d[4] == SMC_CLC_DECLINE) {
+			counts[1]++;
+		} else {
+			struct timespec pause = {.tv_sec = 0, .tv_nsec = 2000000};
+
+			counts[2]++;
+			nanosleep(&pause, NULL); /* no device: don't spin the CPU the server needs */
+		}
+		close(fd);
+	}
+	return 0;
+}
+
 #ifdef SMCB_MAIN
 
 static volatile sig_atomic_t stop;
@@ -286,6 +353,8 @@ static int serve(int mode, int port)
 	}
 	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	loopback(&a, port);
+	if (getenv("SMCB_BIND")) /* the race: any address of the server's namespace */
+		inet_pton(AF_INET, getenv("SMCB_BIND"), &a.sin_addr);
 	if (bind(lfd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(lfd, 128) < 0) {
 		perror("smcbench: bind/listen");
 		return 1;
@@ -299,8 +368,17 @@ static int serve(int mode, int port)
 		if (fd < 0) {
 			if (errno == EINTR)
 				continue;
+			if (getenv("SMCB_BIND") && errno != EBADF && errno != EINVAL) {
+				failed++; /* the race: a connection lost with its device */
+				continue;
+			}
 			perror("smcbench: accept");
 			return 1;
+		}
+		if (getenv("SMCB_BIND")) { /* a peer whose device vanished never answers */
+			struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
+
+			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		}
 		if (read_full(fd, &c, 1) == 0 && write_full(fd, &c, 1) == 0)
 			served++;
