@@ -56,6 +56,9 @@ class VariantRun:
     handshakes: int = 0  # clcv1 connection attempts
     declined: int = 0  # answered with the server's CLC decline (the v1 path ran to its end)
     prfx_match_calls: int = 0  # the kprobe's count: the function under test ran
+    # its return values (kretprobe): "-19" (-ENODEV) is a call that found the dst's device
+    # gone (blackhole_netdev in its place): the window was hit, and survived
+    returns: dict[str, int] = field(default_factory=dict)
     splats: list[str] = field(default_factory=list)  # first line of each report
     splat_context: list[str] = field(default_factory=list)  # the first report's lines
     reproduced: bool = False  # a kernel-detected fault in the SMC path
@@ -140,7 +143,7 @@ def run_variant(kernel: vm.GuestKernel, initramfs: Path, helper: tuple[Path, Pat
                           "timed out" if "timed out" in str(exc) else "failed")
         result.error = exc.one_line()[:500]
     guest = _guest_result(out)
-    for key in ("seconds", "handshakes", "declined", "prfx_match_calls"):
+    for key in ("seconds", "handshakes", "declined", "prfx_match_calls", "returns"):
         if key in guest:
             setattr(result, key, guest[key])
     result.attempts = int(guest.get("churn_cycles", 0))

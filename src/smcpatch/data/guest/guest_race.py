@@ -17,6 +17,7 @@ import ctypes
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -73,6 +74,16 @@ def kprobe_hits() -> int:
     return 0
 
 
+def return_values() -> dict[str, int]:
+    """How smc_clc_prfx_match() returned: 0 (prefix matched), -2 (no match), -19 (no device:
+    the dst's device was gone, blackhole_netdev in its place), -107 (no dst)."""
+    counts: dict[str, int] = {}
+    for value in re.findall(r"race_prfx_ret: .* ret=(-?\d+)",
+                            Path("/sys/kernel/tracing/trace").read_text()):
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
 def main() -> int:
     cfg = json.loads(Path(sys.argv[1]).read_text())
     out = Path(cfg["results_dir"])
@@ -99,9 +110,11 @@ def main() -> int:
         fd = os.open("/sys/kernel/tracing/kprobe_events", os.O_WRONLY | os.O_APPEND)
         try:
             os.write(fd, b"p:race_prfx smc_clc_prfx_match\n")
+            os.write(fd, b"r:race_prfx_ret smc_clc_prfx_match ret=$retval:s32\n")
         finally:
             os.close(fd)
-        Path("/sys/kernel/tracing/events/kprobes/race_prfx/enable").write_text("1\n")
+        for event in ("race_prfx", "race_prfx_ret"):
+            Path(f"/sys/kernel/tracing/events/kprobes/{event}/enable").write_text("1\n")
         run("ip", "netns", "add", "srv")
         run("ip", "-n", "srv", "link", "set", "lo", "up")
         make_link()
@@ -134,7 +147,8 @@ def main() -> int:
         served = server.communicate(timeout=60)[0].strip()
         result.update({"churn_cycles": cycles[0], "seconds": round(seconds, 1),
                        "handshakes": counts[0], "declined": counts[1], "failed": counts[2],
-                       "prfx_match_calls": kprobe_hits(), "server": served, "ok": True})
+                       "prfx_match_calls": kprobe_hits(), "returns": return_values(),
+                       "server": served, "ok": True})
         log(f"race {cfg['variant']}: {cycles[0]} churn cycles, {counts[0]} handshakes, "
             f"{result['prfx_match_calls']} smc_clc_prfx_match calls in {seconds:.0f} s")
         rc = 0
