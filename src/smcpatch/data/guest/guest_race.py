@@ -145,6 +145,9 @@ def main() -> int:
         kmsg(f"{cfg['variant']} end")
         server.terminate()
         served = server.communicate(timeout=60)[0].strip()
+        time.sleep(1)  # the listen workers of the last handshakes finish
+        for event in ("race_prfx", "race_prfx_ret"):  # counters frozen before they are read
+            Path(f"/sys/kernel/tracing/events/kprobes/{event}/enable").write_text("0\n")
         result.update({"churn_cycles": cycles[0], "seconds": round(seconds, 1),
                        "handshakes": counts[0], "declined": counts[1], "failed": counts[2],
                        "prfx_match_calls": kprobe_hits(), "returns": return_values(),
