@@ -148,3 +148,19 @@ def test_junit_scan_fails_vulnerable_images(tmp_path: Path) -> None:
     junit.write(path, junit.scan_suite(ROWS))
     [suite] = list(JUnitXml.fromfile(str(path)))
     assert (suite.tests, suite.failures, suite.errors) == (5, 1, 2)
+
+
+def test_the_official_schema_refuses_what_it_should() -> None:
+    """Says visibly (a skip) when no copy of the official schema is at hand; with one, checks
+    it can fail: a not_affected statement with both a justification and an impact statement."""
+    schema = official_schema()
+    if schema is None:
+        pytest.skip("no copy of the official OpenVEX 0.2.0 JSON schema: set "
+                    "SMCPATCH_OPENVEX_SCHEMA (vexipy still validated the documents)")
+    import jsonschema
+
+    statements = vex.scan_statements([ROWS[2]], TIME)
+    statements[0]["impact_statement"] = "no smc.ko"
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(
+        vex.document(statements, TIME)))
+    assert errors
