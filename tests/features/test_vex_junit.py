@@ -19,9 +19,9 @@ from junitparser import JUnitXml
 
 from smcpatch.features import junit, vex
 from smcpatch.features.scan import ScanRow
-from smcpatch.stages.report import ModuleReport, TargetReport
-from smcpatch.stages.targets import load_matrix
+from smcpatch.stages.report import TargetReport
 from tests.conftest import cache_root_for_tests
+from tests.stages.test_report import _module, _report
 
 TIME = "2026-12-03T09:00:00Z"
 
@@ -102,22 +102,8 @@ def test_an_invalid_document_is_refused() -> None:
 
 
 def _target_report(**changes: Any) -> TargetReport:
-    target = next(t for t in load_matrix() if t.version == "6.1.176")
-    report = TargetReport.for_target(target)
-    report.source_state = "vulnerable"
-
-    def module(verdict: str) -> ModuleReport:
-        return ModuleReport(path="/nonexistent/smc.ko", verdict=verdict, reasons=["why"],
-                            vermagic="6.1.0-50-amd64 ", has_dwarf=True, evidence={})
-
-    report.before, report.after, report.shipped = (module("vulnerable"), module("fixed"),
-                                                   module("vulnerable"))
-    report.vermagic_ok = report.modversions_ok = True
-    report.changed_functions = report.expected_changed_functions = ["smc_clc_prfx_match"]
-    for key, value in changes.items():
-        setattr(report, key, value)
-    report.finish()
-    return report
+    """test_report's verified 6.1.176 target, with Debian's (vulnerable) module judged too."""
+    return _report(**{"shipped": _module("vulnerable"), **changes})
 
 
 def test_verify_statements_debians_image_and_our_module() -> None:

@@ -3,19 +3,16 @@ by the kernel's own checkers; the window analysis beside the result."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..data import RACE_WIDEN_PATCHES
-from ..errors import BadInput, PatchError
+from ..errors import BadInput
 from ..features import benchmark, benchprep, race, vm
 from ..plumbing import hostpkg
-from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_file, hash_inputs
+from ..plumbing.cache import Cache
 from ..plumbing.progress import Progress, silent
 from ..stages import build, pipeline, report, sources, targets
 from . import EXIT_FAIL, EXIT_OK
@@ -149,18 +146,5 @@ def _modules(cache: Cache, ws: sources.Workspace, verified: report.TargetReport,
 
 
 def _widened(cache: Cache, key: str, variant: str, src: Path) -> Path:
-    patch = RACE_WIDEN_PATCHES[variant]
-    entry = cache.dir("variants", f"{key}__race-widen-{variant}")
-    inputs = hash_inputs(hash_file(patch), hash_file(src / "smc_clc.c"))
-    with cache.lock(f"race-widen-{key}-{variant}"):
-        if not entry_is_current(entry, inputs):
-            with atomic_dir(entry, inputs) as tmp:
-                shutil.copytree(src, tmp / "net" / "smc")
-                proc = subprocess.run(["patch", "-p1", "--batch", "--forward", "--fuzz=0",
-                                       "-d", str(tmp), "-i", str(patch)],
-                                      capture_output=True, text=True, timeout=60, check=False,
-                                      env={**os.environ, "LC_ALL": "C"})
-                if proc.returncode != 0:
-                    raise PatchError(f"{patch.name} does not apply to the {variant} sources: "
-                                     f"{(proc.stdout.strip().splitlines() or ['?'])[-1]}")
-    return entry / "net" / "smc"
+    return benchprep.patched_copy(cache, f"{key}__race-widen-{variant}",
+                                  RACE_WIDEN_PATCHES[variant], src, f"the {variant} sources")

@@ -82,17 +82,23 @@ def build_canary(cache: Cache, ws: sources.Workspace) -> Path:
 
 
 def _canary_sources(cache: Cache, key: str, after_src: Path) -> Path:
-    entry = cache.dir("variants", f"{key}__canary")
-    inputs = hash_inputs(hash_file(CANARY_PATCH), hash_file(after_src / "smc_clc.c"))
-    with cache.lock(f"canary-{key}"):
+    return patched_copy(cache, f"{key}__canary", CANARY_PATCH, after_src, "the fixed sources")
+
+
+def patched_copy(cache: Cache, entry_name: str, patch: Path, src: Path, what: str) -> Path:
+    """A cached copy of the net/smc sources in `src` with one of our instrumentation patches
+    applied (the benchmark's canary, the race's widening): made once per patch and source."""
+    entry = cache.dir("variants", entry_name)
+    inputs = hash_inputs(hash_file(patch), hash_file(src / "smc_clc.c"))
+    with cache.lock(f"patched-{entry_name}"):
         if not entry_is_current(entry, inputs):
             with atomic_dir(entry, inputs) as tmp:
-                shutil.copytree(after_src, tmp / "net" / "smc")
+                shutil.copytree(src, tmp / "net" / "smc")
                 proc = subprocess.run(["patch", "-p1", "--batch", "--forward", "--fuzz=0",
-                                       "-d", str(tmp), "-i", str(CANARY_PATCH)],
+                                       "-d", str(tmp), "-i", str(patch)],
                                       capture_output=True, text=True, timeout=60, check=False,
                                       env={**os.environ, "LC_ALL": "C"})
                 if proc.returncode != 0:
-                    raise PatchError(f"the canary patch does not apply to the fixed sources: "
+                    raise PatchError(f"{patch.name} does not apply to {what}: "
                                      f"{(proc.stdout.strip().splitlines() or ['?'])[-1]}")
     return entry / "net" / "smc"

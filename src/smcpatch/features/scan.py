@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .. import inspection
 from ..errors import ExtractError, InspectError, SmcpatchError
@@ -80,13 +81,15 @@ class ScanRow:
 
     @property
     def purl(self) -> str:
-        from urllib.parse import quote
-
-        return (f"pkg:deb/debian/{self.package}@{quote(self.version, safe='.-~')}"
-                f"?arch={self.arch}")
+        return package_purl(self.package, self.version, self.arch)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "purl": self.purl}
+
+
+def package_purl(package: str, version: str, arch: str) -> str:
+    """pkg:deb/debian/<package>@<version>?arch=<arch> ('+' and ':' percent-encoded)."""
+    return f"pkg:deb/debian/{package}@{quote(version, safe='.-~')}?arch={arch}"
 
 
 # -- the listing -------------------------------------------------------------------------------

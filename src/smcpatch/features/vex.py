@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from .. import __version__
 from ..stages.report import ModuleReport, TargetReport, write_json
-from .scan import ScanRow
+from .scan import ScanRow, package_purl
 
 CONTEXT = "https://openvex.dev/ns/v0.2.0"
 CVE = "CVE-2025-40168"
@@ -35,10 +35,6 @@ ACTION = ("Upgrade to a Debian kernel whose linux-image carries the fix (linux 6
 # what each verdict of the inspector means as a VEX status
 STATUS = {"fixed": "fixed", "vulnerable": "affected", "unknown": "under_investigation",
           "not_affected": "not_affected"}
-
-
-def package_purl(package: str, version: str, arch: str) -> str:
-    return f"pkg:deb/debian/{package}@{quote(version, safe='.-~')}?arch={arch}"
 
 
 def _hashes(sha256: str) -> dict[str, str]:
