@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from smcpatch.commands import verify as verify_cmd  # noqa: E402
+from smcpatch.kernels import targets  # noqa: E402
+from smcpatch.kernels.targets import load_matrix, select  # noqa: E402
+from smcpatch.pipeline import flow as pipeline  # noqa: E402
 from smcpatch.plumbing.cache import Cache  # noqa: E402
-from smcpatch.stages import pipeline, targets  # noqa: E402
-from smcpatch.stages.targets import load_matrix, select  # noqa: E402
 
 
 def cold(kernel: str, cache_dir: str | None) -> None:
@@ -80,7 +81,7 @@ def arches(kernel: str, warm_runs: int, load: bool) -> None:
     import shutil
     import statistics
 
-    from smcpatch.features import loadcheck
+    from smcpatch.guest import loadcheck
 
     root = Path(tempfile.mkdtemp(prefix="smcpatch-arches-"))
     cache = Cache.open(root)

@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from smcpatch.kernels import chroot  # noqa: E402
 from smcpatch.plumbing import hostpkg  # noqa: E402
 from smcpatch.plumbing.apt import host_sources, mirror_lines  # noqa: E402
-from smcpatch.stages import chroot  # noqa: E402
 
 SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
 PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates")

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from smcpatch.data import DEFAULT_PATCHES
+from smcpatch.kernels.targets import Target, load_matrix
+from smcpatch.pipeline.classify import Fix, load_series
+from smcpatch.pipeline.fetch import Workspace, fetch
 from smcpatch.plumbing.cache import Cache
-from smcpatch.stages.patching import Fix, load_series
-from smcpatch.stages.sources import Workspace, fetch
-from smcpatch.stages.targets import Target, load_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def test_cache() -> Cache:
 @pytest.fixture(scope="session")
 def gnu_patch() -> str:
     """GNU patch, installed as root when missing (as smcpatch itself does); else a skip."""
-    from elfobjs import require_tool
+    from tests.elfobjs import require_tool
 
     return require_tool("patch", "patch")
 
@@ -80,7 +80,7 @@ def fixes() -> list[Fix]:
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A throwaway signing key and certificate (openssl)."""
-    from tests.features.test_signing import make_key
+    from tests.packaging.test_signing import make_key
 
     return make_key(tmp_path_factory.mktemp("key"))
 
@@ -88,7 +88,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def other_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A second key, of someone else."""
-    from tests.features.test_signing import make_key
+    from tests.packaging.test_signing import make_key
 
     return make_key(tmp_path_factory.mktemp("other"), cn="someone else")
 
@@ -96,7 +96,7 @@ def other_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def objs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every object the inspection tests use, compiled once (tests/elfobjs.py)."""
-    import elfobjs
+    from tests import elfobjs
 
     d = tmp_path_factory.mktemp("elfobjs")
     c = elfobjs.compile_c

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import ExtractError
+from smcpatch.kernels.targets import Target, load_matrix
 from smcpatch.plumbing.cache import TMP_PREFIX, Cache
-from smcpatch.stages.targets import Target, load_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,7 @@ def fake_path(tmp_path: Path, without: Callable[[str], bool]) -> str:
 
 def warm_test_cache(version: str = KERNEL) -> Cache:
     """The shared test cache with `version` fetched (downloads only on the very first run)."""
-    from conftest import real_workspace
+    from tests.conftest import real_workspace
 
     real_workspace(version)
     return Cache.open(_test_cache_root())

@@ -24,12 +24,13 @@ from invoke.tasks import task
 from rich.console import Console
 from rich.markup import escape
 
-from . import __version__, render
+from . import __version__
 from .commands import inspect as inspect_cmd
 from .commands import kernels as kernels_cmd
 from .commands import report as report_cmd
 from .data import DEFAULT_MATRIX, DEFAULT_PATCHES
 from .errors import BadInput, SmcpatchError
+from .outputs import terminal as render
 from .plumbing.cache import Cache
 
 # A wide page when piped (CI logs): the result table should not be squeezed to 80 columns.
@@ -300,7 +301,7 @@ def bench(c: Context, kernel: str = "6.12.107", variant: str = "after", check: b
     directory, printed at the end. With --check: exit 1 on a significant regression.
     """
     from .commands import bench as bench_cmd
-    from .features.benchmark import BenchConfig
+    from .guest.bench import BenchConfig
 
     with reported_errors():
         config = BenchConfig(
@@ -314,7 +315,7 @@ def bench(c: Context, kernel: str = "6.12.107", variant: str = "after", check: b
             console.print(line)
         result = outcome.result
         if junit:
-            from .features import junit as junit_xml
+            from .outputs import junit as junit_xml
 
             junit_xml.write(Path(junit).expanduser(), junit_xml.bench_suite(result, threshold))
         console.print(f"boot to guest script {result.boot_s or 0:.1f} s, "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import elfobjs
 import pytest
 
 from smcpatch.inspection import (
@@ -24,6 +23,7 @@ from smcpatch.inspection import (
 from smcpatch.inspection.disasm import instruction_stream
 from smcpatch.inspection.elf import open_elf
 from smcpatch.inspection.modcheck import read_modversions
+from tests import elfobjs
 
 FN = "smc_clc_prfx_match"
 

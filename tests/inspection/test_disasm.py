@@ -6,10 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from elfobjs import require_gcc
 
 from smcpatch import inspection
 from smcpatch.inspection import disasm
+from tests.elfobjs import require_gcc
 
 SOURCE = """
 int g[64];

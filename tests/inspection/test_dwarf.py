@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import elfobjs
 import pytest
 
 from smcpatch.inspection import changed_functions, inspect_module, same_function
 from smcpatch.inspection.elf import ElfObject
+from tests import elfobjs
 
 FN = "smc_clc_prfx_match"
 

@@ -8,7 +8,6 @@ import struct
 import sys
 from pathlib import Path
 
-import elfobjs
 import pytest
 
 from smcpatch.errors import ToolMissing
@@ -20,6 +19,7 @@ from smcpatch.inspection import (
     load_elf_bytes,
 )
 from smcpatch.inspection.elf import ElfObject
+from tests import elfobjs
 
 FN = "smc_clc_prfx_match"
 

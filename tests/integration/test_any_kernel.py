@@ -1,4 +1,4 @@
-"""Any kernel Debian ships, not just the pinned matrix (smcpatch.stages.archive, buildenv):
+"""Any kernel Debian ships, not just the pinned matrix (smcpatch.kernels.archive, buildenv):
 the suites of the host's mirrors, resolution across them on real package lists, a backports
 kernel built on the host, and a bullseye 5.10 kernel that needs gcc-10, which the host lacks."""
 
@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import BadInput, FetchError
+from smcpatch.kernels import targets
+from smcpatch.kernels.archive import Archive
+from smcpatch.pipeline import flow as pipeline
 from smcpatch.plumbing.cache import Cache
 from smcpatch.plumbing.suites import served_suites
-from smcpatch.stages import pipeline, targets
-from smcpatch.stages.archive import Archive
 
 ROOT = Path(__file__).resolve().parents[2]
 

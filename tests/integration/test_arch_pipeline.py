@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from smcpatch.features.loadcheck import load_check
+from smcpatch.guest.loadcheck import load_check
 from smcpatch.inspection.elf import open_elf
 from smcpatch.plumbing.cache import Cache
 from tests.faults import inv

@@ -25,7 +25,7 @@ def test_verify_writes_vex_and_junit(test_cache: Cache, tmp_path: Path) -> None:
     one JUnit test case per check, none failing."""
     from junitparser import JUnitXml
 
-    from tests.features.test_vex_junit import validate
+    from tests.outputs.test_vex_junit import validate
 
     proc = faults.inv("verify", "--kernel", "6.1.176", "--cache", str(test_cache.root), "--vex",
                       str(tmp_path / "v.json"), "--junit", str(tmp_path / "j.xml"),

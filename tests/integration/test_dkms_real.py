@@ -1,4 +1,4 @@
-"""DKMS packages of real Debian kernels, built with Debian's dkms (smcpatch.features.dkms)."""
+"""DKMS packages of real Debian kernels, built with Debian's dkms (smcpatch.packaging.dkms)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from smcpatch import inspection
 from smcpatch.commands import dkms as dkms_cmd
 from smcpatch.errors import BadInput
-from smcpatch.features import dkms, signing
-from smcpatch.stages.sources import Workspace
-from tests.features.test_dkms import MAIN_PATCH, _nothing_outside, needs_root, states_for
+from smcpatch.packaging import dkms, signing
+from smcpatch.pipeline.fetch import Workspace
+from tests.packaging.test_dkms import MAIN_PATCH, _nothing_outside, needs_root, states_for
 
 
 @pytest.mark.integration

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from elfobjs import require_tool
 
+from smcpatch.pipeline import fetch as sources
 from smcpatch.plumbing.cache import TMP_PREFIX, Cache, hash_file
-from smcpatch.stages import sources
+from tests.elfobjs import require_tool
 from tests.faults import (
     KERNEL,
     ROOT,
@@ -231,7 +231,7 @@ def test_disk_full_during_build(tmp_path: Path, small_tmpfs: Path) -> None:
 def test_half_applied_real_tree_is_one_line_error_and_untouched(tmp_path: Path) -> None:
     """A real 6.1.176 tree where one line of the fix was applied by hand: the fix neither applies
     nor reverts. `inv verify --source` says so in one line; the tree is untouched."""
-    from tests.stages.test_patching import tree_digest
+    from tests.pipeline.test_classify import tree_digest
 
     shared = warm_test_cache()
     ws = sources.fetch(shared, target_of())

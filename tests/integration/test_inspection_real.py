@@ -38,9 +38,9 @@ from hypothesis import strategies as st
 from smcpatch.commands import inspect as inspect_cmd
 from smcpatch.errors import InspectError
 from smcpatch.inspection import ModuleInfo, check_vermagic, inspect_module
+from smcpatch.pipeline import build
+from smcpatch.pipeline.fetch import Workspace
 from smcpatch.plumbing.cache import Cache
-from smcpatch.stages import build
-from smcpatch.stages.sources import Workspace
 
 pytestmark = pytest.mark.integration  # real Debian kernels (test_real_module: already fetched)
 
@@ -199,7 +199,8 @@ def clc_object(workspace_for: Callable[[str], Workspace], test_cache: Cache) -> 
     ws = workspace_for("6.1.176")
     found = sorted(test_cache.root.glob(f"builds/{ws.target.key}__*/out/before/smc_clc.o"))
     if not found:  # built by the integration tests; build it here if they haven't run yet
-        from smcpatch.stages import patching, pipeline
+        from smcpatch.pipeline import classify as patching
+        from smcpatch.pipeline import flow as pipeline
 
         fixes = [f for f in patching.load_series(pipeline.PATCHES_DIR, "all") if f.default]
         states = patching.classify(ws.source_tree, fixes)
@@ -359,7 +360,7 @@ KNOWN_RELEASES = {
 def _real_modules() -> list[Path]:
     """SMCPATCH_TEST_MODULES_DIR, else the modules already in the integration tests' cache
     (Debian's shipped ones and our builds; none on a machine that never ran them)."""
-    from conftest import cache_root_for_tests
+    from tests.conftest import cache_root_for_tests
 
     root = os.environ.get("SMCPATCH_TEST_MODULES_DIR")
     if not root:

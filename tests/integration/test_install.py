@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from smcpatch import cli
+from smcpatch.kernels.targets import Target
+from smcpatch.pipeline import flow as pipeline
+from smcpatch.pipeline.fetch import Workspace
 from smcpatch.plumbing import hostpkg
 from smcpatch.plumbing.cache import Cache
-from smcpatch.stages import pipeline
-from smcpatch.stages.sources import Workspace
-from smcpatch.stages.targets import Target
 
 ROOT = Path(__file__).resolve().parents[2]
 

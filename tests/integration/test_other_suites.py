@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from smcpatch.kernels.targets import Target
+from smcpatch.pipeline import flow as pipeline
 from smcpatch.plumbing.cache import Cache
-from smcpatch.stages import pipeline
-from smcpatch.stages.targets import Target
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Classify and variants on real Debian kernel trees (smcpatch.stages.patching)."""
+"""Classify and variants on real Debian kernel trees (smcpatch.pipeline.classify)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch.stages.patching import (
-    Fix,
-    classify,
-    load_series,
-    make_variants,
-)
-from tests.stages.test_patching import (
+from smcpatch.pipeline.classify import Fix, classify, load_series, make_variants
+from tests.pipeline.test_classify import (
     DST_H_OLD,
     PATCHES,
     REAL_EXPECTED,

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from smcpatch import inspection
+from smcpatch.kernels.targets import Target
+from smcpatch.pipeline import flow as pipeline
+from smcpatch.pipeline import report
+from smcpatch.pipeline.fetch import Workspace
 from smcpatch.plumbing.cache import Cache
-from smcpatch.stages import pipeline, report
-from smcpatch.stages.sources import Workspace
-from smcpatch.stages.targets import Target
 
 pytestmark = pytest.mark.integration
 
@@ -178,7 +179,7 @@ def test_kernel_outside_the_matrix_is_resolved_from_the_archive(test_cache: Cach
     """`--kernel 6.1.187`: the first Debian 6.1 with the fix, not pinned in kernels.toml. Its own
     linux-kbuild-6.1 is gone from the archive; a newer one of the series builds the module and
     the vermagic/modversions checks vouch for the result."""
-    from smcpatch.stages import targets
+    from smcpatch.kernels import targets
 
     [target] = targets.resolve(test_cache, ["6.1.187"], "amd64")
     assert (target.package_version, target.release) == ("6.1.187-1", "6.1.0-53-amd64")

@@ -18,7 +18,7 @@ from junitparser import JUnitXml
 
 from smcpatch.plumbing.cache import Cache
 from tests.faults import inv
-from tests.features.test_vex_junit import validate
+from tests.outputs.test_vex_junit import validate
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Signing real modules with the kernel's own sign-file (smcpatch.features.signing)."""
+"""Signing real modules with the kernel's own sign-file (smcpatch.packaging.signing)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 from smcpatch import inspection
 from smcpatch.errors import BadInput
-from smcpatch.features import signing
-from smcpatch.stages.sources import Workspace
-from tests.features.test_signing import (
+from smcpatch.packaging import signing
+from smcpatch.pipeline.fetch import Workspace
+from tests.packaging.test_signing import (
     openssl_serial,
 )
 
@@ -84,8 +84,8 @@ def test_sign_plan_signs_after_module(workspace_for: Callable[[str], Workspace],
     """`inv verify --sign-key/--sign-cert`: the pipeline's after-module, signed, still fixed."""
     import dataclasses
 
+    from smcpatch.pipeline import flow as pipeline
     from smcpatch.plumbing.cache import Cache
-    from smcpatch.stages import pipeline
 
     assert isinstance(test_cache, Cache)
     ws = workspace_for("6.1.176")

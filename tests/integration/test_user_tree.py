@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import BadInput
+from smcpatch.pipeline import fetch as sources
+from smcpatch.pipeline import flow as pipeline
 from smcpatch.plumbing.cache import Cache
-from smcpatch.stages import pipeline, sources
 
 pytestmark = pytest.mark.integration
 

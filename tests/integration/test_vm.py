@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
-from elfobjs import require_tool
 
 from smcpatch.errors import BadInput, VmError
-from smcpatch.features import benchmark as b
-from smcpatch.features import vm
+from smcpatch.guest import bench as b
+from smcpatch.guest import machine as vm
+from tests.elfobjs import require_tool
 
 pytestmark = pytest.mark.vm
 
@@ -35,10 +35,9 @@ VM_KERNEL = "6.12.107"
 @functools.cache
 def _pipeline_input(name: str) -> Path:
     """The input the VM tests need, made by the real pipeline in the test cache."""
-    from conftest import cache_root_for_tests, real_workspace
-
-    from smcpatch.features import benchprep
+    from smcpatch.guest import benchprep
     from smcpatch.plumbing.cache import Cache
+    from tests.conftest import cache_root_for_tests, real_workspace
 
     ws = real_workspace(VM_KERNEL)  # the matrix kernel, fetched into the test cache
     cache = Cache.open(cache_root_for_tests())
@@ -179,7 +178,7 @@ def test_gate_catches_the_canary(kernel: vm.GuestKernel, modules: dict[str, Path
     # `inv bench --junit`: the same rule, one test case per mode and candidate
     from junitparser import JUnitXml
 
-    from smcpatch.features import junit
+    from smcpatch.outputs import junit
 
     junit.write(tmp_path / "bench.xml", junit.bench_suite(res, cfg.threshold))
     [suite] = list(JUnitXml.fromfile(str(tmp_path / "bench.xml")))

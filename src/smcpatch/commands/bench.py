@@ -6,9 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..features import benchmark, benchprep, vm
+from ..guest import bench as benchmark
+from ..guest import benchprep
+from ..guest import machine as vm
+from ..kernels import targets
 from ..plumbing.cache import Cache
-from ..stages import targets
 from . import EXIT_FAIL, EXIT_OK
 
 

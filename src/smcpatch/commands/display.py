@@ -1,12 +1,12 @@
 """How a long command shows its work: one progress reporter per target, a line when a target is
-done, and messages (installs, waits). The CLI's rich implementation is smcpatch.render."""
+done, and messages (installs, waits). The CLI's rich implementation is smcpatch.outputs.terminal."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from ..pipeline.report import TargetReport
 from ..plumbing.progress import Progress, silent
-from ..stages.report import TargetReport
 
 
 class Display(Protocol):

@@ -9,8 +9,9 @@ from typing import Any
 
 from .. import inspection
 from ..errors import BadInput
-from ..features import signing
-from ..features.dkms import (
+from ..kernels import targets
+from ..packaging import signing
+from ..packaging.dkms import (
     PACKAGE_NAME,
     TOOLS,
     build_package,
@@ -18,10 +19,13 @@ from ..features.dkms import (
     release_regex,
     write_package,
 )
+from ..pipeline import build
+from ..pipeline import classify as patching
+from ..pipeline import fetch as sources
+from ..pipeline import flow as pipeline
 from ..plumbing import hostpkg
 from ..plumbing.cache import Cache
 from ..plumbing.progress import Progress, silent
-from ..stages import build, patching, pipeline, sources, targets
 
 
 def run(cache: Cache, kernel: str, out_dir: Path, flavour: str = "",

@@ -7,8 +7,8 @@ from typing import Any
 
 from .. import inspection
 from ..errors import BadInput, InspectError
-from ..features import signing
-from ..stages import report
+from ..packaging import signing
+from ..pipeline import report
 from . import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from ..data import DEFAULT_MATRIX
 from ..errors import BadInput
+from ..kernels import targets
+from ..kernels.targets import Target
 from ..plumbing.cache import Cache
-from ..stages import targets
-from ..stages.targets import Target
 
 
 def listing(flavour: str, matrix_path: Path | None = None,
@@ -55,7 +55,7 @@ def archive_listing(cache: Cache, flavour: str = "",
     the flavour(s) of each architecture asked for (the sources are arch-independent; whether
     that arch's headers are served shows when it is verified)."""
     flavours = targets.flavours_for(flavour, targets.check_arches(arches or [], flavour))
-    from ..stages.archive import Archive, series_of, upstream_of
+    from ..kernels.archive import Archive, series_of, upstream_of
 
     archive = Archive(cache)
     archive.update()

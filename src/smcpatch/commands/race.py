@@ -10,11 +10,16 @@ from typing import Any
 
 from ..data import RACE_WIDEN_PATCHES
 from ..errors import BadInput
-from ..features import benchmark, benchprep, race, vm
+from ..guest import bench as benchmark
+from ..guest import benchprep, race
+from ..guest import machine as vm
+from ..kernels import targets
+from ..pipeline import build, report
+from ..pipeline import fetch as sources
+from ..pipeline import flow as pipeline
 from ..plumbing import hostpkg
 from ..plumbing.cache import Cache
 from ..plumbing.progress import Progress, silent
-from ..stages import build, pipeline, report, sources, targets
 from . import EXIT_FAIL, EXIT_OK
 
 SCHEMA = "smcpatch-race/1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BadInput
-from ..stages import report
+from ..pipeline import report
 from . import EXIT_FAIL, EXIT_OK
 
 

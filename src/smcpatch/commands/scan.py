@@ -7,13 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInput
-from ..features import junit, scan, vex
+from ..kernels import targets
+from ..outputs import junit
+from ..outputs import openvex as vex
+from ..pipeline import fetch as sources
+from ..pipeline import scan
+from ..pipeline.report import write_json
 from ..plumbing import hostpkg
 from ..plumbing.apt import Apt
 from ..plumbing.cache import Cache
 from ..plumbing.suites import host_releases, served_suites
-from ..stages import sources, targets
-from ..stages.report import write_json
 from . import EXIT_FAIL, EXIT_OK
 from .display import QUIET, Display
 

@@ -8,12 +8,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import BadInput, SmcpatchError, ToolMissing
-from ..features import signing
+from ..kernels import targets
+from ..kernels.targets import Target
+from ..packaging import signing
+from ..pipeline import classify as patching
+from ..pipeline import fetch as sources
+from ..pipeline import flow as pipeline
+from ..pipeline import report
+from ..pipeline.fetch import Workspace
 from ..plumbing import hostpkg
 from ..plumbing.cache import Cache
-from ..stages import patching, pipeline, report, sources, targets
-from ..stages.sources import Workspace
-from ..stages.targets import Target
 from . import EXIT_FAIL, EXIT_OK
 from .display import QUIET, Display
 
@@ -80,12 +84,12 @@ def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
     if request.json_path:
         report.write_json(request.json_path, report.document(reports))
     if request.vex_path:
-        from ..features import vex
+        from ..outputs import openvex as vex
 
         timestamp = vex.now()
         vex.write(request.vex_path, vex.verify_statements(reports, timestamp), timestamp)
     if request.junit_path:
-        from ..features import junit
+        from ..outputs import junit
 
         junit.write(request.junit_path, junit.verify_suite(reports))
     return VerifyResult(reports, EXIT_OK if reports and all(r.ok for r in reports) else EXIT_FAIL)
@@ -128,7 +132,7 @@ def load_modules(cache: Cache, verified: list[tuple[Workspace | None, report.Tar
                  display: Display = QUIET) -> None:
     """Boot each target's own kernel (any arch, QEMU TCG) and insmod its after-module; one guest
     at a time (TCG takes a core). The result joins the report and its checks."""
-    from ..features import loadcheck
+    from ..guest import loadcheck
 
     for ws, rep in verified:
         if ws is None or rep.after is None or rep.compile_only:

@@ -1,0 +1,175 @@
+"""The race under attack: both modules in Debian's own kernel under device churn, with the
+memory and lock checkers a stock Debian kernel allows at boot, the verdict from the kernel's own
+reports (never from timing).
+
+Host side: the checkers are picked from the kernel's .config, each variant boots once (so a
+kernel that oopses is attributed to its variant, and stopped: oops=panic, -no-reboot), the guest
+(data/guest/guest_race.py) drives clcv1 handshakes over a veth pair that a churn loop deletes
+and recreates, and the console and dmesg are searched for splats.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data import GUEST_DIR
+from ..errors import BadInput, VmError
+from ..pipeline.build import KernelConfig
+from . import bench as benchmark
+from . import machine as vm
+
+GUEST_FILES = ("guest_race.py", "guest_bench.py")
+PORT = 18402
+
+# What the kernel prints when its checkers catch something (first line of each report).
+SPLAT = re.compile(
+    r"BUG: |general protection fault|KFENCE: |Poison overwritten|Redzone overwritten|"
+    r"Object padding overwritten|use-after-free|Oops|WARNING: CPU|kernel BUG at|"
+    r"rcu: INFO: rcu_\w+ (?:self-)?detected stall|detected stalls|watchdog: BUG: soft lockup|"
+    r"INFO: task .* blocked for more than|Kernel panic|list_(?:add|del) corruption|"
+    r"page dumped because|Unable to handle")
+# a splat in the SMC path: its report names SMC's code
+SMC_PATH = re.compile(r"\bsmc_\w+|\[smc\]")
+
+
+@dataclass
+class RaceConfig:
+    seconds: float = 60.0  # churn time per variant
+    attempts: int = 0  # churn cycles per variant (delete + recreate); 0: as many as time allows
+    timeout_s: float = 600.0  # per boot
+    memory_mb: int = 2048
+    smp: int = 2
+
+
+@dataclass
+class VariantRun:
+    variant: str  # before (vulnerable) | after (fixed)
+    module: str
+    instrumented: str  # "" or the widening patch it was built with
+    attempts: int = 0  # churn cycles: the device deleted and recreated
+    seconds: float = 0.0
+    handshakes: int = 0  # clcv1 connection attempts
+    declined: int = 0  # answered with the server's CLC decline (the v1 path ran to its end)
+    prfx_match_calls: int = 0  # the kprobe's count: the function under test ran
+    # its return values (kretprobe): "-19" (-ENODEV) is a call that found the dst's device
+    # gone (blackhole_netdev in its place): the window was hit, and survived
+    returns: dict[str, int] = field(default_factory=dict)
+    splats: list[str] = field(default_factory=list)  # first line of each report
+    splat_context: list[str] = field(default_factory=list)  # the first report's lines
+    reproduced: bool = False  # a kernel-detected fault in the SMC path
+    outcome: str = ""  # finished | panicked | timed out | failed
+    error: str = ""
+    boot_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def checker_cmdline(config: KernelConfig) -> tuple[str, list[str]]:
+    """The checkers this kernel has, switched on at boot, and what each one is."""
+    parts: list[tuple[str, str]] = [("ignore_loglevel", "every kernel message on the console")]
+    if config.get("CONFIG_SLUB_DEBUG") == "y":
+        parts.append(("slub_debug=P", "slab poisoning: freed objects filled with 0x6b"))
+    if config.get("CONFIG_PAGE_POISONING") == "y":
+        parts.append(("page_poison=1", "freed pages poisoned"))
+    if config.get("CONFIG_KFENCE") == "y":
+        # every interval KFENCE flips a static key (int3 text patching): at 1 ms, QEMU TCG's
+        # two vCPUs caught an int3 mid-patch at boot ("Oops: int3" in sched_clock_tick)
+        parts.append(("kfence.sample_interval=100",
+                      "KFENCE: a sampled allocation every 100 ms guarded"))
+    if config.get("CONFIG_DETECT_HUNG_TASK") == "y":
+        parts.append(("hung_task_timeout_secs=30", "hung tasks reported after 30 s"))
+    if config.get("CONFIG_SOFTLOCKUP_DETECTOR") == "y":
+        parts.append(("watchdog_thresh=10", "soft lockups reported after 20 s"))
+    if config.get("CONFIG_RCU_CPU_STALL_TIMEOUT"):
+        parts.append((f"rcupdate.rcu_cpu_stall_timeout="
+                      f"{config.get('CONFIG_RCU_CPU_STALL_TIMEOUT')}", "RCU stalls reported"))
+    # oops=panic (vm.qemu_command): an oops stops the guest; WARNs are counted, not fatal
+    return " ".join(p for p, _ in parts), [f"{p}: {what}" for p, what in parts]
+
+
+def read_splats(text: str, start_marker: str | None = None) -> tuple[list[str], list[str]]:
+    """The first line of every report in the kernel's log (after the marker, if given), and the
+    lines of the first report (for the JSON and the table)."""
+    lines = [re.sub(r"^\[\s*\d+\.\d+\]\s*", "", ln) for ln in text.replace("\r", "").split("\n")]
+    if start_marker is not None:
+        at = next((i for i, ln in enumerate(lines) if start_marker in ln), None)
+        lines = lines[at:] if at is not None else lines
+    firsts = [i for i, ln in enumerate(lines) if SPLAT.search(ln)]
+    context = lines[firsts[0]:firsts[0] + 40] if firsts else []
+    return [lines[i].strip()[:300] for i in firsts], context
+
+
+def run_variant(kernel: vm.GuestKernel, initramfs: Path, helper: tuple[Path, Path],
+                variant: str, module: Path, instrumented: str, config: RaceConfig,
+                cmdline: str, results_dir: Path) -> VariantRun:
+    """One boot: load `module`, churn, read what the kernel said."""
+    out = (results_dir / variant).resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "guest").mkdir(parents=True)
+    for name in GUEST_FILES:
+        shutil.copy2(GUEST_DIR / name, out / "guest" / name)
+    exe, lib = helper
+    shutil.copy2(exe, out / "guest" / "smcbench")
+    shutil.copy2(lib, out / "guest" / "libsmcbench.so")
+    (out / "modules").mkdir()
+    shutil.copy2(module, out / "modules" / module.name)
+    share = "/run/smcb/results"
+    guest_cfg = {
+        "variant": variant, "release": kernel.release, "modules_root": str(kernel.modules_root),
+        "modules": {variant: f"{share}/modules/{module.name}"},
+        "results_dir": share, "helper": f"{share}/guest/smcbench",
+        "helper_lib": f"{share}/guest/libsmcbench.so", "port": PORT,
+        "seconds": config.seconds, "attempts": config.attempts,
+    }
+    (out / "config.json").write_text(json.dumps(guest_cfg, indent=1))
+    script = benchmark.guest_script(sys.executable, f"{share}/config.json",
+                                    f"{share}/guest/guest_race.py")
+    result = VariantRun(variant=variant, module=str(module), instrumented=instrumented)
+    console = out / "console.log"
+    try:
+        run = vm.run_guest(kernel, initramfs, out, script, timeout_s=config.timeout_s,
+                           memory_mb=config.memory_mb, smp=config.smp,
+                           cmdline_extra=cmdline)
+        result.outcome, result.boot_s = "finished", run.boot_s
+    except VmError as exc:
+        text = console.read_text(errors="replace") if console.is_file() else ""
+        result.outcome = ("panicked" if "Kernel panic" in text else
+                          "timed out" if "timed out" in str(exc) else "failed")
+        result.error = exc.one_line()[:500]
+    guest = _guest_result(out)
+    for key in ("seconds", "handshakes", "declined", "prfx_match_calls", "returns"):
+        if key in guest:
+            setattr(result, key, guest[key])
+    result.attempts = int(guest.get("churn_cycles", 0))
+    if guest.get("ok") is False and not result.error:
+        result.outcome, result.error = "failed", str(guest.get("error", ""))[:500]
+    console_text = console.read_text(errors="replace") if console.is_file() else ""
+    log = str(guest.get("dmesg", "")) or console_text  # dmesg when the guest lived to read it
+    result.splats, result.splat_context = read_splats(log + "\n" + console_text
+                                                      if result.outcome != "finished" else log,
+                                                      f"smcpatch-race: {variant} start")
+    result.reproduced = bool(result.splats) and any(SMC_PATH.search(ln)
+                                                    for ln in result.splat_context)
+    return result
+
+
+def _guest_result(out: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((out / "race-result.json").read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def check_config(config: RaceConfig) -> None:
+    if config.seconds <= 0 or config.seconds > 3600:
+        raise BadInput("--seconds must be between 0 and 3600")
+    if config.attempts < 0:
+        raise BadInput("--attempts must be 0 (as many as time allows) or more")

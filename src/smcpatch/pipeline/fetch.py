@@ -1,0 +1,430 @@
+"""Fetch stage: Debian packages of one kernel → a headers+kbuild tree (KDIR) and net/smc sources.
+
+Nothing is installed: packages are downloaded with a private apt configuration and unpacked with
+dpkg-deb -x into the cache. Each extracted entry is keyed by the exact package versions and written
+atomically, so a warm run touches neither apt nor the network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BadInput, ExtractError, FetchError
+from ..kernels.targets import ARCH_FLAVOURS, Target, arch_of
+from ..plumbing import hostpkg
+from ..plumbing.apt import Apt, PackageRecord
+from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
+from ..plumbing.progress import Progress, silent
+from .build import KernelConfig
+
+# Bump when the way we extract changes, so old cache entries are rebuilt.
+EXTRACT_RECIPE = 3
+SOURCE_MEMBERS = ("net/smc/*", "include/net/dst.h")
+KDIR_RECIPE = 2  # 2: KBUILD_OUTPUT relocated too (Debian 7.x headers)
+SHIPPED_RECIPE = 2  # 2: the image's changelog beside smc.ko (what Debian says of the CVE)
+# How each entry's files are checked on use (cache.tree_fingerprint): the small ones by content,
+# the big headers tree (17k files) by its names and directory mtimes, which costs ~30 ms.
+CONTENT_CHECK = {"source": "full", "kdir": "listing", "shipped": "full"}
+
+
+
+@dataclass
+class Workspace:
+    """What the later stages need from one kernel's packages."""
+
+    target: Target
+    kdir: Path  # the prepared headers tree: make -C <kdir> M=...
+    source_tree: Path  # a partial kernel tree: net/smc/*, include/net/dst.h
+    shipped_module: Path | None  # Debian's own smc.ko / smc.ko.xz, the reference
+    image_deb: Path | None  # the linux-image package (for the VM stage)
+    changelog: Path | None = None  # the image's Debian changelog (gz), as shipped
+    kdir_root: Path | None = None  # the extracted packages' root, bind-mounted for chroot builds
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    downloaded_bytes: int = 0
+    from_cache: bool = False
+
+    @property
+    def symvers(self) -> Path:
+        return self.kdir / "Module.symvers"
+
+    @property
+    def kernel_config(self) -> Path:
+        return self.kdir / ".config"
+
+
+# -- fetch -------------------------------------------------------------------------------------
+def package_records(apt: Apt, target: Target, with_image: bool = True) -> dict[str, PackageRecord]:
+    """The archive's records of the target's packages, keyed by the names asked for (a record
+    may be a stand-in). A foreign kernel's headers and image are of its architecture
+    (name:arm64); the source and common headers are arch-independent, and kbuild is the build
+    host's own (its helpers run there) of the same version."""
+    names = [target.source_package, target.headers_package, target.common_headers_package,
+             target.kbuild]
+    if with_image:
+        names.append(target.image_package)
+    own_arch = {target.headers_package, target.image_package} if target.foreign else set()
+    records: dict[str, PackageRecord] = {}
+    for name in names:
+        qualified = f"{name}:{target.arch}" if name in own_arch else name
+        record = apt.show(qualified, target.package_version)
+        if record is None and name == f"linux-kbuild-{target.series}":
+            record = _substitute_kbuild(apt, name)
+        if record is None and name == target.image_package:
+            # the newest security kernels may ship only the unsigned image: the same modules
+            unsigned = f"{name}-unsigned:{target.arch}" if target.foreign else f"{name}-unsigned"
+            record = apt.show(unsigned, target.package_version)
+        if record is None and name in own_arch and not apt.serves_arch(target.suite,
+                                                                        target.arch):
+            raise FetchError(f"{target.suite} serves no {target.arch} packages (its index has "
+                             f"none): no {target.arch} kernel {target.package_version} to "
+                             "fetch from there")
+        if record is None:
+            raise FetchError(missing_package_message(qualified, target.package_version,
+                                                     apt.versions(qualified)))
+        records[name] = record
+    return records
+
+
+def missing_package_message(name: str, version: str, available: list[str]) -> str:
+    """Why name=version can't be fetched, never contradicting itself: the versions of that very
+    package the archive has, or that it has none at all."""
+    others = [v for v in available if v != version]
+    if version in available:
+        return (f"{name} {version} is listed in the archive's index but its record cannot be "
+                "read (a damaged or partial index): rerun to refresh it")
+    if others:
+        return (f"{name} {version} is no longer in the archive; versions of {name} available: "
+                f"{', '.join(others[:12])}")
+    return f"the archive has no package {name} at all (no version of it in any served suite)"
+
+
+def _substitute_kbuild(apt: Apt, name: str) -> PackageRecord | None:
+    """linux-kbuild-6.1 is not per-ABI and the archive keeps only its newest versions: when the
+    exact one is gone, the newest of the same series builds the module (the vermagic and
+    modversions checks then vouch for the result against the kernel's own Module.symvers)."""
+    for version in apt.versions(name):
+        record = apt.show(name, version)
+        if record is not None:
+            return record
+    return None
+
+
+def _keys(target: Target) -> dict[str, str]:
+    ident = (target.package_version, target.abi, target.series, target.kbuild, EXTRACT_RECIPE)
+    return {
+        "source": hash_inputs("source", target.source_package, *ident),
+        "kdir": hash_inputs("kdir", KDIR_RECIPE, target.flavour, *ident),
+        "shipped": hash_inputs("shipped", SHIPPED_RECIPE, target.flavour, *ident),
+    }
+
+
+def _entries(cache: Cache, target: Target) -> dict[str, Path]:
+    return {
+        "source": cache.dir("sources", f"{target.source_package}_{target.package_version}"),
+        "kdir": cache.dir("kdir", target.key),
+        "shipped": cache.dir("shipped", target.key),
+    }
+
+
+def fetch(cache: Cache, target: Target, progress: Progress = silent,
+          apt_factory: Callable[[Cache, Target], Apt] | None = None) -> Workspace:
+    """Download and extract what one target needs, reusing every complete cache entry."""
+    entries, keys = _entries(cache, target), _keys(target)
+    with cache.lock(f"fetch-{target.key}", wait_message=f"waiting for another run fetching "
+                                                       f"{target.key} ..."):
+        timings: dict[str, float] = {"download": 0.0, "extract": 0.0}
+        downloaded = 0
+        missing = [name for name, path in entries.items()
+                   if not entry_is_current(path, keys[name], CONTENT_CHECK[name])]
+        if missing:
+            _check_tools()
+            started = time.monotonic()
+            apt = (apt_factory or _target_apt)(cache, target)
+            progress("apt index")
+            apt.update()
+            records = package_records(apt, target)
+            needed = _records_for(target, records, missing)
+            debs_dir = cache.dir("debs")
+            downloaded = sum(r.size for r in needed if not (debs_dir / r.deb_name).exists())
+            progress(f"download {downloaded / 1e6:.0f} MB")
+            paths = apt.download(needed, cache.dir("debs"), progress)
+            by_name = {r.name: path for r, path in zip(needed, paths, strict=True)}
+            debs = {asked: by_name[r.name] for asked, r in records.items() if r.name in by_name}
+            timings["download"] = time.monotonic() - started
+            started = time.monotonic()
+            progress(f"extract {', '.join(missing)}")
+            _extract_parallel(cache, target, debs, {n: (entries[n], keys[n]) for n in missing})
+            timings["extract"] = time.monotonic() - started
+        notes = _kbuild_note(entries["kdir"], target)
+        image = _image_deb_name(entries["shipped"])
+        if "-unsigned_" in image and not target.image_package.endswith("-unsigned"):
+            notes.append(f"the archive has no signed {target.image_package} "
+                         f"{target.package_version}: Debian's module is taken from {image}")
+        shipped = _shipped_module(entries["shipped"])
+        image_deb = cache.root / "debs" / image
+        return Workspace(
+            target=target,
+            kdir=entries["kdir"] / "root" / "usr" / "src" / f"linux-headers-{target.release}",
+            source_tree=entries["source"] / "tree",
+            shipped_module=shipped,
+            image_deb=image_deb if image_deb.is_file() else None,
+            changelog=next(iter(sorted(entries["shipped"].glob("changelog*"))), None),
+            kdir_root=entries["kdir"] / "root",
+            timings=timings,
+            downloaded_bytes=downloaded,
+            from_cache=not missing,
+            notes=notes,
+        )
+
+
+def _target_apt(cache: Cache, target: Target) -> Apt:
+    """The host's sources, or the target's own suites on the host's mirrors; a foreign kernel's
+    architecture beside the host's."""
+    return Apt(cache, suites=target.apt_suites,
+               foreign_arches=(target.arch,) if target.foreign else ())
+
+
+def _kbuild_note(entry: Path, target: Target) -> list[str]:
+    for deb in (read_manifest(entry) or {}).get("debs", []):
+        if str(deb).startswith(f"{target.kbuild}_") and f"_{target.package_version}_" not in deb:
+            return [f"{target.kbuild} {target.package_version} is gone from the archive: built "
+                    f"with {deb} (same series)"]
+    return []
+
+
+def _records_for(target: Target, records: dict[str, PackageRecord],
+                 missing: list[str]) -> list[PackageRecord]:
+    wanted: set[str] = set()
+    if "source" in missing:
+        wanted.add(target.source_package)
+    if "kdir" in missing:
+        wanted |= {target.headers_package, target.common_headers_package, target.kbuild}
+    if "shipped" in missing:
+        wanted.add(target.image_package)
+    return [record for name, record in records.items() if name in wanted]
+
+
+# what unpacking the packages needs on the host (xz: the source tarball, in parallel)
+TOOLS = (hostpkg.Tool("dpkg-deb", "dpkg"), hostpkg.Tool("tar", "tar"),
+         hostpkg.Tool("xz", "xz-utils"))
+
+
+def _check_tools() -> None:
+    hostpkg.ensure(TOOLS, "fetch tools")
+
+
+# -- extraction --------------------------------------------------------------------------------
+def _extract_source(target: Target, debs: dict[str, Path], entry: Path, key: str) -> None:
+    """Only net/smc and include/net/dst.h of the source tarball: xz -T0 decompresses in parallel."""
+    deb = debs[target.source_package]
+    inner = f"./usr/src/linux-source-{target.series}.tar.xz"
+    top = f"linux-source-{target.series}"
+    with atomic_dir(entry, key, {"deb": deb.name}, CONTENT_CHECK["source"]) as tmp:
+        members = [f"{top}/{m}" for m in SOURCE_MEMBERS]
+        script = (
+            'set -o pipefail; dpkg-deb --fsys-tarfile "$1" | tar -xO "$2" | xz -T0 -dc | '
+            'tar -x --no-same-owner --wildcards -C "$3" "${@:4}"'
+        )
+        _run_shell(script, [str(deb), inner, str(tmp), *members], what=f"extract {deb.name}",
+                   where=tmp)
+        extracted = tmp / top
+        if not (extracted / "net" / "smc" / "smc_clc.c").is_file():
+            raise ExtractError(f"{deb.name} has no net/smc/smc_clc.c: not a kernel source package?")
+        check_links_inside(tmp)
+        extracted.rename(tmp / "tree")
+
+
+def _extract_kdir(target: Target, debs: dict[str, Path], entry: Path, key: str) -> None:
+    names = (target.headers_package, target.common_headers_package, target.kbuild)
+    with atomic_dir(entry, key, {"debs": [debs[n].name for n in names]},
+                    CONTENT_CHECK["kdir"]) as tmp:
+        root = tmp / "root"
+        root.mkdir()
+        for name in names:
+            _run(["dpkg-deb", "-x", str(debs[name]), str(root)], what=f"extract {debs[name].name}",
+                 where=tmp)
+        _drop_host_links(root)
+        check_links_inside(root)
+        _relocate_headers(root, target, final_root=entry / "root")
+
+
+def _relocate_headers(root: Path, target: Target, final_root: Path) -> None:
+    """The flavour Makefile names /usr/src/... by absolute path (`include` of the common Makefile;
+    on 7.x also KBUILD_OUTPUT): point it at the cache entry's final location (the temp dir is
+    renamed there)."""
+    makefile = root / "usr" / "src" / f"linux-headers-{target.release}" / "Makefile"
+    if not makefile.is_file():
+        raise ExtractError(f"{target.headers_package} lacks {makefile.name}: unexpected layout")
+    text = makefile.read_text()
+    fixed = re.sub(r"(?m)^(include |KBUILD_OUTPUT\s*:?=\s*)/usr/src/",
+                   lambda m: f"{m.group(1)}{final_root}/usr/src/", text)
+    if fixed == text:
+        raise ExtractError(f"{makefile}: no absolute /usr/src include to relocate")
+    makefile.write_text(fixed)
+
+
+def _extract_shipped(target: Target, debs: dict[str, Path], entry: Path, key: str) -> None:
+    deb = debs[target.image_package]
+    with atomic_dir(entry, key, {"deb": deb.name}, CONTENT_CHECK["shipped"]) as tmp:
+        # /lib/modules on bookworm, /usr/lib/modules on trixie and later (merged /usr)
+        prefix = f"*/modules/{target.release}/kernel/net/smc/"
+        # A kernel without SMC (Debian's 7.x) ships no smc.ko, an empty shell (>= 6.19) no
+        # changelog: tar's "Not found" is an answer
+        script = ('set -o pipefail; dpkg-deb --fsys-tarfile "$1" | '
+                  'tar -x --no-same-owner --wildcards -C "$2" "$3smc.ko*" '
+                  '"./usr/share/doc/*/changelog*" 2>"$2/.tar-errors" '
+                  '|| grep -q "Not found in archive" "$2/.tar-errors"; '
+                  'rc=$?; cat "$2/.tar-errors" >&2; exit $rc')  # _run reads tar's words
+        _run_shell(script, [str(deb), str(tmp), prefix], what=f"extract {deb.name}", where=tmp)
+        (tmp / ".tar-errors").unlink(missing_ok=True)
+        # the Debian changelog (changelog.Debian.gz; the signed images' is changelog.gz)
+        changelogs = sorted(tmp.glob("usr/share/doc/*/changelog*"),
+                            key=lambda p: ("Debian" not in p.name, p.name))
+        if changelogs and changelogs[0].is_file():
+            changelogs[0].rename(tmp / f"changelog{''.join(changelogs[0].suffixes[-1:])}")
+        found = list(tmp.glob("**/modules/*/kernel/net/smc/smc.ko*"))
+        if not found:
+            for top in ("lib", "usr"):
+                shutil.rmtree(tmp / top, ignore_errors=True)
+            return  # the entry records that this kernel ships no SMC module
+        check_links_inside(tmp)
+        found[0].rename(tmp / found[0].name)
+        for top in ("lib", "usr"):
+            shutil.rmtree(tmp / top, ignore_errors=True)
+
+
+def _shipped_module(entry: Path) -> Path | None:
+    found = sorted(entry.glob("smc.ko*"))
+    return found[0] if found else None
+
+
+def _image_deb_name(entry: Path) -> str:
+    manifest = read_manifest(entry) or {}
+    return str(manifest.get("deb", "-"))
+
+
+_EXTRACTORS = {"source": _extract_source, "kdir": _extract_kdir, "shipped": _extract_shipped}
+
+
+def _extract_parallel(cache: Cache, target: Target, debs: dict[str, Path],
+                      wanted: dict[str, tuple[Path, str]]) -> None:
+    """The entries are independent and each is mostly one single-threaded decompressor."""
+
+    def extract(name: str, entry: Path, key: str) -> None:
+        # the source entry is shared by every flavour: lock the entry itself, then look again
+        with cache.lock(f"entry-{entry.parent.name}-{entry.name}"):
+            if not entry_is_current(entry, key, CONTENT_CHECK[name]):
+                _EXTRACTORS[name](target, debs, entry, key)
+
+    with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+        futures = [pool.submit(extract, name, entry, key)
+                   for name, (entry, key) in wanted.items()]
+        for future in futures:
+            future.result()  # re-raises the first failure; the others' atomic dirs clean up
+
+
+def _drop_host_links(root: Path) -> None:
+    """lib/modules/<rel>/{build,source} point at the host's /usr/src: meaningless here."""
+    for link in [*root.glob("lib/modules/*/*"), *root.glob("usr/lib/modules/*/*")]:
+        if link.is_symlink() and os.readlink(link).startswith("/"):
+            link.unlink()
+
+
+def check_links_inside(root: Path) -> None:
+    """Refuse any symlink that resolves outside the extraction directory."""
+    base = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                target = os.readlink(path)
+                resolved = (path.parent / target).resolve() if not target.startswith("/") else None
+                if resolved is None or not resolved.is_relative_to(base):
+                    raise ExtractError(f"refusing {path.relative_to(root)}: a link to {target} "
+                                       "points outside the extraction directory")
+
+
+# GNU tar's words (LC_ALL=C) for members it rewrote or skipped because they point outside the
+# extraction directory: tar writes nothing outside, but such an archive is hostile and refused.
+_HOSTILE_MARKERS = ("Removing leading", "Member name contains '..'")
+
+
+def _run(args: list[str], what: str, timeout: int = 1800, where: Path | None = None) -> None:
+    """Run an extraction command; `where` is the temp dir it writes into (for the messages)."""
+    env = {**os.environ, "LC_ALL": "C"}
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False,
+                              env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise ExtractError(f"{what}: timed out after {timeout}s") from exc
+    hostile = [ln for ln in proc.stderr.splitlines() if any(m in ln for m in _HOSTILE_MARKERS)]
+    if hostile:
+        raise ExtractError(f"{what}: refusing a hostile archive (a member or link outside the "
+                           f"extraction directory): {hostile[-1].strip()[:300]}")
+    if proc.returncode != 0:
+        if "No space left" in proc.stderr:
+            place = where.parent if where is not None else "the cache"
+            raise ExtractError(f"{what}: no space left on device in {place}")
+        if where is not None:
+            check_links_inside(where)  # a link out of the tree makes tar fail on what follows it
+        raise ExtractError(f"{what} failed: {_tail(proc.stderr)}")
+
+
+def _run_shell(script: str, args: list[str], what: str, where: Path | None = None) -> None:
+    _run(["bash", "-c", script, "smcpatch", *args], what, where=where)
+
+
+def _tail(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if any("No space left" in ln for ln in lines):
+        return "no space left on device"
+    generic = ("Exiting with failure status", "subprocess returned error exit status")
+    useful = [ln for ln in lines if not any(g in ln for g in generic)] or lines
+    return useful[-1][:300] if useful else "no error output"
+
+
+def user_tree(source: Path, kdir: Path, flavour: str) -> Workspace:
+    """A packager's own kernel tree (or just its net/smc) and a prepared build directory."""
+    source, kdir = source.expanduser().resolve(), kdir.expanduser().resolve()
+    if not (source / "net" / "smc" / "smc_clc.c").is_file():
+        raise BadInput(f"{source} has no net/smc/smc_clc.c: give a kernel tree containing net/smc")
+    for needed in ("Makefile", ".config", "Module.symvers"):
+        if not (kdir / needed).is_file():
+            raise BadInput(f"{kdir} lacks {needed}: give a prepared kernel build/headers directory")
+    release = _kdir_release(kdir)
+    arch = KernelConfig.read(kdir / ".config").arch  # a cross tree builds with its cross gcc
+    if arch_of(flavour) != arch:
+        flavour = ARCH_FLAVOURS[arch][0]
+    target = Target(version=release, package_version=release, abi=release, series="",
+                    suite="local", flavour=flavour, notes=f"user tree {source}",
+                    fixed_release=release)
+    return Workspace(target=target, kdir=kdir, source_tree=source, shipped_module=None,
+                     image_deb=None, from_cache=True)
+
+
+def _kdir_release(kdir: Path) -> str:
+    """The release modules built here get in their vermagic: UTS_RELEASE, which is what the
+    kernel checks (Debian's include/config/kernel.release says only the upstream version)."""
+    uts = kdir / "include" / "generated" / "utsrelease.h"
+    if uts.is_file():
+        match = re.search(r'UTS_RELEASE\s+"([^"]+)"', uts.read_text(errors="replace"))
+        if match:
+            return match.group(1)
+    variables = kdir / ".kernelvariables"
+    if variables.is_file():
+        match = re.search(r"KERNELRELEASE\s*=\s*(\S+)", variables.read_text())
+        if match:
+            return match.group(1)
+    release = kdir / "include" / "config" / "kernel.release"
+    if release.is_file():
+        return release.read_text().strip()
+    raise BadInput(f"cannot tell the kernel release of {kdir} (no include/generated/utsrelease.h)")

@@ -1,0 +1,284 @@
+"""Scan every published Debian kernel image from its binary: list the linux-image packages of
+some suites and architectures from the archive's Packages indices, download only those debs,
+extract only smc.ko and the changelog, and judge the module with the inspector.
+
+Each image's result is cached by the package's SHA256 (the index says it before any download),
+so a rescan reads the indices and the cached results only. Nothing is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from .. import inspection
+from ..errors import ExtractError, InspectError, SmcpatchError
+from ..inspection.model import ModuleInfo
+from ..kernels.targets import ARCH_FLAVOURS, HOST_ARCH
+from ..plumbing import debmeta
+from ..plumbing.apt import Apt, PackageRecord
+from ..plumbing.cache import TMP_PREFIX, Cache, sweep_stale_temps
+from ..plumbing.progress import Progress, silent
+
+CVE = "CVE-2025-40168"
+RESULT_RECIPE = 1  # bump when what a result holds changes: cached results are made again
+
+
+@dataclass(frozen=True)
+class Image:
+    """One linux-image package of one suite, as the archive's index lists it."""
+
+    package: str
+    version: str
+    arch: str
+    flavour: str
+    release: str  # the kernel release (uname -r) its modules are for
+    suite: str
+    filename: str
+    size: int
+    sha256: str
+    also_in: tuple[str, ...] = ()
+
+    def record(self) -> PackageRecord:
+        qualified = self.package if self.arch == HOST_ARCH else f"{self.package}:{self.arch}"
+        return PackageRecord(qualified, self.version, self.filename, self.size, self.sha256)
+
+
+@dataclass
+class ScanRow:
+    """What one image's smc.ko says, with the changelog's word beside it."""
+
+    package: str
+    version: str
+    suite: str
+    arch: str
+    flavour: str
+    release: str
+    deb_sha256: str
+    verdict: str = "unknown"  # fixed | vulnerable | unknown | not_affected (no smc.ko)
+    evidence: str = ""  # one phrase
+    reasons: list[str] = field(default_factory=list)
+    module_path: str = ""  # inside the package
+    module_sha256: str = ""
+    vermagic: str = ""
+    changelog_fixed_in: str | None = None  # the entry naming the CVE
+    changelog_line: str = ""
+    changelog: str = "silent"  # agree | disagree | silent
+    downloaded_bytes: int = 0
+    from_cache: bool = False
+    also_in: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def purl(self) -> str:
+        return package_purl(self.package, self.version, self.arch)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "purl": self.purl}
+
+
+def package_purl(package: str, version: str, arch: str) -> str:
+    """pkg:deb/debian/<package>@<version>?arch=<arch> ('+' and ':' percent-encoded)."""
+    return f"pkg:deb/debian/{package}@{quote(version, safe='.-~')}?arch={arch}"
+
+
+# -- the listing -------------------------------------------------------------------------------
+def image_pattern(flavours: tuple[str, ...]) -> re.Pattern[str]:
+    """linux-image-<abi>-<flavour>[-unsigned]. Every flavour of the arch is in the pattern, so
+    cloud-amd64 is never read as amd64."""
+    return re.compile(rf"linux-image-(?P<abi>\d+\.\d+[^\s]*?)-"
+                      rf"(?P<flavour>{'|'.join(flavours)})(?P<unsigned>-unsigned)?")
+
+
+def list_images(apt: Apt, suites: tuple[str, ...], arches: tuple[str, ...],
+                flavours: tuple[str, ...]) -> list[Image]:
+    """Every linux-image-<release> of the suites and arches, from the indices apt fetched.
+    The -unsigned twin of a signed image carries the same modules: it is listed only when the
+    signed one is absent. A package in several suites is listed once (the first suite)."""
+    found: dict[tuple[str, str, str], Image] = {}
+    lists = apt.root / "lists"
+    for suite in suites:
+        for arch in arches:
+            pattern = image_pattern(ARCH_FLAVOURS[arch])
+            for index in sorted(lists.glob(f"*_dists_{suite}_main_binary-{arch}_Packages*")):
+                for stanza in debmeta.packages_named(index, pattern):
+                    image = _image(stanza, suite, arch, pattern)
+                    if image.flavour not in flavours or _metapackage(stanza):
+                        continue
+                    key = (image.package, image.version, arch)
+                    if key in found:
+                        first = found[key]
+                        found[key] = Image(**{**asdict(first),
+                                              "also_in": (*first.also_in, suite)})
+                    else:
+                        found[key] = image
+    signed = {(i.package, i.version, i.arch) for i in found.values()}
+    return sorted((i for i in found.values()
+                   if not (i.package.endswith("-unsigned")
+                           and (i.package.removesuffix("-unsigned"), i.version, i.arch) in signed)),
+                  key=lambda i: (i.arch, i.flavour, _version_key(i.version), i.suite))
+
+
+def _metapackage(stanza: Any) -> bool:
+    """linux-image-6.12-amd64 and the like: they depend on the newest real image and hold no
+    module (the name alone can't tell them from a 7.3 image)."""
+    return any(name.startswith("linux-image-")
+               for name in debmeta.relation_names(str(stanza.get("Depends", ""))))
+
+
+def _image(stanza: Any, suite: str, arch: str, pattern: re.Pattern[str]) -> Image:
+    name = str(stanza["Package"])
+    match = pattern.fullmatch(name)
+    assert match is not None
+    return Image(package=name, version=str(stanza["Version"]), arch=arch,
+                 flavour=match["flavour"], release=f"{match['abi']}-{match['flavour']}",
+                 suite=suite, filename=str(stanza["Filename"]), size=int(stanza["Size"]),
+                 sha256=str(stanza["SHA256"]))
+
+
+def _version_key(version: str) -> tuple[Any, ...]:
+    return tuple(int(n) if n.isdigit() else n for n in re.split(r"(\d+)", version))
+
+
+# -- one image ---------------------------------------------------------------------------------
+def scan_image(cache: Cache, apt: Apt, image: Image) -> ScanRow:
+    """The image's row: from the cache by its SHA256, else downloaded, extracted and judged."""
+    entry = cache.dir("scan", f"{image.sha256}.json")
+    row = _cached_row(entry, image)
+    if row is not None:
+        return row
+    row = ScanRow(package=image.package, version=image.version, suite=image.suite,
+                  arch=image.arch, flavour=image.flavour, release=image.release,
+                  deb_sha256=image.sha256, also_in=list(image.also_in))
+    work = cache.dir("tmp") / f"{TMP_PREFIX}scan.{os.getpid()}.{image.sha256[:16]}"
+    sweep_stale_temps(work.parent)
+    work.mkdir(parents=True)
+    try:
+        [deb] = apt.download([image.record()], work)
+        row.downloaded_bytes = image.size
+        module, changelog = _extract(deb, work / "x")
+        deb.unlink()  # the result is what we keep, not the 60-100 MB package
+        _judge(row, module, changelog)
+    except SmcpatchError as exc:
+        row.error = exc.one_line()
+        return row  # not cached: a failed download or extraction is retried next time
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _save(entry, row)
+    return row
+
+
+def _cached_row(entry: Path, image: Image) -> ScanRow | None:
+    try:
+        data = json.loads(entry.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.pop("recipe", None) != RESULT_RECIPE:
+        return None
+    data.pop("purl", None)
+    row = ScanRow(**data)
+    # what the listing says (suite, flavour, ...) is today's; the cache holds the binary's word
+    row.package, row.version, row.arch = image.package, image.version, image.arch
+    row.flavour, row.release, row.suite = image.flavour, image.release, image.suite
+    row.also_in, row.from_cache = list(image.also_in), True
+    row.downloaded_bytes = 0
+    return row
+
+
+def _save(entry: Path, row: ScanRow) -> None:
+    data = {**row.to_json(), "recipe": RESULT_RECIPE}
+    tmp = entry.with_name(f".{entry.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(entry)
+
+
+def _extract(deb: Path, dest: Path) -> tuple[Path | None, Path | None]:
+    """smc.ko (any compression) and the Debian changelog, nothing else of the package."""
+    dest.mkdir(parents=True)
+    script = ('set -o pipefail; dpkg-deb --fsys-tarfile "$1" | tar -x --no-same-owner '
+              '--wildcards -C "$2" "*/kernel/net/smc/smc.ko*" "./usr/share/doc/*/changelog*" '
+              '2>"$2/.tar-errors" || grep -q "Not found in archive" "$2/.tar-errors"')
+    proc = subprocess.run(["bash", "-c", script, "smcpatch", str(deb), str(dest)],
+                          capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"},
+                          check=False)
+    if proc.returncode != 0:
+        errors = (dest / ".tar-errors").read_text(errors="replace").strip()
+        raise ExtractError(f"cannot read {deb.name}: {(errors or proc.stderr).strip()[-200:]}")
+    modules = sorted(p for p in dest.glob("**/kernel/net/smc/smc.ko*") if p.is_file())
+    changelogs = sorted((p for p in dest.glob("usr/share/doc/*/changelog*") if p.is_file()),
+                        key=lambda p: ("Debian" not in p.name, p.name))
+    return (modules[0] if modules else None), (changelogs[0] if changelogs else None)
+
+
+def _judge(row: ScanRow, module: Path | None, changelog: Path | None) -> None:
+    if module is None:
+        row.verdict = "not_affected"
+        row.evidence = "no smc.ko in the package (SMC not built)"
+        row.reasons = [row.evidence]
+    else:
+        row.module_path = str(module).split("/x/", 1)[-1]
+        row.module_sha256 = hashlib.sha256(module.read_bytes()).hexdigest()
+        try:
+            info = inspection.inspect_module(module)
+        except InspectError as exc:
+            row.verdict, row.evidence = "unknown", exc.one_line()
+            row.reasons = [row.evidence]
+        else:
+            row.verdict = info.evidence.verdict
+            row.vermagic = (info.vermagic or "").strip()
+            row.reasons = list(info.evidence.reasons)
+            row.evidence = evidence_phrase(info)
+    mention = (debmeta.cve_mention(debmeta.read_changelog(changelog), CVE)
+               if changelog is not None else debmeta.ChangelogMention(CVE, None))
+    row.changelog_fixed_in, row.changelog_line = mention.version, mention.line
+    if not mention.says_fixed:
+        row.changelog = "silent"
+    else:
+        row.changelog = "disagree" if row.verdict == "vulnerable" else "agree"
+
+
+def evidence_phrase(info: ModuleInfo) -> str:
+    """The evidence that decided, in one phrase for the table."""
+    ev = info.evidence
+    if ev.verdict == "vulnerable":
+        names = ", ".join(sorted({s.target for s in ev.dst_ref_sites}))
+        return f"calls {names}: takes a dst reference (sk_dst_get)"
+    if ev.verdict == "fixed":
+        if ev.rcu_lock_sites:
+            return f"__rcu_read_lock x{len(ev.rcu_lock_sites)}, no dst reference"
+        if ev.dwarf_inlined:
+            return "DWARF: rcu_read_lock + __sk_dst_get inlined, no dst reference"
+        return "no dst reference; rcu_read_lock is no code here (vermagic: not preemptible)"
+    return ev.reasons[-1] if ev.reasons else "undecided"
+
+
+# -- many images -------------------------------------------------------------------------------
+def scan_all(cache: Cache, apt: Apt, images: list[Image], parallel: int,
+             progress: Progress = silent,
+             on_done: Callable[[ScanRow], None] | None = None) -> list[ScanRow]:
+    """Every image, `parallel` downloads at once (one apt-get each: apt fetches one file at a
+    time from one mirror), results in the listing's order."""
+    rows: dict[int, ScanRow] = {}
+    total = sum(i.size for i in images)
+    done_bytes = 0
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = {pool.submit(scan_image, cache, apt, image): n
+                   for n, image in enumerate(images)}
+        for future in as_completed(futures):
+            n = futures[future]
+            rows[n] = future.result()
+            done_bytes += images[n].size
+            progress(f"{len(rows)}/{len(images)} images", done_bytes, total)
+            if on_done is not None:
+                on_done(rows[n])
+    return [rows[n] for n in range(len(images))]
