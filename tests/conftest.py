@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from smcpatch.data import DEFAULT_PATCHES
-from smcpatch.kernels.targets import Target, load_matrix
+from smcpatch.kernels.matrix import load_matrix
+from smcpatch.kernels.targets import Target
 from smcpatch.pipeline.classify import Fix, load_series
 from smcpatch.pipeline.fetch import Workspace, fetch
 from smcpatch.plumbing.cache import Cache

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import ExtractError
-from smcpatch.kernels.targets import Target, load_matrix
+from smcpatch.kernels.matrix import load_matrix
+from smcpatch.kernels.targets import Target
 from smcpatch.plumbing.cache import TMP_PREFIX, Cache
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,26 +1,28 @@
 """smcpatch's command line: the tasks behind both `smcpatch <task>` (the console script) and
-`inv <task>` (tasks.py in a checkout). `smcpatch --list`, `smcpatch <task> --help`.
+`inv <task>` (tasks.py in a checkout). `smcpatch --help`, `smcpatch <task> -h`.
 
-A thin layer: parse options, call the library, print, choose the exit code. Errors are raised deep
-as smcpatch.errors.SmcpatchError and reported here once, as one line.
+A thin layer: every option is read and checked in one pass before any work (a bad value is one
+line and exit 2), the library is called, the result printed, the exit code chosen. Errors are
+raised deep as smcpatch.errors.SmcpatchError and reported here once, as one line.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import inspect as pyinspect
 import json as json_module
+import math
 import os
+import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.program import Program
-from invoke.tasks import task
+from invoke.tasks import Task, task
 from rich.console import Console
 from rich.markup import escape
 
@@ -28,42 +30,77 @@ from . import __version__
 from .commands import inspect as inspect_cmd
 from .commands import kernels as kernels_cmd
 from .commands import report as report_cmd
-from .data import DEFAULT_MATRIX, DEFAULT_PATCHES
 from .errors import BadInput, SmcpatchError
+from .kernels.matrix import GUEST_KERNEL
+from .kernels.resolve import KernelRequest
 from .outputs import terminal as render
+from .plumbing import files, proc
 from .plumbing.cache import Cache
 
-# A wide page when piped (CI logs): the result table should not be squeezed to 80 columns.
-console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 220)
-errors = Console(stderr=True, highlight=False)
 
-SUITE_HELP = ("the suite to take a kernel from when several have it (default: the host's "
-              "release first), e.g. bookworm-backports, trixie, bullseye-security")
-VEX_HELP = ("write an OpenVEX 0.2.0 document here: one statement per product (Debian's "
-            "image by purl with its smc.ko; verify's rebuilt after-modules)")
+def _console_width() -> int | None:
+    """A terminal's own width; piped output honours COLUMNS, else 80 (CI logs read it)."""
+    if sys.stdout.isatty():
+        return None
+    with contextlib.suppress(ValueError):
+        return max(40, int(os.environ.get("COLUMNS", "")))
+    return 80
+
+
+console = Console(stderr=False, highlight=False, width=_console_width())
+errors = Console(stderr=True, highlight=False, width=_console_width())
+
+CACHE_HELP = "cache directory (default: $SMCPATCH_CACHE or ~/.cache/smcpatch)"
+SUITE_HELP = ("take the kernel from this suite when several have it, e.g. bookworm-backports, "
+              "trixie, bullseye-security (default: the host's release first)")
+VEX_HELP = ("write an OpenVEX 0.2.0 document here: one statement per product (Debian's image "
+            "by purl with its smc.ko; verify's rebuilt after-modules)")
 JUNIT_HELP = "write JUnit XML here (one test case per target and check) for CI systems"
 ARCH_HELP = "amd64 | arm64 | s390x | all (default: amd64, or the arch --flavour names)"
-FLAVOUR_HELP = ("the arch's plain flavour (default), cloud, rt, a full name (cloud-arm64) or all; "
-                "amd64 has amd64, cloud-amd64, rt-amd64; arm64 has arm64, cloud-arm64, "
-                "rt-arm64; s390x has s390x")
-MATRIX_HELP = f"your own kernel matrix (kernels.toml format; default: {DEFAULT_MATRIX})"
-PATCHES_HELP = f"your own patch series directory (default: {DEFAULT_PATCHES})"
+FLAVOUR_HELP = ("the arch's plain flavour (default), cloud, rt, a full name (cloud-arm64) or "
+                "all")
+MATRIX_HELP = "your own kernel matrix in kernels.toml format (default: the package's)"
+PATCHES_HELP = "your own patch series directory (default: the package's patches/)"
+KERNEL_HELP = ("upstream version (6.1.176), Debian version (6.12.95-1~bpo12+1) or kernel "
+               "release (6.12.95+deb12-amd64)")
+# what a user's input file can be at most: read no more than that (a FIFO or /dev/zero is refused)
+MATRIX_LIMIT, REPORT_LIMIT, KEY_LIMIT = 1 * files.MB, 64 * files.MB, 1 * files.MB
 
 
-@contextmanager
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: children killed, temp dirs removed, one line."""
+
+
+def _on_sigterm(signum: int, frame: object) -> NoReturn:
+    raise Terminated()
+
+
+@contextlib.contextmanager
 def reported_errors() -> Iterator[None]:
-    """Turn any failure into one line on stderr and a non-zero exit; never a traceback."""
+    """Turn any failure into one line on stderr and a non-zero exit; never a traceback.
+
+    Ctrl-C or SIGTERM kill every child process group at once (a build does not run on), the
+    stages' temp dirs go as the exception unwinds; a closed stdout is a quiet exit."""
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         yield
     except SmcpatchError as exc:
+        proc.kill_all()
         errors.print(f"[red]error:[/] {escape(exc.one_line())}", markup=True, soft_wrap=True)
         raise Exit(code=exc.exit_code) from None
-    except KeyboardInterrupt:
-        errors.print("[red]interrupted[/]: nothing half-written was kept; rerun to resume")
-        raise Exit(code=130) from None
+    except KeyboardInterrupt as exc:
+        killed = proc.kill_all()
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        children = f"; {killed} running command(s) stopped" if killed else ""
+        errors.print(f"[red]{what}[/]{children}: nothing half-written was kept; rerun to resume")
+        raise Exit(code=143 if isinstance(exc, Terminated) else 130) from None
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     except Exit:
         raise
     except Exception as exc:  # a bug: still one line, with a way to see the traceback
+        proc.kill_all()
         if os.environ.get("SMCPATCH_DEBUG"):
             raise
         errors.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
@@ -71,137 +108,231 @@ def reported_errors() -> Iterator[None]:
         raise Exit(code=3) from None
 
 
+def _quiet_broken_pipe() -> NoReturn:
+    """The reader of our output went away (`| head`): stop quietly, as coreutils do."""
+    proc.kill_all()
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    raise Exit(code=128 + signal.SIGPIPE)
+
+
+# -- the one validation pass: every option read before any work ----------------------------------
+def _int(value: str | None, option: str, default: int, low: int, high: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        number = int(str(value), 10)
+    except ValueError:
+        raise BadInput(f"{option} {value!r}: not a whole number") from None
+    if not low <= number <= high:
+        raise BadInput(f"{option} {number}: must be between {low} and {high}")
+    return number
+
+
+def _float(value: str | None, option: str, default: float, low: float, high: float) -> float:
+    if value in (None, ""):
+        return default
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise BadInput(f"{option} {value!r}: not a number") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise BadInput(f"{option} {value}: must be a number between {low:g} and {high:g}")
+    return number
+
+
+def _choice(value: str, option: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise BadInput(f"{option} {value!r}: choose {', '.join(choices)}")
+    return value
+
+
 def _path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def _input(value: str | None, option: str, what: str, limit: int) -> Path | None:
+    """An input file: checked for its type and size now, read with that limit later."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    files.check_input(path, what, limit)
+    return path
+
+
+def _input_dir(value: str | None, option: str, what: str) -> Path | None:
+    return files.check_input_dir(Path(value), what) if value else None
+
+
+def _output(value: str | None, option: str) -> Path | None:
+    """An output path: refused now if nothing can be written there, never after the work."""
+    return files.check_output(Path(value), option) if value else None
+
+
 def _required(value: str | None, option: str) -> str:
-    """Required options are options, not positionals: `smcpatch inspect --help` must show help,
-    not take `--help` for the module's path."""
+    """Required values are options, not positionals, so `-h` is always help."""
     if not value:
         raise BadInput(f"{option} is required")
     return value
 
 
-def _required_path(value: str | None, option: str) -> Path:
-    return Path(_required(value, option)).expanduser()
+def _kernel_request(kernel: list[str] | None, arch: list[str] | None, flavour: str,
+                    suite: str | None, matrix: str | None, source: str | None = None,
+                    kdir: str | None = None) -> KernelRequest:
+    matrix_path = _input(matrix, "--matrix", "kernel matrix (kernels.toml)", MATRIX_LIMIT)
+    request = KernelRequest(kernels=tuple(kernel or ()), arches=tuple(arch or ()),
+                            flavour=flavour, suite=suite or None, matrix=matrix_path,
+                            source=_path(source), kdir=_path(kdir))
+    request.check()
+    return request
 
 
-@task(iterable=["arch"],
-      help={"flavour": FLAVOUR_HELP, "arch": ARCH_HELP + "; repeatable", "matrix": MATRIX_HELP,
-            "archive": "every kernel of every suite the host's mirrors serve, with its state "
-                       "from the cache (vulnerable / fixed once verified)",
-            "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)"})
-def kernels(c: Context, flavour: str = "", arch: list[str] | None = None,
-            matrix: str | None = None, archive: bool = False, cache: str | None = None) -> None:
-    """List the kernel matrix (kernels.toml), or with --archive every kernel Debian's archive
-    serves here: version, suite, kernel release, state."""
-    with reported_errors():
-        if archive:
-            rows = kernels_cmd.archive_listing(Cache.open(_path(cache)), flavour, arch or None)
-            console.print(render.archive_table(rows))
-            return
-        path, targets = kernels_cmd.listing(flavour, _path(matrix), arch or None)
-        console.print(render.kernels_table(f"kernel matrix ({path})", targets))
-
-
-@task(
-    iterable=["kernel", "fix", "arch"],
-    help={
-        "kernel": "upstream version (6.1.176), Debian version (6.12.95-1~bpo12+1) or "
-                  "kernel release (6.12.95+deb12-amd64); repeatable; default: the matrix",
-        "arch": ARCH_HELP + "; repeatable; a foreign arch is cross-built with Debian's cross gcc",
-        "flavour": FLAVOUR_HELP,
-        "json": "write the JSON report (schema smcpatch-report/1) to this path",
-        "parallel": "targets verified at once (default: the number of cores)",
-        "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
-        "fix": "default (the series' default set), all, or a fix id from patches/series "
-               "(repeatable)",
-        "source": "your own kernel tree (or a dir holding net/smc); needs --kdir",
-        "kdir": "your prepared kernel build/headers directory (make -C KDIR M=...)",
-        "jobs": "make -j (default: number of cores)",
-        "sign_key": "sign each fixed after-module with this private key (PEM), using the "
-                    "kernel's own scripts/sign-file; needs --sign-cert",
-        "sign_cert": "the X.509 certificate of --sign-key (PEM or DER)",
-        "matrix": MATRIX_HELP,
-        "patches": PATCHES_HELP,
-        "suite": SUITE_HELP,
-        "load": "also boot each kernel (its own arch, QEMU TCG) and insmod the after-module: "
-                "/proc/modules, no vermagic or CRC complaint",
-        "vex": VEX_HELP,
-        "junit": JUNIT_HELP,
-    },
-)
-def verify(c: Context, kernel: list[str] | None = None, flavour: str = "",
-           arch: list[str] | None = None, json: str | None = None, cache: str | None = None,
-           fix: list[str] | None = None,
-           source: str | None = None, kdir: str | None = None, jobs: int = 0,
-           parallel: int = 0, sign_key: str | None = None, sign_cert: str | None = None,
-           matrix: str | None = None, patches: str | None = None,
-           suite: str | None = None, load: bool = False, vex: str | None = None,
-           junit: str | None = None) -> None:
-    """Fetch, classify, patch, build and inspect smc.ko before and after the fix.
-
-    Exit 0 when every target ends with a verified fixed module, 1 when any does not, 2 on bad input.
-    """
-    from .commands import verify as verify_cmd  # each task imports only what it runs
-
-    with reported_errors():
-        request = verify_cmd.VerifyRequest(kernels=kernel or [], flavour=flavour,
-                                       arches=arch or None,
-                                       cache_dir=_path(cache), json_path=_path(json),
-                                       fixes=fix or None, source=_path(source), kdir=_path(kdir),
-                                       jobs=jobs or None, parallel=parallel or None,
-                                       sign_key=_path(sign_key), sign_cert=_path(sign_cert),
-                                       matrix=_path(matrix), patches=_path(patches),
-                                       suite=suite, load=load, vex_path=_path(vex),
-                                       junit_path=_path(junit))
-        with render.progress_display(console) as display:
-            result = verify_cmd.run(request, display)
-        reports, code = result.reports, result.exit_code
-        render.print_summary(reports, console)
-        if json:
-            console.print(f"JSON report: {json}")
-        failed = [f"{r.package_version} {r.flavour}: {r.error}" for r in reports if r.error]
-        if failed:  # a target that could not be verified: one line on stderr for build farms
-            errors.print(f"[red]error:[/] {escape('; '.join(failed))}", soft_wrap=True)
+def _fail(code: int) -> None:
     if code:
         raise Exit(code=code)
 
 
-@task(iterable=["arch"], help={
-    "format": "github (a GitHub Actions strategy.matrix, JSON) | json | text",
+def dump_json(data: Any) -> str:
+    return json_module.dumps(data, indent=2)
+
+
+# -- the tasks ------------------------------------------------------------------------------------
+@task(iterable=["arch"], auto_shortflags=False,
+      help={"flavour": FLAVOUR_HELP, "arch": ARCH_HELP + "; repeatable", "matrix": MATRIX_HELP,
+            "archive": "every kernel of every suite the host's mirrors serve, with its state "
+                       "from the cache (vulnerable / fixed once verified or scanned)",
+            "cache": CACHE_HELP})
+def kernels(c: Context, flavour: str = "", arch: list[str] | None = None,
+            matrix: str | None = None, archive: bool = False, cache: str | None = None) -> None:
+    """List the kernels smcpatch knows: the matrix, or the archive's.
+
+    Default: the matrix (kernels.toml). --archive: every kernel Debian's archive serves here,
+    its version, suite, release and state. Exit 0; 2 on bad input.
+    """
+    with reported_errors():
+        request = _kernel_request(None, arch, flavour, None, matrix)
+        if archive:
+            rows = kernels_cmd.archive_listing(Cache.open(_path(cache)), flavour,
+                                               list(request.arches) or None)
+            render.print_archive(rows, console)
+            return
+        path, targets = kernels_cmd.listing(flavour, request.matrix, list(request.arches) or None)
+        render.print_kernels(f"kernel matrix ({path})", targets, console)
+
+
+@task(
+    iterable=["kernel", "fix", "arch"], auto_shortflags=False,
+    help={
+        "kernel": KERNEL_HELP + "; repeatable; all = every matrix entry (default: the matrix)",
+        "arch": ARCH_HELP + "; repeatable; a foreign arch is cross-built with Debian's cross gcc",
+        "flavour": FLAVOUR_HELP,
+        "suite": SUITE_HELP,
+        "json": "write the JSON report here (schema smcpatch-report/1)",
+        "vex": VEX_HELP,
+        "junit": JUNIT_HELP,
+        "fail_on_vulnerable": "exit 1 also when Debian's own module of a target is vulnerable "
+                              "(or undecided), not only when our fix is not verified: for CI "
+                              "jobs that gate on what machines run",
+        "load": "also boot each kernel (its own arch, QEMU TCG) and insmod the after-module",
+        "parallel": "targets verified at once (default: the number of cores)",
+        "jobs": "make -j per target (default: the cores shared by the targets at once)",
+        "cache": CACHE_HELP,
+        "fix": "default (the series' default set), all, or a fix id (repeatable)",
+        "source": "your own kernel tree (or a dir holding net/smc); needs --kdir",
+        "kdir": "your prepared kernel build/headers directory (make -C KDIR M=...)",
+        "sign_key": "sign each fixed after-module with this private key (PEM) and the kernel's "
+                    "scripts/sign-file; needs --sign-cert",
+        "sign_cert": "the X.509 certificate of --sign-key (PEM or DER)",
+        "matrix": MATRIX_HELP,
+        "patches": PATCHES_HELP,
+    },
+)
+def verify(c: Context, kernel: list[str] | None = None, arch: list[str] | None = None,
+           flavour: str = "", suite: str | None = None, json: str | None = None,
+           vex: str | None = None, junit: str | None = None, fail_on_vulnerable: bool = False,
+           load: bool = False, parallel: str | None = None, jobs: str | None = None,
+           cache: str | None = None, fix: list[str] | None = None, source: str | None = None,
+           kdir: str | None = None, sign_key: str | None = None, sign_cert: str | None = None,
+           matrix: str | None = None, patches: str | None = None) -> None:
+    """Fetch, patch, build and inspect smc.ko before and after the fix.
+
+    Two answers per kernel, never one for the other: what Debian's own module is (vulnerable or
+    fixed: what machines run) and whether our fixed module is verified (every check passed).
+    Exit 0 when our fix is verified for every target (with --fail-on-vulnerable: and Debian's
+    module is fixed), 1 otherwise, 2 on bad input.
+    """
+    from .commands import verify as verify_cmd  # each task imports only what it runs
+
+    with reported_errors():
+        request = verify_cmd.VerifyRequest(
+            kernels=_kernel_request(kernel, arch, flavour, suite, matrix, source, kdir),
+            cache_dir=_path(cache), json_path=_output(json, "--json"),
+            vex_path=_output(vex, "--vex"), junit_path=_output(junit, "--junit"),
+            fixes=fix or None, jobs=_int(jobs, "--jobs", 0, 0, 256) or None,
+            parallel=_int(parallel, "--parallel", 0, 0, 64) or None,
+            sign_key=_input(sign_key, "--sign-key", "private key", KEY_LIMIT),
+            sign_cert=_input(sign_cert, "--sign-cert", "certificate", KEY_LIMIT),
+            patches=_input_dir(patches, "--patches", "patches (a series file and its patches)"),
+            load=load, fail_on_vulnerable=fail_on_vulnerable)
+        with render.progress_display(console) as display:
+            result = verify_cmd.run(request, display)
+        render.print_summary(result.reports, console)
+        for path, what in ((json, "JSON report"), (vex, "OpenVEX"), (junit, "JUnit")):
+            if path:
+                console.print(f"{what}: {path}")
+        failed = [f"{r.package_version} {r.flavour}: {r.error}" for r in result.reports
+                  if r.error]
+        if failed:  # a target that could not be verified: one line on stderr for build farms
+            errors.print(f"[red]error:[/] {escape('; '.join(failed))}", soft_wrap=True)
+    _fail(result.exit_code)
+
+
+@task(iterable=["arch"], auto_shortflags=False, help={
+    "format": "github (a GitHub Actions strategy.matrix, JSON) | json | text (default: text)",
     "flavour": FLAVOUR_HELP,
     "arch": ARCH_HELP + "; repeatable",
     "matrix": MATRIX_HELP,
 })
 def matrix(c: Context, format: str = "text", flavour: str = "",
            arch: list[str] | None = None, matrix: str | None = None) -> None:
-    """Print the default matrix as CI jobs, one per target (`inv verify --kernel K --flavour F`).
+    """Print the default matrix as CI jobs, one per target.
 
     With --format github, feed it to `strategy.matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}`;
-    each job writes its --json report and `inv report --merge DIR` joins them.
+    each job writes its --json report and `smcpatch report --merge DIR` joins them. Exit 0; 2 on
+    bad input.
     """
     with reported_errors():
-        print(kernels_cmd.matrix_text(format, flavour, _path(matrix), arch or None))
+        _choice(format, "--format", ("github", "json", "text"))
+        request = _kernel_request(None, arch, flavour, None, matrix)
+        print(kernels_cmd.matrix_text(format, flavour, request.matrix,
+                                      list(request.arches) or None))
 
 
-@task(help={
-    "merge": "directory holding the JSON reports of several runs (e.g. one per CI job)",
+@task(auto_shortflags=False, help={
+    "merge": "a directory holding the JSON reports of several runs (e.g. one per CI job)",
     "json": "also write the merged report here",
+    "fail_on_vulnerable": "exit 1 also when a target's Debian module is vulnerable",
 })
-def report(c: Context, merge: str | None = None, json: str | None = None) -> None:
-    """Merge JSON reports into one table (and one JSON report); exit 1 if any target failed."""
+def report(c: Context, merge: str | None = None, json: str | None = None,
+           fail_on_vulnerable: bool = False) -> None:
+    """Merge the JSON reports of several runs into one table and report.
+
+    Every merged target is judged again from its own fields by the rule verify uses (a report's
+    word `ok` is not taken). Exit 0 when every target's fix is verified, 1 otherwise, 2 on a
+    malformed report or bad input.
+    """
     with reported_errors():
-        reports, code = report_cmd.merge(_required_path(merge, "--merge DIR"), _path(json))
-        render.print_summary(reports, console)
-    if code:
-        raise Exit(code=code)
+        directory = files.check_input_dir(Path(_required(merge, "--merge DIR")),
+                                          "JSON reports")
+        result = report_cmd.merge(directory, _output(json, "--json"), fail_on_vulnerable)
+        render.print_summary(result.reports, console)
+    _fail(result.exit_code)
 
 
-@task(help={
+@task(auto_shortflags=False, help={
     "module": "smc.ko, smc.ko.xz/.zst/.gz (also Debian's stripped modules) or smc_clc.o",
-    "json": "print the result as JSON instead of text",
+    "json": "print the result as JSON (schema smcpatch-inspect/1) instead of text",
     "release": "also check vermagic against this kernel release, e.g. 6.1.0-50-amd64",
     "symvers": "also check modversions CRCs against this Module.symvers",
 })
@@ -209,218 +340,339 @@ def inspect(c: Context, module: str | None = None, json: bool = False,
             release: str | None = None, symvers: str | None = None) -> None:
     """Inspect any SMC module and print the verdict with its evidence.
 
-    Exit 0 = fixed, 1 = vulnerable, 2 = unknown or bad input.
+    Exit 0 fixed, 1 vulnerable, 2 undecided or bad input, 4 fixed but the kernel named by
+    --release/--symvers would refuse it (the reason is printed).
     """
     with reported_errors():
-        data, code = inspect_cmd.run(_required_path(module, "--module PATH"), release,
-                                     _path(symvers))
+        path = files.check_input(Path(_required(module, "--module PATH")), "kernel module",
+                                 inspect_cmd.MODULE_LIMIT)
+        result = inspect_cmd.run(path, release or None,
+                                 _input(symvers, "--symvers", "Module.symvers",
+                                        inspect_cmd.SYMVERS_LIMIT))
         if json:
-            print(dump_json(data))
+            print(dump_json(result.to_json()))
         else:
-            render.print_inspect(data, console)
-    if code:
-        raise Exit(code=code)
+            render.print_inspect(result.to_json(), console)
+        if result.why:
+            errors.print(f"[yellow]note:[/] {escape(result.why)}", soft_wrap=True)
+    _fail(result.exit_code)
 
 
-@task(
-    iterable=["fix"],
-    auto_shortflags=False,
-    help={
-        "kernel": "upstream version, e.g. 6.1.176 (kernels.toml or the archive)",
-        "out": "directory for the DKMS source package (new, empty, or an earlier package)",
-        "flavour": "the headers --check builds against (the package serves every flavour)",
-        "arch": ARCH_HELP + " (one; the package itself serves every arch)",
-        "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
-        "fix": "default, all, or a fix id from patches/series (repeatable)",
-        "check": "also `dkms build` it with Debian's dkms against the extracted headers "
-                 "(private dkms trees, nothing installed) and inspect the smc.ko it makes",
-        "sign_key": "with --check: dkms signs the module with this key (PEM) and the kernel's "
-                    "sign-file; needs --sign-cert",
-        "sign_cert": "the X.509 certificate of --sign-key (PEM or DER)",
-        "json": "print the summary as JSON",
-        "jobs": "make -j for --check (default: number of cores)",
-        "matrix": MATRIX_HELP,
-        "patches": PATCHES_HELP,
-        "suite": SUITE_HELP,
-    },
-)
-def dkms(c: Context, kernel: str | None = None, out: str | None = None, flavour: str = "",
-         arch: str = "", cache: str | None = None,
-         fix: list[str] | None = None, check: bool = False, sign_key: str | None = None,
-         sign_cert: str | None = None, json: bool = False, jobs: int = 0,
-         matrix: str | None = None, patches: str | None = None,
-         suite: str | None = None) -> None:
-    """Write a DKMS source package of the fixed SMC module for one kernel (`dkms add OUT`).
+@task(iterable=["fix"], auto_shortflags=False, help={
+    "kernel": KERNEL_HELP + " (one)",
+    "out": "directory for the DKMS source package (new, empty, or an earlier package of ours)",
+    "arch": ARCH_HELP + " (one; the package itself serves every arch)",
+    "flavour": "the headers --check builds against (the package serves every flavour)",
+    "suite": SUITE_HELP,
+    "check": "also `dkms build` it with Debian's dkms against the extracted headers (private "
+             "dkms trees, nothing installed) and inspect the smc.ko it makes",
+    "sign_key": "with --check: dkms signs the module with this key (PEM); needs --sign-cert",
+    "sign_cert": "the X.509 certificate of --sign-key (PEM or DER)",
+    "json": "print the summary as JSON (schema smcpatch-dkms/1)",
+    "jobs": "make -j for --check (default: the number of cores)",
+    "fix": "default, all, or a fix id (repeatable)",
+    "cache": CACHE_HELP,
+    "matrix": MATRIX_HELP,
+    "patches": PATCHES_HELP,
+})
+def dkms(c: Context, kernel: str | None = None, out: str | None = None, arch: str = "",
+         flavour: str = "", suite: str | None = None, check: bool = False,
+         sign_key: str | None = None, sign_cert: str | None = None, json: bool = False,
+         jobs: str | None = None, fix: list[str] | None = None, cache: str | None = None,
+         matrix: str | None = None, patches: str | None = None) -> None:
+    """Write a DKMS source package of the fixed module for one kernel.
 
-    Exit 0 when written (with --check: dkms built a module inspected fixed), 1 when the checked
-    module is not fixed, 2 on bad input.
+    `dkms add OUT` takes it. Exit 0 when written (with --check: dkms built a module inspected
+    fixed), 1 when the checked module is not fixed, 2 on bad input.
     """
     from .commands import dkms as dkms_cmd
 
     with reported_errors():
-        summary = dkms_cmd.run(Cache.open(_path(cache)), _required(kernel, "--kernel"),
-                               _required_path(out, "--out DIR"),
-                               flavour, fix or None, check=check, jobs=jobs or None,
-                               sign_key=_path(sign_key), sign_cert=_path(sign_cert),
-                               patches_dir=_path(patches), matrix_path=_path(matrix),
-                               suite=suite, arch=arch)
+        out_dir = Path(_required(out, "--out DIR")).expanduser()
+        request = dkms_cmd.DkmsRequest(
+            kernels=_kernel_request([_required(kernel, "--kernel")], [arch] if arch else None,
+                                    flavour, suite, matrix),
+            out_dir=out_dir, cache_dir=_path(cache), fixes=fix or None,
+            patches=_input_dir(patches, "--patches", "patches"), check=check,
+            jobs=_int(jobs, "--jobs", 0, 0, 256) or None,
+            sign_key=_input(sign_key, "--sign-key", "private key", KEY_LIMIT),
+            sign_cert=_input(sign_cert, "--sign-cert", "certificate", KEY_LIMIT))
+        with render.progress_display(console) as display:
+            result = dkms_cmd.run(request, display)
         if json:
-            print(dump_json(summary))
+            print(dump_json(result.to_json()))
         else:
-            render.print_dkms(summary, console)
-    if summary["check"] and summary["check"]["verdict"] != "fixed":
-        raise Exit(code=1)
+            render.print_dkms(result.to_json(), console)
+    _fail(result.exit_code)
 
 
-@task(help={
-    "kernel": "upstream version whose Debian image boots in the guest (default 6.12.107)",
-    "variant": "after (our fix, default) | canary (fix + bench/canary-prfx-match-delay.patch)",
-    "check": "exit 1 when the variant is slower than before beyond --threshold, significantly",
-    "threshold": "regression threshold, a fraction (default 0.05)",
-    "runs": "pyperf runs per mode and variant; each is one module load, interleaved (default 20)",
-    "connections": "connections per run (default 300)",
-    "modes": "comma-separated subset of smcr,clcv1,tcp",
-    "results": "results directory (default results/bench-<kernel>-<variant>)",
-    "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
-    "host_clock": "time with the host clock instead of QEMU's instruction-count clock (noisy)",
-    "timeout": "guest timeout in seconds (default 900)",
-    "matrix": MATRIX_HELP,
+@task(auto_shortflags=False, help={
+    "kernel": f"the Debian kernel to boot (default: {GUEST_KERNEL}, a vulnerable one)",
     "suite": SUITE_HELP,
-    "junit": "write JUnit XML here: one test case per mode and candidate (fails on a "
-             "significant regression beyond --threshold)",
+    "variant": "after (our fix, default) | canary (the fix + a deliberate 100 us delay in "
+               "smc_clc_prfx_match: proves the gate can fail)",
+    "check": "exit 1 when the variant is slower than before beyond --threshold, significantly",
+    "threshold": "regression threshold, a fraction (default: 0.05)",
+    "runs": "pyperf runs per mode and variant, each one module load, interleaved (default: 20)",
+    "connections": "connections per run (default: 300)",
+    "modes": "comma-separated subset of smcr,clcv1,tcp (default: all three)",
+    "results": "results directory (default: results/bench-<kernel>-<variant>)",
+    "host_clock": "time with the host clock instead of QEMU's instruction-count clock (noisy)",
+    "timeout": "guest timeout in seconds (default: 900)",
+    "junit": "write JUnit XML here: one test case per mode and candidate",
+    "cache": CACHE_HELP,
+    "matrix": MATRIX_HELP,
 })
-def bench(c: Context, kernel: str = "6.12.107", variant: str = "after", check: bool = False,
-          threshold: float = 0.05, runs: int = 20, connections: int = 300,
-          modes: str = "smcr,clcv1,tcp", results: str | None = None, cache: str | None = None,
-          host_clock: bool = False, timeout: int = 900, matrix: str | None = None,
-          suite: str | None = None, junit: str | None = None) -> None:
-    """SMC handshake latency before vs after the fix: the real Debian kernel in QEMU, Soft-RoCE,
-    pyperf; every run proven from the kernel's SMC counters.
+def bench(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
+          variant: str = "after", check: bool = False, threshold: str | None = None,
+          runs: str | None = None, connections: str | None = None,
+          modes: str = "smcr,clcv1,tcp", results: str | None = None, host_clock: bool = False,
+          timeout: str | None = None, junit: str | None = None, cache: str | None = None,
+          matrix: str | None = None) -> None:
+    """Measure SMC handshake latency before vs after the fix in a QEMU guest.
 
-    Results (pyperf JSON per mode and variant, compare_to.txt, latency.png, summary.md) go to one
-    directory, printed at the end. With --check: exit 1 on a significant regression.
+    The real Debian kernel boots under QEMU with Soft-RoCE; pyperf measures; every run is proven
+    from the kernel's SMC counters. Results (pyperf JSON per mode and variant, compare_to.txt,
+    latency.png, summary.md) go to one directory. Exit 0; with --check 1 on a significant
+    regression; 2 on bad input.
     """
     from .commands import bench as bench_cmd
-    from .guest.bench import BenchConfig
+    from .guest.latency import BenchConfig
 
     with reported_errors():
         config = BenchConfig(
-            modes=tuple(m.strip() for m in modes.split(",") if m.strip()), runs=runs,
-            connections_per_run=connections, threshold=threshold, timeout_s=timeout)
-        if host_clock:
-            config = dataclasses.replace(config, icount=None)
-        outcome = bench_cmd.run(kernel, variant, config, _path(results), _path(cache),
-                                _path(matrix), progress=console.print, suite=suite)
+            modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+            runs=_int(runs, "--runs", 20, 2, 1000),
+            connections_per_run=_int(connections, "--connections", 300, 1, 100_000),
+            threshold=_float(threshold, "--threshold", 0.05, 0.001, 0.999),
+            timeout_s=_int(timeout, "--timeout", 900, 30, 86_400),
+            icount=None if host_clock else BenchConfig().icount)
+        request = bench_cmd.BenchRequest(
+            config=config, kernel=kernel, suite=suite or None, variant=variant,
+            matrix=_kernel_request([kernel], ["amd64"], "", suite, matrix).matrix,
+            results=_output_dir(results, "--results"), cache_dir=_path(cache))
+        junit_path = _output(junit, "--junit")
+        request.check()
+        with render.progress_display(console) as display:
+            outcome = bench_cmd.run(request, display)
         for line in outcome.gate_lines:
             console.print(line)
         result = outcome.result
-        if junit:
+        if junit_path:
             from .outputs import junit as junit_xml
 
-            junit_xml.write(Path(junit).expanduser(), junit_xml.bench_suite(result, threshold))
+            junit_xml.write(junit_path, junit_xml.bench_suite(result, config.threshold))
         console.print(f"boot to guest script {result.boot_s or 0:.1f} s, "
                       f"total {result.wall_s:.0f} s")
         console.print(f"results: {result.results_dir} "
                       "(summary.md, latency.png, compare_to.txt, pyperf *.json)")
-    if outcome.exit_code(check):
-        raise Exit(code=outcome.exit_code(check))
+    _fail(outcome.exit_code(check))
 
 
-def dump_json(data: Any) -> str:
-    return json_module.dumps(data, indent=2)
+def _output_dir(value: str | None, option: str) -> Path | None:
+    """A results directory: made by us; an existing non-directory is refused now."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{option} {path}: exists and is not a directory")
+    files.check_output(path / "summary.md", option)
+    return path
 
 
-@task(
-    iterable=["suite", "arch"],
-    help={
-        "suite": "a suite to scan (repeatable; default: the host's release and its -security)",
-        "arch": ARCH_HELP + "; repeatable",
-        "flavour": FLAVOUR_HELP.replace("plain flavour (default)", "plain flavour") +
-                   " (default: all)",
-        "json": "write every image's result here (schema smcpatch-scan/1)",
-        "vex": VEX_HELP.replace("verify's rebuilt after-modules", "its module's SHA256"),
-        "junit": "write JUnit XML here (one test case per image: vulnerable fails)",
-        "parallel": "downloads at once (default 4)",
-        "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
-    },
-)
+@task(iterable=["suite", "arch"], auto_shortflags=False, help={
+    "suite": "a suite to scan (repeatable; default: the host's release and its -security)",
+    "arch": ARCH_HELP + "; repeatable",
+    "flavour": FLAVOUR_HELP.replace("plain flavour (default)", "plain flavour") +
+               " (default: all)",
+    "json": "write every image's result here (schema smcpatch-scan/1)",
+    "vex": VEX_HELP.replace("verify's rebuilt after-modules", "its module's SHA256"),
+    "junit": "write JUnit XML here (one test case per image: a vulnerable one fails)",
+    "parallel": "downloads at once (default: 4)",
+    "cache": CACHE_HELP,
+})
 def scan(c: Context, suite: list[str] | None = None, arch: list[str] | None = None,
          flavour: str = "all", json: str | None = None, vex: str | None = None,
-         junit: str | None = None, parallel: int = 4, cache: str | None = None) -> None:
-    """Judge every published Debian kernel image from its own smc.ko (only the image debs are
-    downloaded; results cached by package SHA256), beside what Debian's changelog says.
+         junit: str | None = None, parallel: str | None = None,
+         cache: str | None = None) -> None:
+    """Judge every published Debian kernel image from its own smc.ko.
 
-    Exit 0 when every image was judged and no changelog contradicts its binary, 1 otherwise,
-    2 on bad input. Vulnerable images are findings, not failures (the JUnit file fails them).
+    Only the image debs are downloaded; results are cached by package SHA256; what Debian's
+    changelog says is shown beside each. Exit 0 when every image was judged and no changelog
+    contradicts its binary, 1 otherwise, 2 on bad input. Vulnerable images are findings, not
+    failures (the JUnit file fails them).
     """
     from .commands import scan as scan_cmd
 
     with reported_errors():
-        request = scan_cmd.ScanRequest(suites=suite or [], arches=arch or [], flavour=flavour,
-                                       cache_dir=_path(cache), json_path=_path(json),
-                                       vex_path=_path(vex), junit_path=_path(junit),
-                                       parallel=max(1, parallel))
+        request = scan_cmd.ScanRequest(
+            suites=suite or [], arches=arch or [], flavour=flavour, cache_dir=_path(cache),
+            json_path=_output(json, "--json"), vex_path=_output(vex, "--vex"),
+            junit_path=_output(junit, "--junit"),
+            parallel=_int(parallel, "--parallel", 4, 1, 16))
+        scan_cmd.check_request(request)
         with render.progress_display(console) as display:
             result = scan_cmd.run(request, display)
-        console.print(render.scan_table(result.rows, result.suites))
-        counts = {v: sum(1 for r in result.rows if r.verdict == v and not r.error)
-                  for v in ("vulnerable", "fixed", "not_affected", "unknown")}
-        console.print(f"{len(result.rows)} images in {result.seconds:.1f} s: "
-                      + ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in counts.items() if n)
-                      + f"; downloaded {result.downloaded_bytes / 1e6:.0f} MB "
-                      f"({sum(1 for r in result.rows if r.from_cache)} from the cache)")
+        render.print_scan(result, console)
         for path, what in ((json, "JSON"), (vex, "OpenVEX"), (junit, "JUnit")):
             if path:
                 console.print(f"{what}: {path}")
-        errors_ = [f"{r.package} {r.version}: {r.error}" for r in result.rows if r.error]
-        if errors_:
-            errors.print(f"[red]error:[/] {escape('; '.join(errors_))}", soft_wrap=True)
-    if result.exit_code:
-        raise Exit(code=result.exit_code)
+        failed = [f"{r.package} {r.version}: {r.error}" for r in result.rows if r.error]
+        if failed:
+            errors.print(f"[red]error:[/] {escape('; '.join(failed))}", soft_wrap=True)
+    _fail(result.exit_code)
 
 
-@task(help={
-    "kernel": "the Debian kernel to boot (default 6.12.107, a vulnerable one)",
+@task(auto_shortflags=False, help={
+    "kernel": f"the Debian kernel to boot (default: {GUEST_KERNEL}, a vulnerable one)",
+    "suite": SUITE_HELP,
+    "seconds": "churn time per variant (default: 60)",
     "attempts": "churn cycles per variant: the device deleted and recreated (default: as many "
                 "as --seconds allows)",
-    "seconds": "churn time per variant (default 60)",
     "widen": "use instrumented builds of both variants: a 20 ms busy-wait at the same point "
              "(between taking the dst and reading its device); said in the report",
     "json": "write the result here (schema smcpatch-race/1)",
-    "cache": "cache directory (default $SMCPATCH_CACHE or ~/.cache/smcpatch)",
+    "cache": CACHE_HELP,
     "matrix": MATRIX_HELP,
-    "suite": SUITE_HELP,
 })
-def race(c: Context, kernel: str = "6.12.107", attempts: int = 0, seconds: float = 60.0,
-         widen: bool = False, json: str | None = None, cache: str | None = None,
-         matrix: str | None = None, suite: str | None = None) -> None:
-    """The vulnerable and the fixed module in Debian's kernel under device churn (a veth pair
-    deleted and recreated under clcv1 handshakes), with slab poisoning, KFENCE and the
-    lockup/stall detectors on; splats come from the kernel, never from timing.
+def race(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
+         seconds: str | None = None, attempts: str | None = None, widen: bool = False,
+         json: str | None = None, cache: str | None = None, matrix: str | None = None) -> None:
+    """Attack the race: both modules in Debian's kernel under device churn.
 
-    Exit 0 when the fixed module survives every attempt with no splat, 1 when it does not;
+    A veth pair is deleted and recreated under clcv1 handshakes, with slab poisoning, KFENCE and
+    the lockup/stall detectors on; splats come from the kernel, never from timing. Exit 0 when
+    the fixed module survives every attempt with no splat, 1 when it does not, 2 on bad input;
     the vulnerable module's outcome is reported as it is.
     """
     from .commands import race as race_cmd
 
     with reported_errors():
-        request = race_cmd.RaceRequest(kernel=kernel, attempts=attempts, seconds=seconds,
-                                       widen=widen, json_path=_path(json),
-                                       cache_dir=_path(cache), matrix=_path(matrix),
-                                       suite=suite)
+        request = race_cmd.RaceRequest(
+            kernel=kernel, suite=suite or None,
+            seconds=_float(seconds, "--seconds", 60.0, 1.0, 3600.0),
+            attempts=_int(attempts, "--attempts", 0, 0, 1_000_000), widen=widen,
+            json_path=_output(json, "--json"), cache_dir=_path(cache),
+            matrix=_kernel_request([kernel], ["amd64"], "", suite, matrix).matrix)
         with render.progress_display(console) as display:
-            result = race_cmd.run(request, display.reporter("race"))
+            result = race_cmd.run(request, display)
         render.print_race(result, console)
         if json:
             console.print(f"JSON: {json}")
-    if result.exit_code:
-        raise Exit(code=result.exit_code)
+    _fail(result.exit_code)
 
 
 namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench, scan, race)
 
 
-def main() -> None:
+# -- the console script: smcpatch's own tasks and options, nothing of invoke's --------------------
+EXIT_CODES = "exit codes: 0 done, 1 a failed check, 2 bad input (each task's help says more)"
+
+
+def _options(t: Task[Any]) -> dict[str, tuple[str, Any]]:
+    """--option-name -> (parameter, its default) of a task."""
+    params = list(pyinspect.signature(t.body).parameters.values())[1:]
+    return {"--" + p.name.replace("_", "-"): (p.name, p.default) for p in params}
+
+
+def _summary(t: Task[Any]) -> str:
+    return (pyinspect.getdoc(t.body) or "").split("\n", 1)[0]
+
+
+def print_help() -> None:
+    width = max(len(name) for name in namespace.tasks)
+    print("usage: smcpatch <task> [options]     smcpatch <task> -h: the task's options\n")
+    print("Is this kernel's SMC module fixed against CVE-2025-40168, and what does the fix "
+          "cost?\n")
+    print("tasks:")
+    for name, t in namespace.tasks.items():
+        print(f"  {name:<{width}}  {_summary(t)}")
+    print("\noptions:\n  -h, --help     this help\n  -V, --version  the version\n"
+          "  -l, --list     the tasks, one per line\n")
+    print(EXIT_CODES)
+
+
+def print_task_help(name: str) -> None:
+    t = namespace.tasks[name]
+    print(f"usage: smcpatch {name} [options]\n")
+    doc = pyinspect.getdoc(t.body) or ""
+    print(doc + "\n")
+    print("options:")
+    for option, (param, default) in _options(t).items():
+        kind = "" if isinstance(default, bool) else " " + param.upper().replace("_", "-")
+        text = t.help.get(param, "")
+        if param in t.iterable and "repeatable" not in text:
+            text += "; repeatable"
+        print(f"  {option}{kind}")
+        print(f"      {text}")
+    print("  -h, --help\n      this help")
+
+
+def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
+    """(task, its keyword arguments) from argv, or None when help or the version was printed.
+    Anything unknown is bad input (exit 2), never a guess."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print_help()
+        return None
+    if argv[0] in ("-V", "--version"):
+        print(f"smcpatch {__version__}")
+        return None
+    if argv[0] in ("-l", "--list"):
+        for name in namespace.tasks:
+            print(name)
+        return None
+    name, rest = argv[0], argv[1:]
+    if name not in namespace.tasks:
+        raise BadInput(f"unknown task {name!r}: choose {', '.join(namespace.tasks)} "
+                       "(smcpatch --help)")
+    t = namespace.tasks[name]
+    if "-h" in rest or "--help" in rest:
+        print_task_help(name)
+        return None
+    options = _options(t)
+    kwargs: dict[str, Any] = {}
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        option, has_value, value = word.partition("=")
+        if option not in options:
+            raise BadInput(f"{name}: unknown option {word!r} (smcpatch {name} -h)")
+        param, default = options[option]
+        if isinstance(default, bool):
+            if has_value:
+                raise BadInput(f"{name}: {option} takes no value")
+            kwargs[param] = True
+        else:
+            if not has_value:
+                i += 1
+                if i >= len(rest) or (rest[i].startswith("--") and len(rest[i]) > 2):
+                    raise BadInput(f"{name}: {option} needs a value")
+                value = rest[i]
+            if param in t.iterable:
+                kwargs.setdefault(param, []).append(value)
+            elif param in kwargs:
+                raise BadInput(f"{name}: {option} given twice")
+            else:
+                kwargs[param] = value
+        i += 1
+    return name, kwargs
+
+
+def main(argv: list[str] | None = None) -> None:
     """The `smcpatch` console script."""
-    Program(namespace=namespace, version=__version__, name="smcpatch",
-            binary="smcpatch").run()
+    args = sys.argv[1:] if argv is None else argv
+    code = 0
+    try:
+        with reported_errors():
+            parsed = parse_argv(args)
+        if parsed is not None:
+            name, kwargs = parsed
+            namespace.tasks[name].body(Context(), **kwargs)
+    except Exit as exc:
+        code = exc.code
+    except BrokenPipeError:
+        code = 128 + signal.SIGPIPE
+    with contextlib.suppress(BrokenPipeError, OSError):
+        sys.stdout.flush()
+    sys.exit(code)
+

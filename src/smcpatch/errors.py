@@ -25,6 +25,10 @@ class ConfigError(SmcpatchError):
     """kernels.toml, patches/series or another of our own inputs is malformed."""
 
 
+class UnknownFix(BadInput, ConfigError):
+    """A fix id the patch series does not have (named by the user, or asked of the series)."""
+
+
 class ToolMissing(SmcpatchError):
     """A host tool is missing; the message names the command that installs it."""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import BadInput
+from smcpatch.guest import kernel as gk
 from smcpatch.guest import loadcheck
 from smcpatch.guest import machine as vm
 
@@ -76,12 +77,12 @@ def test_insmod_success_without_proc_modules_is_not_loaded() -> None:
     ("s390x", "qemu-system-s390x", "console=ttysclp0"),
 ])
 def test_qemu_command_per_arch(arch: str, qemu: str, console: str, tmp_path: Path) -> None:
-    kernel = vm.GuestKernel(release="r", vmlinuz=tmp_path / "vmlinuz", modules_root=tmp_path)
-    cmd = loadcheck.qemu_command(loadcheck.GUESTS[arch], kernel, tmp_path / "i.cpio")
+    kernel = gk.GuestKernel(release="r", vmlinuz=tmp_path / "vmlinuz", modules_root=tmp_path)
+    cmd = vm.qemu_command(arch, kernel, tmp_path / "i.cpio")
     assert cmd[0] == qemu
     assert console in cmd[cmd.index("-append") + 1]
     assert "-no-reboot" in cmd and cmd[cmd.index("-nic") + 1] == "none"  # no network
-    assert {t.package for t in loadcheck.host_tools(arch)} >= {loadcheck.GUESTS[arch].package}
+    assert {t.package for t in loadcheck.host_tools(arch)} >= {vm.MACHINES[arch].package}
 
 
 def test_unknown_arch_is_bad_input() -> None:

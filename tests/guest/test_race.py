@@ -7,7 +7,7 @@ from pathlib import Path
 
 from smcpatch.commands.race import RaceResult
 from smcpatch.guest import race
-from smcpatch.pipeline.build import KernelConfig
+from smcpatch.kernels.kconfig import KernelConfig
 
 OOPS = """\
 [   11.4] smcpatch-race: before start

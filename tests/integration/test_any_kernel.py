@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import BadInput, FetchError
-from smcpatch.kernels import targets
 from smcpatch.kernels.archive import Archive
-from smcpatch.pipeline import flow as pipeline
+from smcpatch.kernels.resolve import KernelRequest, resolve
+from smcpatch.pipeline import prepare as pipeline
 from smcpatch.plumbing.cache import Cache
 from smcpatch.plumbing.suites import served_suites
 
@@ -66,7 +66,7 @@ def test_a_version_in_several_suites_prefers_the_hosts_release(archive: Archive)
 
 
 def test_a_backports_kernel_is_verified_on_the_host(test_cache: Cache) -> None:
-    [target] = targets.resolve(test_cache, ["6.12.95"], "amd64")
+    [target] = resolve(test_cache, KernelRequest(("6.12.95",), flavour="amd64"))
     r = pipeline.verify_target(test_cache, target, pipeline.Options())
     assert r.ok, (r.error, r.problems)
     assert (r.source_state, r.build_env, r.suite) == ("vulnerable", "host", "bookworm-backports")
@@ -77,7 +77,7 @@ def test_a_backports_kernel_is_verified_on_the_host(test_cache: Cache) -> None:
 def test_a_510_kernel_builds_with_gcc10_in_a_bullseye_chroot(test_cache: Cache) -> None:
     """gcc-10, which the bookworm host lacks, found in bullseye by itself; 5.10 has no
     dst_dev_rcu (the compat variant) and no CONFIG_PREEMPT_RCU (the DWARF decides)."""
-    [target] = targets.resolve(test_cache, ["5.10.223"], "amd64")
+    [target] = resolve(test_cache, KernelRequest(("5.10.223",), flavour="amd64"))
     r = pipeline.verify_target(test_cache, target, pipeline.Options(fixes=["all"]))
     assert r.ok, (r.error, r.problems)
     assert r.build_env == "bullseye"

@@ -11,6 +11,7 @@ import pytest
 from smcpatch import inspection
 from smcpatch.commands import dkms as dkms_cmd
 from smcpatch.errors import BadInput
+from smcpatch.inspection import signature
 from smcpatch.packaging import dkms, signing
 from smcpatch.pipeline.fetch import Workspace
 from tests.packaging.test_dkms import MAIN_PATCH, _nothing_outside, needs_root, states_for
@@ -37,7 +38,7 @@ def test_dkms_build_vulnerable_kernel(workspace_for: Callable[[str], Workspace],
     assert inspection.inspect_module(ws.shipped_module).evidence.verdict == "vulnerable"
     # dkms's module differs from Debian's in exactly the function our patch changes
     assert inspection.changed_functions(ws.shipped_module, built.smc) == ["smc_clc_prfx_match"]
-    assert signing.module_signature(built.smc) is None  # signing off unless asked
+    assert signature.module_signature(built.smc) is None  # signing off unless asked
     assert "applying patch" in built.output
     _nothing_outside("6.1.0-50-amd64")
 
@@ -61,7 +62,7 @@ def test_dkms_build_fixed_kernel_signed(workspace_for: Callable[[str], Workspace
     assert ws.shipped_module is not None
     assert inspection.changed_functions(ws.shipped_module, built.smc) == []
     assert inspection.same_function(ws.shipped_module, built.smc, "smc_clc_prfx_match") is True
-    sig = signing.module_signature(built.smc)
+    sig = signature.module_signature(built.smc)
     assert sig is not None
     assert (sig["signer"], sig["hash_algorithm"]) == ("smcpatch dkms test key", "sha256")
     assert signing.verify_signature(built.smc, cert)
@@ -105,8 +106,11 @@ def test_dkms_command_check_signed(workspace_for: Callable[[str], Workspace],
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=smcpatch check key", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    summary = dkms_cmd.run(test_cache, ws.target.version, tmp_path / "pkg", check=True,
-                           sign_key=key, sign_cert=cert)
+    from smcpatch.kernels.resolve import KernelRequest
+
+    summary = dkms_cmd.run(dkms_cmd.DkmsRequest(
+        kernels=KernelRequest((ws.target.version,)), out_dir=tmp_path / "pkg",
+        cache_dir=test_cache.root, check=True, sign_key=key, sign_cert=cert)).to_json()
     assert summary["version"] == "6.12.107-1.deb12u1"
     assert summary["release_regex"] == "^6\\.12\\.107\\+deb12-"
     assert summary["fixes"] == [{"id": "CVE-2025-40168", "state": "vulnerable",

@@ -36,9 +36,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smcpatch.commands import inspect as inspect_cmd
+from smcpatch.data import DEFAULT_PATCHES
 from smcpatch.errors import InspectError
 from smcpatch.inspection import ModuleInfo, check_vermagic, inspect_module
-from smcpatch.pipeline import build
+from smcpatch.pipeline import build, variants
 from smcpatch.pipeline.fetch import Workspace
 from smcpatch.plumbing.cache import Cache
 
@@ -160,7 +161,8 @@ def check_inspect(path: Path, data: bytes) -> str:
     path.write_bytes(data)
     with time_limit(CASE_SECONDS):
         try:
-            result, code = inspect_cmd.run(path)
+            out = inspect_cmd.run(path)
+            result, code = out.to_json(), out.exit_code
         except InspectError as exc:
             message = exc.one_line()
             assert message and "\n" not in message
@@ -200,15 +202,14 @@ def clc_object(workspace_for: Callable[[str], Workspace], test_cache: Cache) -> 
     found = sorted(test_cache.root.glob(f"builds/{ws.target.key}__*/out/before/smc_clc.o"))
     if not found:  # built by the integration tests; build it here if they haven't run yet
         from smcpatch.pipeline import classify as patching
-        from smcpatch.pipeline import flow as pipeline
 
-        fixes = [f for f in patching.load_series(pipeline.PATCHES_DIR, "all") if f.default]
+        fixes = [f for f in patching.load_series(DEFAULT_PATCHES, "all") if f.default]
         states = patching.classify(ws.source_tree, fixes)
-        variants = patching.make_variants(ws.source_tree, states,
-                                          test_cache.dir("variants", f"{ws.target.key}__fuzz"))
+        made = variants.make_variants(ws.source_tree, states,
+                                      test_cache.dir("variants", f"{ws.target.key}__fuzz"))
         built = build.build_variants(test_cache, f"{ws.target.key}__fuzz", ws.kdir,
-                                     variants.before / "net" / "smc",
-                                     variants.after / "net" / "smc")
+                                     made.before / "net" / "smc",
+                                     made.after / "net" / "smc")
         found = [built.before.clc_object]
     return found[0].read_bytes()
 

@@ -22,7 +22,7 @@ import pytest
 
 from smcpatch import cli
 from smcpatch.kernels.targets import Target
-from smcpatch.pipeline import flow as pipeline
+from smcpatch.pipeline import prepare as pipeline
 from smcpatch.pipeline.fetch import Workspace
 from smcpatch.plumbing import hostpkg
 from smcpatch.plumbing.cache import Cache

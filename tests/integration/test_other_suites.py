@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from smcpatch.kernels.targets import Target
-from smcpatch.pipeline import flow as pipeline
+from smcpatch.pipeline import prepare as pipeline
 from smcpatch.plumbing.cache import Cache
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from smcpatch import inspection
+from smcpatch.kernels.resolve import KernelRequest, resolve
 from smcpatch.kernels.targets import Target
-from smcpatch.pipeline import flow as pipeline
+from smcpatch.pipeline import prepare as pipeline
 from smcpatch.pipeline import report
 from smcpatch.pipeline.fetch import Workspace
 from smcpatch.plumbing.cache import Cache
@@ -179,9 +180,8 @@ def test_kernel_outside_the_matrix_is_resolved_from_the_archive(test_cache: Cach
     """`--kernel 6.1.187`: the first Debian 6.1 with the fix, not pinned in kernels.toml. Its own
     linux-kbuild-6.1 is gone from the archive; a newer one of the series builds the module and
     the vermagic/modversions checks vouch for the result."""
-    from smcpatch.kernels import targets
 
-    [target] = targets.resolve(test_cache, ["6.1.187"], "amd64")
+    [target] = resolve(test_cache, KernelRequest(("6.1.187",), flavour="amd64"))
     assert (target.package_version, target.release) == ("6.1.187-1", "6.1.0-53-amd64")
     r = pipeline.verify_target(test_cache, target, pipeline.Options())
     assert r.ok, (r.error, r.problems)

@@ -11,7 +11,7 @@ import pytest
 
 from smcpatch.errors import BadInput
 from smcpatch.pipeline import fetch as sources
-from smcpatch.pipeline import flow as pipeline
+from smcpatch.pipeline import prepare as pipeline
 from smcpatch.plumbing.cache import Cache
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import BadInput, VmError
-from smcpatch.guest import bench as b
+from smcpatch.guest import initramfs
+from smcpatch.guest import kernel as gk
+from smcpatch.guest import latency as b
 from smcpatch.guest import machine as vm
 from tests.elfobjs import require_tool
 
@@ -35,15 +37,22 @@ VM_KERNEL = "6.12.107"
 @functools.cache
 def _pipeline_input(name: str) -> Path:
     """The input the VM tests need, made by the real pipeline in the test cache."""
-    from smcpatch.guest import benchprep
+    from smcpatch.commands.bench import build_canary
+    from smcpatch.kernels.resolve import KernelRequest
+    from smcpatch.pipeline.fetch import image_deb
+    from smcpatch.pipeline.prepare import prepare_one
     from smcpatch.plumbing.cache import Cache
-    from tests.conftest import cache_root_for_tests, real_workspace
+    from tests.conftest import cache_root_for_tests
 
-    ws = real_workspace(VM_KERNEL)  # the matrix kernel, fetched into the test cache
-    cache = Cache.open(cache_root_for_tests())
-    variant = "canary" if name == "SMCPATCH_TEST_CANARY_KO" else "after"
-    inputs = benchprep.bench_inputs(cache, ws.target, variant)
-    return inputs.image_deb if name == "SMCPATCH_TEST_IMAGE_DEB" else inputs.candidate
+    cache = Cache.open(cache_root_for_tests())  # the matrix kernel, in the test cache
+    prepared = prepare_one(cache, KernelRequest((VM_KERNEL,), ("amd64",)), "VM test",
+                           tools=vm.host_tools())
+    assert prepared.workspace is not None and prepared.report.after is not None
+    if name == "SMCPATCH_TEST_IMAGE_DEB":
+        return image_deb(cache, prepared.workspace)
+    if name == "SMCPATCH_TEST_CANARY_KO":
+        return build_canary(cache, prepared)
+    return Path(prepared.report.after.path)
 
 
 def _env_path(name: str) -> Path:
@@ -63,17 +72,17 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def kernel(cache_dir: Path) -> vm.GuestKernel:
+def kernel(cache_dir: Path) -> gk.GuestKernel:
     deb = _env_path("SMCPATCH_TEST_IMAGE_DEB")
     missing = vm.missing_host_tools()
     if missing and os.geteuid() != 0:
         pytest.skip(f"host tools missing: {sorted(missing)}")
     vm.ensure_host_tools()
-    return vm.prepare_guest_kernel(deb, cache_dir)
+    return gk.prepare_guest_kernel(deb, cache_dir)
 
 
 @pytest.fixture(scope="session")
-def modules(kernel: vm.GuestKernel) -> dict[str, Path]:
+def modules(kernel: gk.GuestKernel) -> dict[str, Path]:
     after = _env_path("SMCPATCH_TEST_AFTER_KO")
     before_env = os.environ.get("SMCPATCH_TEST_BEFORE_KO")
     before = Path(before_env) if before_env else kernel.modules_dir / "kernel/net/smc/smc.ko.xz"
@@ -90,7 +99,7 @@ def _no_qemu_left(results_dir: Path) -> None:
     assert str(results_dir) not in out.stdout, f"QEMU left behind: {out.stdout}"
 
 
-def test_smoke_all_proofs_hold(kernel: vm.GuestKernel, modules: dict[str, Path], tmp_path: Path,
+def test_smoke_all_proofs_hold(kernel: gk.GuestKernel, modules: dict[str, Path], tmp_path: Path,
                                cache_dir: Path) -> None:
     t0 = time.monotonic()
     res = b.run_bench(kernel, modules, SMOKE, tmp_path / "results", cache_dir=cache_dir)
@@ -115,17 +124,17 @@ def test_smoke_all_proofs_hold(kernel: vm.GuestKernel, modules: dict[str, Path],
     print(f"smoke: boot {res.boot_s:.1f} s, total {time.monotonic() - t0:.0f} s")
 
 
-def test_module_for_another_release_is_refused(kernel: vm.GuestKernel, tmp_path: Path) -> None:
+def test_module_for_another_release_is_refused(kernel: gk.GuestKernel, tmp_path: Path) -> None:
     other = tmp_path / "smc.ko"
     other.write_bytes(b"\x7fELF" + b"\0" * 60 + b"\0vermagic=6.1.0-99-amd64 SMP mod_unload \0")
     with pytest.raises(BadInput, match="built for kernel 6.1.0-99-amd64"):
         b.run_bench(kernel, {"before": other, "after": other}, SMOKE, tmp_path / "r")
 
 
-def test_module_load_failure_shows_dmesg(kernel: vm.GuestKernel, modules: dict[str, Path],
+def test_module_load_failure_shows_dmesg(kernel: gk.GuestKernel, modules: dict[str, Path],
                                          tmp_path: Path, cache_dir: Path) -> None:
     # right vermagic, broken module: insmod fails inside the guest
-    data = vm.read_module_bytes(modules["after"])
+    data = gk.read_module_bytes(modules["after"])
     broken = tmp_path / "smc.ko"
     # e_shoff beyond the end of the file: the kernel rejects the ELF (ENOEXEC)
     broken.write_bytes(data[:0x28] + struct.pack("<Q", len(data) + 4096) + data[0x30:])
@@ -137,25 +146,25 @@ def test_module_load_failure_shows_dmesg(kernel: vm.GuestKernel, modules: dict[s
     _no_qemu_left(tmp_path / "r")
 
 
-def test_guest_hang_times_out_and_kills_qemu(kernel: vm.GuestKernel, tmp_path: Path,
+def test_guest_hang_times_out_and_kills_qemu(kernel: gk.GuestKernel, tmp_path: Path,
                                               cache_dir: Path) -> None:
-    initramfs = vm.build_initramfs(kernel, cache_dir)
+    image = initramfs.share_initramfs(kernel, cache_dir)
     t0 = time.monotonic()
     with pytest.raises(VmError, match="timed out(.|\n)*SMCB-INIT-DONE"):
-        vm.run_guest(kernel, initramfs, tmp_path / "share", "sleep 1000\n", timeout_s=40, smp=1)
+        vm.run_script(kernel, image, tmp_path / "share", "sleep 1000\n", timeout_s=40, smp=1)
     assert time.monotonic() - t0 < 60
     _no_qemu_left(tmp_path / "share")
 
 
-def test_guest_panic_is_reported(kernel: vm.GuestKernel, tmp_path: Path, cache_dir: Path) -> None:
-    initramfs = vm.build_initramfs(kernel, cache_dir)
+def test_guest_panic_is_reported(kernel: gk.GuestKernel, tmp_path: Path, cache_dir: Path) -> None:
+    image = initramfs.share_initramfs(kernel, cache_dir)
     with pytest.raises(VmError, match="(?i)kernel panic"):
-        vm.run_guest(kernel, initramfs, tmp_path / "share", "echo c > /proc/sysrq-trigger\n",
+        vm.run_script(kernel, image, tmp_path / "share", "echo c > /proc/sysrq-trigger\n",
                      timeout_s=120, smp=1)
     _no_qemu_left(tmp_path / "share")
 
 
-def test_gate_catches_the_canary(kernel: vm.GuestKernel, modules: dict[str, Path],
+def test_gate_catches_the_canary(kernel: gk.GuestKernel, modules: dict[str, Path],
                                  tmp_path: Path, cache_dir: Path) -> None:
     """before, after (the fix) and canary (fix + udelay(100) in smc_clc_prfx_match) in one boot:
     the gate must flag the canary in clcv1 and pass the fix. Small enough for CI (~1-2 min)."""

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from smcpatch.errors import BadInput
-from smcpatch.kernels.archive import series_of, upstream_of
-from smcpatch.kernels.targets import parse_version
+from smcpatch.kernels.versions import parse_version, series_of, upstream_of
 from smcpatch.pipeline.fetch import missing_package_message
 
 

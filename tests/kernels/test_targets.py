@@ -7,16 +7,9 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import BadInput, ConfigError
-from smcpatch.kernels.targets import (
-    arch_of,
-    check_arches,
-    check_flavour,
-    flavours_for,
-    load_matrix,
-    parse_version,
-    select,
-    unmatched,
-)
+from smcpatch.kernels.matrix import load_matrix, select, unmatched
+from smcpatch.kernels.targets import arch_of, check_arches, check_flavour, flavours_for
+from smcpatch.kernels.versions import parse_version
 
 
 def test_default_matrix_pins_the_four_kernels() -> None:

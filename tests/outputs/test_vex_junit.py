@@ -124,10 +124,18 @@ def test_junit_verify_one_case_per_check(tmp_path: Path) -> None:
     xml = JUnitXml.fromfile(str(path))
     [suite] = list(xml)
     cases = list(suite)
-    assert suite.tests == len(cases) == 2 * len(_target_report().checks())
+    # every check, and per target what machines run (Debian's module: a finding, skipped)
+    assert suite.tests == len(cases) == 2 * (len(_target_report().checks()) + 1)
     assert suite.failures == 1
-    failed = [c for c in cases if c.result]
+    failed = [c for c in cases if c.result and not c.is_skipped]
     assert failed[0].name == "vermagic" and "vermagic mismatch" in failed[0].result[0].message
+    findings = [c for c in cases if c.is_skipped]
+    assert len(findings) == 2 and "finding: Debian's module: vulnerable" in \
+        findings[0].result[0].message
+    assert all(c.classname.startswith("verify.6_1_176-1") for c in cases)
+    strict = junit.verify_suite([_target_report()], fail_on_vulnerable=True)
+    strict.update_statistics()
+    assert strict.failures == 1
 
 
 def test_junit_scan_fails_vulnerable_images(tmp_path: Path) -> None:

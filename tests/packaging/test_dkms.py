@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from smcpatch.commands import dkms as dkms_cmd
+from smcpatch.data import DEFAULT_PATCHES
 from smcpatch.errors import BadInput, PatchError, ToolMissing
-from smcpatch.kernels.targets import Target, load_matrix
+from smcpatch.kernels.matrix import load_matrix
+from smcpatch.kernels.targets import Target
 from smcpatch.packaging import dkms
 from smcpatch.pipeline import classify as patching
-from smcpatch.pipeline import flow as pipeline
 from smcpatch.pipeline.fetch import Workspace
 from tests import synthetic
 
@@ -32,7 +33,7 @@ DATA = synthetic.data_dir()  # made from our patch: no kernel code in the repo
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dkms add/build need root")
 
 
-PATCHES = pipeline.PATCHES_DIR
+PATCHES = DEFAULT_PATCHES
 
 
 MAIN_PATCH = "0001-smc-clc-prfx-match-rcu.patch"
@@ -60,7 +61,7 @@ def synthetic_ws(root: Path, clc: Path, version: str = "6.1.176") -> Workspace:
 
 
 def states_for(ws: Workspace, wanted: list[str] | None = None) -> list[patching.FixState]:
-    fixes = pipeline.select_fixes(patching.load_series(PATCHES, "all"), wanted or ["default"])
+    fixes = patching.load_series(PATCHES, wanted or ["default"])
     return patching.classify(ws.source_tree, fixes)
 
 
@@ -238,18 +239,23 @@ def test_ensure_dkms_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_dkms_command_option_errors(tmp_path: Path) -> None:
-    from smcpatch.plumbing.cache import Cache
 
-    cache, target = Cache.open(tmp_path / "cache"), "6.1.176"
+    from smcpatch.kernels.resolve import KernelRequest
+
+    cache, target = tmp_path / "cache", KernelRequest(("6.1.176",))
+
+    def run(kernel: KernelRequest = target, **kwargs: object) -> object:
+        return dkms_cmd.run(dkms_cmd.DkmsRequest(kernels=kernel, out_dir=tmp_path / "pkg",
+                                                 cache_dir=cache, **kwargs))  # type: ignore[arg-type]
+
     with pytest.raises(BadInput, match="needs both --sign-key and --sign-cert"):
-        dkms_cmd.run(cache, target, tmp_path / "pkg", sign_key=tmp_path / "k.pem")
+        run(sign_key=tmp_path / "k.pem")
     with pytest.raises(BadInput, match="add --check"):
-        dkms_cmd.run(cache, target, tmp_path / "pkg", sign_key=tmp_path / "k.pem",
-                     sign_cert=tmp_path / "c.pem")
+        run(sign_key=tmp_path / "k.pem", sign_cert=tmp_path / "c.pem")
     assert not (tmp_path / "pkg").exists()
     with pytest.raises(BadInput, match="unknown fix nosuch"):  # before any download
-        dkms_cmd.run(cache, target, tmp_path / "pkg", fixes=["nosuch"])
-    trixie = "6.12.107+deb13"
+        run(fixes=["nosuch"])
+    trixie = KernelRequest(("6.12.107+deb13",))
     with pytest.raises(BadInput, match="built with gcc-14 of trixie"):
-        dkms_cmd.run(cache, trixie, tmp_path / "pkg", check=True)
-    assert not (cache.root / "debs").exists()
+        run(trixie, check=True)
+    assert not (cache / "debs").exists()

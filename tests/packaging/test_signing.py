@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import BadInput, InspectError, ToolMissing
-from smcpatch.kernels.targets import load_matrix
+from smcpatch.inspection import signature
+from smcpatch.kernels.matrix import load_matrix
 from smcpatch.packaging import signing
 from smcpatch.pipeline.fetch import Workspace
 
@@ -67,7 +68,7 @@ def fake_signed(tmp_path: Path, key: Path, cert: Path, md: str = "sha384",
                     "-in", str(tmp_path / "content"), "-out", str(tmp_path / "sig.der")],
                    check=True, capture_output=True)
     blob = (tmp_path / "sig.der").read_bytes()
-    return content + blob + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(blob)) + signing.MAGIC
+    return content + blob + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(blob)) + signature.MAGIC
 
 
 def _fake_ws(kdir: Path) -> Workspace:
@@ -80,7 +81,7 @@ def _fake_ws(kdir: Path) -> Workspace:
 def test_parse_openssl_made_signature(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     key, cert = keys
     data = fake_signed(tmp_path, key, cert, md="sha384")
-    sig = signing.parse_signature(data)
+    sig = signature.parse_signature(data)
     assert sig is not None
     assert sig["signer"] == "smcpatch throwaway key"
     assert sig["issuer"] == "O=smcpatch tests, CN=smcpatch throwaway key"
@@ -90,7 +91,7 @@ def test_parse_openssl_made_signature(tmp_path: Path, keys: tuple[Path, Path]) -
     assert sig["id_type"] == "PKCS#7"
     assert sig["key_id"] is None
     assert sig["signature_bytes"] == (tmp_path / "sig.der").stat().st_size
-    split = signing.split_signature(data)
+    split = signature.split_signature(data)
     assert split is not None and split[0] == (tmp_path / "content").read_bytes()
 
 
@@ -103,8 +104,8 @@ def test_parse_keyid_signer(tmp_path: Path, keys: tuple[Path, Path]) -> None:
                     "-in", str(tmp_path / "c"), "-out", str(tmp_path / "s")],
                    check=True, capture_output=True)
     blob = (tmp_path / "s").read_bytes()
-    data = b"module" + blob + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(blob)) + signing.MAGIC
-    sig = signing.parse_signature(data)
+    data = b"module" + blob + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(blob)) + signature.MAGIC
+    sig = signature.parse_signature(data)
     text = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-ext",
                            "subjectKeyIdentifier"], check=True, capture_output=True,
                           text=True).stdout
@@ -120,31 +121,31 @@ def test_module_signature_compressed(tmp_path: Path, keys: tuple[Path, Path], su
     data = fake_signed(tmp_path, *keys, md="sha256")
     path = tmp_path / f"smc{suffix}"
     path.write_bytes(compress(data))
-    sig = signing.module_signature(path)
+    sig = signature.module_signature(path)
     assert sig is not None and sig["signer"] == "smcpatch throwaway key"
 
 
 def test_unsigned_is_none(tmp_path: Path) -> None:
     (tmp_path / "m.ko").write_bytes(b"\x7fELF" + b"\0" * 100)
-    assert signing.module_signature(tmp_path / "m.ko") is None
+    assert signature.module_signature(tmp_path / "m.ko") is None
     assert signing.verify_signature(tmp_path / "m.ko", tmp_path / "none.pem") is False
 
 
 def test_truncated_and_malformed(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     with pytest.raises(InspectError, match="truncated module signature"):
-        signing.parse_signature(b"\0" * 4 + signing.MAGIC, "m.ko")
-    huge = b"\x7fELF" + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, 10_000) + signing.MAGIC
+        signature.parse_signature(b"\0" * 4 + signature.MAGIC, "m.ko")
+    huge = b"\x7fELF" + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, 10_000) + signature.MAGIC
     with pytest.raises(InspectError, match="length 10000 does not fit"):
-        signing.parse_signature(huge, "m.ko")
+        signature.parse_signature(huge, "m.ko")
     junk = b"\x7fELF" + b"\x30\x03\x02\x01" + struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, 4) \
-        + signing.MAGIC
+        + signature.MAGIC
     with pytest.raises(InspectError, match="malformed PKCS#7"):
-        signing.parse_signature(junk, "m.ko")
+        signature.parse_signature(junk, "m.ko")
     good = fake_signed(tmp_path, *keys)
-    end = len(good) - len(signing.MAGIC) - 12
+    end = len(good) - len(signature.MAGIC) - 12
     cut = good[:end - 40] + good[end:]  # drop 40 bytes of the DER blob, keep its declared length
     with pytest.raises(InspectError):
-        signing.parse_signature(cut, "m.ko")
+        signature.parse_signature(cut, "m.ko")
 
 
 # -- key / certificate checks --------------------------------------------------------------------
@@ -191,7 +192,7 @@ def test_bad_hash(tmp_path: Path, keys: tuple[Path, Path]) -> None:
 
 
 def test_describe(tmp_path: Path, keys: tuple[Path, Path]) -> None:
-    assert signing.describe(None) == "unsigned"
-    sig = signing.parse_signature(fake_signed(tmp_path, *keys, md="sha256"))
-    assert signing.describe(sig) == (f"signed by smcpatch throwaway key (sha256, rsaEncryption, "
+    assert signature.describe(None) == "unsigned"
+    sig = signature.parse_signature(fake_signed(tmp_path, *keys, md="sha256"))
+    assert signature.describe(sig) == (f"signed by smcpatch throwaway key (sha256, rsaEncryption, "
                                      f"{(tmp_path / 'sig.der').stat().st_size}-byte PKCS#7)")

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from smcpatch.errors import ToolMissing
+from smcpatch.kernels import kconfig
+from smcpatch.kernels.kconfig import KernelConfig, ensure_toolchain
 from smcpatch.pipeline import build
-from smcpatch.pipeline.build import KernelConfig, config_fragment, ensure_toolchain, sync_sources
+from smcpatch.pipeline.build import config_fragment, sync_sources
 from tests.faults import fake_path
 
 
@@ -72,8 +74,8 @@ def test_cross_compiler_from_the_kernel_config(tmp_path: Path, config: str, arch
     facts = KernelConfig.read(tmp_path / ".config")
     assert facts.arch == arch
     assert facts.build_compiler == command
-    assert build.compiler_package(facts) == package
-    tools = {t.command: t.package for t in build.toolchain_tools(facts)}
+    assert kconfig.compiler_package(facts) == package
+    tools = {t.command: t.package for t in kconfig.toolchain_tools(facts)}
     assert tools[command] == package and tools["make"] == "make"
     assert (facts.cross.make_args() if facts.cross else None) == make_args
 
@@ -101,6 +103,6 @@ def test_config_fragment_selects_smc_modules() -> None:
 def test_missing_compiler_without_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """As root smcpatch installs what's missing; with no apt-get it says what to run instead."""
     monkeypatch.setenv("PATH", fake_path(tmp_path, lambda n: "gcc-12" in n or n == "apt-get"))
-    config = build.KernelConfig({"CONFIG_CC_VERSION_TEXT": "x86_64-linux-gnu-gcc-12 (Debian) 12.2"})
+    config = KernelConfig({"CONFIG_CC_VERSION_TEXT": "x86_64-linux-gnu-gcc-12 (Debian) 12.2"})
     with pytest.raises(ToolMissing, match="apt-get install -y --no-install-recommends gcc-12"):
-        build.ensure_toolchain(config)
+        ensure_toolchain(config)

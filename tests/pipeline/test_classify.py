@@ -22,14 +22,8 @@ import pytest
 
 from smcpatch.data import CANARY_PATCH, DEFAULT_PATCHES
 from smcpatch.errors import ConfigError, PatchError, ToolMissing
-from smcpatch.pipeline.classify import (
-    Fix,
-    FixState,
-    choose_variant,
-    classify,
-    load_series,
-    make_variants,
-)
+from smcpatch.pipeline.classify import Fix, FixState, choose_variant, classify, load_series
+from smcpatch.pipeline.variants import make_variants
 from tests import synthetic
 from tests.conftest import real_workspace
 from tests.faults import (

@@ -10,8 +10,8 @@ import pytest
 from smcpatch.commands import kernels as kernels_cmd
 from smcpatch.commands import report as report_cmd
 from smcpatch.errors import BadInput
-from smcpatch.kernels.targets import load_matrix
-from smcpatch.pipeline import report
+from smcpatch.kernels.matrix import load_matrix
+from smcpatch.outputs import jsonreport
 from smcpatch.pipeline.report import ModuleReport, TargetReport
 
 
@@ -48,15 +48,17 @@ def test_merge_joins_ci_jobs_reports(tmp_path: Path) -> None:
     jobs = tmp_path / "jobs"
     jobs.mkdir()
     for version in ("6.1.176", "6.12.117"):
-        report.write_json(jobs / f"report-{version}.json", report.document([_report(version)]))
-    reports, code = report_cmd.merge(jobs, tmp_path / "merged.json")
+        jsonreport.write_json(jobs / f"report-{version}.json",
+                              jsonreport.document([_report(version)]))
+    merged_result = report_cmd.merge(jobs, tmp_path / "merged.json")
+    reports, code = merged_result.reports, merged_result.exit_code
     assert code == 0
     assert sorted(r.version for r in reports) == ["6.1.176", "6.12.117"]
     merged = json.loads((tmp_path / "merged.json").read_text())
     assert merged["ok"] and len(merged["targets"]) == 2
     failing = _report("6.1.192", after=_module("vulnerable"))
-    report.write_json(jobs / "report-6.1.192.json", report.document([failing]))
-    assert report_cmd.merge(jobs, None)[1] == 1
+    jsonreport.write_json(jobs / "report-6.1.192.json", jsonreport.document([failing]))
+    assert report_cmd.merge(jobs, None).exit_code == 1
 
 
 @pytest.mark.parametrize("content", ["not json", '{"schema": "other"}', '{"schema": '
@@ -87,16 +89,16 @@ def test_github_matrix_has_one_job_per_target() -> None:
 
 def test_interrupted_report_write_keeps_the_previous_report(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from smcpatch.pipeline import report
+    from smcpatch.plumbing import files
 
     path = tmp_path / "r.json"
-    report.write_json(path, {"schema": "old"})
+    jsonreport.write_json(path, {"schema": "old"})
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report.json, "dump", interrupted)
+    monkeypatch.setattr(files.os, "replace", interrupted)  # the new report written, not placed
     with pytest.raises(KeyboardInterrupt):
-        report.write_json(path, {"schema": "new"})
+        jsonreport.write_json(path, {"schema": "new"})
     assert json.loads(path.read_text()) == {"schema": "old"}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]

@@ -11,7 +11,6 @@ import pytest
 
 from smcpatch.errors import BadInput
 from smcpatch.plumbing.cache import (
-    TMP_PREFIX,
     Cache,
     atomic_dir,
     entry_is_current,
@@ -19,6 +18,7 @@ from smcpatch.plumbing.cache import (
     hash_tree,
     sweep_stale_temps,
 )
+from smcpatch.plumbing.files import TMP_PREFIX, temp_name
 
 
 def _dead_pid() -> int:
@@ -75,13 +75,17 @@ def test_atomic_dir_replaces_stale_entry(tmp_path: Path) -> None:
 
 
 def test_sweep_removes_only_dead_writers_temps(tmp_path: Path) -> None:
-    dead = tmp_path / f"{TMP_PREFIX}entry.{_dead_pid()}.123456789012"
-    live = tmp_path / f"{TMP_PREFIX}entry.{os.getpid()}.123456789013"
-    dead.mkdir()
-    live.mkdir()
+    dead = tmp_path / f"{TMP_PREFIX}entry.{_dead_pid()}.123456789012.0123abcd"
+    reused = tmp_path / f"{TMP_PREFIX}entry.{os.getpid()}.1.0123abcd"  # our pid, another start
+    live = tmp_path / temp_name("entry")
+    # names that only look like temps are a user's: never touched
+    theirs = [tmp_path / ".tmp-mydata.2024", tmp_path / f"{TMP_PREFIX}mydata",
+              tmp_path / f"{TMP_PREFIX}x.{_dead_pid()}.notanumber.00"]
+    for path in (dead, reused, live, *theirs):
+        path.mkdir()
     sweep_stale_temps(tmp_path)
-    assert not dead.exists()
-    assert live.exists()
+    assert not dead.exists() and not reused.exists()
+    assert live.exists() and all(p.exists() for p in theirs)
 
 
 def test_lock_serialises_processes_and_dies_with_holder(tmp_path: Path) -> None:

@@ -5,3 +5,5 @@ these with no rich at all (`display.Quiet`).
 """
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERNAL = 3  # a bug: never reachable from the command line by design
+EXIT_WOULD_NOT_LOAD = 4  # inspect: a fixed module the named kernel would refuse

@@ -4,94 +4,143 @@ Debian's dkms against the extracted headers and inspected."""
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import inspection
+from .. import __version__, inspection
 from ..errors import BadInput
-from ..kernels import targets
-from ..packaging import signing
-from ..packaging.dkms import (
-    PACKAGE_NAME,
-    TOOLS,
-    build_package,
-    package_version,
-    release_regex,
-    write_package,
-)
-from ..pipeline import build
-from ..pipeline import classify as patching
-from ..pipeline import fetch as sources
-from ..pipeline import flow as pipeline
-from ..plumbing import hostpkg
+from ..kernels.resolve import KernelRequest, resolve
+from ..kernels.targets import HOST_ARCH, Target
+from ..packaging import dkms, signing
+from ..pipeline.prepare import Options, Prepared, prepare
 from ..plumbing.cache import Cache
-from ..plumbing.progress import Progress, silent
+from ..plumbing.progress import QUIET, Display
+from . import EXIT_FAIL, EXIT_OK
+
+SCHEMA = "smcpatch-dkms/1"
 
 
-def run(cache: Cache, kernel: str, out_dir: Path, flavour: str = "",
-        fixes: list[str] | None = None, check: bool = False, jobs: int | None = None,
-        sign_key: Path | None = None, sign_cert: Path | None = None,
-        progress: Progress = silent, patches_dir: Path | None = None,
-        matrix_path: Path | None = None, suite: str | None = None,
-        arch: str = "") -> dict[str, Any]:
-    """Fetch, classify, write the package; with ``check``, dkms-build it and inspect the result.
+@dataclass
+class DkmsRequest:
+    kernels: KernelRequest  # one kernel
+    out_dir: Path
+    cache_dir: Path | None = None
+    fixes: list[str] | None = None
+    patches: Path | None = None
+    check: bool = False  # also `dkms build` it and inspect the module dkms made
+    jobs: int | None = None
+    sign_key: Path | None = None
+    sign_cert: Path | None = None
 
-    Returns a JSON-able summary. The check builds in a temp dir under the cache (removed after).
-    """
-    if (sign_key is None) != (sign_cert is None):
+
+@dataclass
+class DkmsCheck:
+    """What `dkms build` of the package made, judged."""
+
+    release: str
+    dkms: str
+    seconds: float
+    patches_applied: list[str]
+    judgement: inspection.Judgement
+    changed_vs_shipped: list[str] | None
+
+    def to_json(self) -> dict[str, Any]:
+        judged = self.judgement.to_json()
+        return {"release": self.release, "dkms": self.dkms, "seconds": round(self.seconds, 1),
+                "patches_applied": self.patches_applied, **{k: judged[k] for k in (
+                    "verdict", "reasons", "vermagic_ok", "modversions_ok", "signature",
+                    "signature_text")}, "changed_vs_shipped": self.changed_vs_shipped}
+
+
+@dataclass
+class DkmsResult:
+    package: Path
+    version: str
+    kernel: str
+    release_regex: str
+    fixes: list[dict[str, str | None]] = field(default_factory=list)
+    check: DkmsCheck | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAIL if self.check and self.check.judgement.verdict != "fixed" else EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "tool_version": __version__, "package": str(self.package),
+                "name": dkms.PACKAGE_NAME, "version": self.version, "kernel": self.kernel,
+                "release_regex": self.release_regex, "fixes": [dict(f) for f in self.fixes],
+                "check": self.check.to_json() if self.check else None}
+
+
+def check_request(request: DkmsRequest) -> None:
+    """What can be refused before any download."""
+    if (request.sign_key is None) != (request.sign_cert is None):
         raise BadInput("signing needs both --sign-key and --sign-cert")
-    if sign_key is not None and sign_cert is not None:
-        if not check:
+    if request.sign_key is not None and request.sign_cert is not None:
+        if not request.check:
             raise BadInput("--sign-key/--sign-cert sign the module dkms builds: add --check")
-        signing.check_key_matches_cert(sign_key, sign_cert)
-    series = patches_dir or pipeline.PATCHES_DIR
-    selected = pipeline.select_fixes(patching.load_series(series, "all"),
-                                     fixes or ["default"])  # a bad --fix: before any download
-    arches = targets.check_arches([arch] if arch else [], flavour)
-    target = targets.resolve(cache, [kernel], flavour, matrix_path=matrix_path, suite=suite,
-                             arches=arches)[0]
+        signing.check_key_matches_cert(request.sign_key, request.sign_cert)
+    if len(request.kernels.kernels) != 1 or request.kernels.kernels[0] == "all":
+        raise BadInput("dkms writes the package of one kernel: give one --kernel")
+    if len(request.kernels.arches) > 1 or "all" in request.kernels.arches:
+        raise BadInput("dkms writes the package of one kernel: give at most one --arch")
+
+
+def run(request: DkmsRequest, display: Display = QUIET) -> DkmsResult:
+    """Fetch and classify through the pipeline, write the package; with `check`, dkms-build it
+    (in a temp dir under the cache, removed after) and judge the result."""
+    check_request(request)
+    cache = Cache.open(request.cache_dir)
+    options = Options(fixes=request.fixes or ["default"], jobs=request.jobs, through="classify")
+    if request.patches is not None:
+        options.patches_dir = request.patches
+    options.selected_fixes  # noqa: B018 - a bad --fix: before any download
+    [target] = resolve(cache, request.kernels)
+    _check_can_build_here(target, request.check)
+    tools = dkms.TOOLS if request.check else ()
+    prepared = prepare(cache, [target], options, display, tools=tools)[0]
+    if prepared.report.error or prepared.workspace is None:
+        raise BadInput(f"kernel {prepared.label}: {prepared.report.error}")
+    ws = prepared.workspace
+    package = dkms.write_package(ws, prepared.states, request.out_dir)
+    result = DkmsResult(
+        package=package, version=dkms.package_version(ws), kernel=ws.target.package_version,
+        release_regex=dkms.release_regex(ws),
+        fixes=[{"id": s.fix_id, "state": s.state, "variant": s.variant.name,
+                "patch": s.variant.path.name if s.state == "vulnerable" else None}
+               for s in prepared.states])
+    if request.check:
+        display.say(f"dkms build of {package.name} for {ws.target.release} ...")
+        result.check = _dkms_check(cache, prepared, package, request)
+    return result
+
+
+def _check_can_build_here(target: Target, check: bool) -> None:
     if check and target.foreign:
-        raise BadInput(f"--check runs dkms on this {targets.HOST_ARCH} host, and dkms builds for "
-                       f"the machine it runs on: check the {target.arch} package on an "
-                       f"{target.arch} system (`inv verify --arch {target.arch}` cross-builds "
-                       "and inspects the same fix here)")
+        raise BadInput(f"--check runs dkms on this {HOST_ARCH} host, and dkms builds for the "
+                       f"machine it runs on: check the {target.arch} package on an "
+                       f"{target.arch} system (`inv verify --arch {target.arch}` "
+                       "cross-builds and inspects the same fix here)")
     if check and target.build_env:
         raise BadInput(f"--check runs dkms with this host's compiler, but {target.version} is "
-                       f"built with {target.compiler} of {target.build_env}: write the package "
-                       f"without --check and build it on a {target.build_env} system")
-    ws = sources.fetch(cache, target, progress)
-    if check:  # every host tool of the check, in one install
-        config = build.KernelConfig.read(ws.kdir / ".config")
-        hostpkg.ensure([*TOOLS, *build.toolchain_tools(config)], "dkms and build tools")
-    progress("classify")
-    states = patching.classify(ws.source_tree, selected)
-    progress("write package")
-    package = write_package(ws, states, out_dir)
-    summary: dict[str, Any] = {
-        "package": str(package), "name": PACKAGE_NAME, "version": package_version(ws),
-        "kernel": target.package_version, "release_regex": release_regex(ws),
-        "fixes": [{"id": s.fix_id, "state": s.state, "variant": s.variant.name,
-                   "patch": s.variant.path.name if s.state == "vulnerable" else None}
-                  for s in states],
-        "check": None,
-    }
-    if check:
-        progress("dkms build")
-        tmp_root = cache.dir("tmp")
-        tmp_root.mkdir(exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="dkms-check-", dir=tmp_root) as tmp:
-            built = build_package(ws, package, Path(tmp) / "work", jobs, sign_key, sign_cert)
-            info = inspection.inspect_module(built.smc)
-            sig = signing.module_signature(built.smc)
-            summary["check"] = {
-                "release": built.release, "dkms": built.dkms_version,
-                "seconds": round(built.seconds, 1), "patches_applied": built.patches_applied,
-                "verdict": info.evidence.verdict, "reasons": info.evidence.reasons,
-                "vermagic_ok": inspection.check_vermagic(info, built.release)[0],
-                "modversions_ok": inspection.check_modversions(
-                    info, inspection.read_module_symvers(ws.symvers))[0],
-                "changed_vs_shipped": (inspection.changed_functions(ws.shipped_module, built.smc)
-                                       if ws.shipped_module else None),
-                "signature": sig, "signature_text": signing.describe(sig),
-            }
-    return summary
+                       f"built with {target.compiler} of {target.build_env}: write the "
+                       f"package without --check and build it on a {target.build_env} system")
+
+
+def _dkms_check(cache: Cache, prepared: Prepared, package: Path,
+                request: DkmsRequest) -> DkmsCheck:
+    ws = prepared.workspace
+    assert ws is not None
+    tmp_root = cache.dir("tmp")
+    tmp_root.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="smcpatch-tmp-dkms-check-", dir=tmp_root) as tmp:
+        built = dkms.build_package(ws, package, Path(tmp) / "work", request.jobs,
+                                   request.sign_key, request.sign_cert)
+        judgement = inspection.judge(built.smc, ws.target.release, ws.symvers)
+        changed = (inspection.changed_functions(ws.shipped_module, built.smc)
+                   if ws.shipped_module else None)
+        return DkmsCheck(release=built.release, dkms=built.dkms_version, seconds=built.seconds,
+                         patches_applied=built.patches_applied, judgement=judgement,
+                         changed_vs_shipped=changed)
+

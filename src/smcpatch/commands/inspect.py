@@ -2,39 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import inspection
-from ..errors import BadInput, InspectError
-from ..packaging import signing
-from ..pipeline import report
-from . import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK
+from .. import __version__, inspection
+from ..inspection.judge import Judgement
+from . import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, EXIT_WOULD_NOT_LOAD
+
+SCHEMA = "smcpatch-inspect/1"
+# what an input can be at most (read no more): a module is megabytes, a Module.symvers less
+MODULE_LIMIT = 256 * 1024 * 1024
+SYMVERS_LIMIT = 64 * 1024 * 1024
 
 
-def run(module: Path, release: str | None = None,
-        symvers: Path | None = None) -> tuple[dict[str, Any], int]:
-    """(JSON-able result, exit code): 0 fixed, 1 vulnerable or a failed check, 2 unknown."""
-    if not module.exists():
-        raise BadInput(f"{module}: no such file")
-    info = inspection.inspect_module(module)
-    data: dict[str, Any] = {
-        "module": str(module), "name": info.name, "vermagic": info.vermagic,
-        "srcversion": info.srcversion, "has_dwarf": info.has_dwarf, "stripped": info.stripped,
-        "verdict": info.evidence.verdict, "reasons": info.evidence.reasons,
-        "evidence": report.evidence_json(info),
-    }
-    try:
-        sig = signing.module_signature(module)
-        data["signature"], data["signature_text"] = sig, signing.describe(sig)
-    except InspectError as exc:  # a damaged signature is reported, the verdict still stands
-        data["signature"], data["signature_text"] = None, f"malformed: {exc.one_line()}"
-    if release:
-        data["vermagic_ok"], data["vermagic_detail"] = inspection.check_vermagic(info, release)
-    if symvers:
-        ok, mismatches = inspection.check_modversions(info, inspection.read_module_symvers(symvers))
-        data["modversions_ok"], data["modversions_mismatches"] = ok, mismatches
-    code = {"fixed": EXIT_OK, "vulnerable": EXIT_FAIL}.get(info.evidence.verdict, EXIT_BAD_INPUT)
-    if data.get("vermagic_ok") is False or data.get("modversions_ok") is False:
-        code = max(code, EXIT_FAIL)
-    return data, code
+@dataclass
+class InspectResult:
+    judgement: Judgement
+    exit_code: int  # 0 fixed, 1 vulnerable, 2 unknown, 4 fixed but refused by the kernel
+    why: str = ""  # one line: why the exit code is not the verdict's
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "tool_version": __version__, **self.judgement.to_json()}
+
+
+def run(module: Path, release: str | None = None, symvers: Path | None = None) -> InspectResult:
+    """The module judged; vermagic and modversions checked when the kernel is named."""
+    judgement = inspection.judge(module, release, symvers)
+    code = {"fixed": EXIT_OK, "vulnerable": EXIT_FAIL}.get(judgement.verdict, EXIT_BAD_INPUT)
+    if code == EXIT_OK and not judgement.loadable:  # fixed, but not for that kernel
+        refused = [judgement.vermagic_detail] if judgement.vermagic_ok is False else []
+        if judgement.modversions_ok is False:
+            refused.append("modversions: " + ", ".join(judgement.modversions_mismatches[:3]))
+        return InspectResult(judgement, EXIT_WOULD_NOT_LOAD,
+                             "fixed, but the kernel would refuse it: " + "; ".join(refused))
+    return InspectResult(judgement, code)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from ..data import DEFAULT_MATRIX
 from ..errors import BadInput
-from ..kernels import targets
+from ..kernels import matrix, targets
+from ..kernels.archive import Archive
 from ..kernels.targets import Target
+from ..kernels.versions import series_of, upstream_of
 from ..plumbing.cache import Cache
 
 
@@ -17,8 +19,8 @@ def listing(flavour: str, matrix_path: Path | None = None,
             arches: list[str] | None = None) -> tuple[Path, list[Target]]:
     """The matrix file and its default targets in the flavour(s) of each architecture."""
     path = matrix_path or DEFAULT_MATRIX
-    return path, targets.select(targets.load_matrix(path), [], flavour,
-                                targets.check_arches(arches or [], flavour))
+    return path, matrix.select(matrix.load_matrix(path), [], flavour,
+                               targets.check_arches(arches or [], flavour))
 
 
 def matrix_text(fmt: str, flavour: str, matrix_path: Path | None = None,
@@ -55,8 +57,6 @@ def archive_listing(cache: Cache, flavour: str = "",
     the flavour(s) of each architecture asked for (the sources are arch-independent; whether
     that arch's headers are served shows when it is verified)."""
     flavours = targets.flavours_for(flavour, targets.check_arches(arches or [], flavour))
-    from ..kernels.archive import Archive, series_of, upstream_of
-
     archive = Archive(cache)
     archive.update()
     rows: list[ArchiveKernel] = []

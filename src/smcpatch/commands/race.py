@@ -3,23 +3,24 @@ by the kernel's own checkers; the window analysis beside the result."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..data import RACE_WIDEN_PATCHES
-from ..errors import BadInput
-from ..guest import bench as benchmark
-from ..guest import benchprep, race
-from ..guest import machine as vm
-from ..kernels import targets
-from ..pipeline import build, report
-from ..pipeline import fetch as sources
-from ..pipeline import flow as pipeline
-from ..plumbing import hostpkg
+from ..guest import initramfs, machine, race, share
+from ..guest.kernel import prepare_guest_kernel
+from ..kernels.kconfig import KernelConfig
+from ..kernels.matrix import GUEST_KERNEL
+from ..kernels.resolve import KernelRequest
+from ..pipeline import build, variants
+from ..pipeline.fetch import image_deb
+from ..pipeline.prepare import Prepared, prepare_one
 from ..plumbing.cache import Cache
-from ..plumbing.progress import Progress, silent
+from ..plumbing.files import write_output
+from ..plumbing.progress import QUIET, Display, Progress
 from . import EXIT_FAIL, EXIT_OK
 
 SCHEMA = "smcpatch-race/1"
@@ -55,7 +56,7 @@ ANALYSIS = (
 
 @dataclass
 class RaceRequest:
-    kernel: str = "6.12.107"
+    kernel: str = GUEST_KERNEL
     attempts: int = 0
     seconds: float = 60.0
     widen: bool = False
@@ -92,64 +93,56 @@ class RaceResult:
                    for r in after)
 
 
-def run(request: RaceRequest, progress: Progress = silent) -> RaceResult:
+def run(request: RaceRequest, display: Display = QUIET) -> RaceResult:
     config = race.RaceConfig(seconds=request.seconds, attempts=request.attempts)
     race.check_config(config)
     cache = Cache.open(request.cache_dir)
-    target = targets.resolve(cache, [request.kernel], "", matrix_path=request.matrix,
-                             suite=request.suite)[0]
-    if target.foreign:
-        raise BadInput("inv race runs the host's own architecture (amd64): the guest runs the "
-                       "host's userland over 9p")
-    ws = sources.fetch(cache, target, progress)
-    hostpkg.ensure([*vm.host_tools(), *pipeline.host_tools(ws)], "race tools")
-    verified = pipeline.verify_target(cache, target, pipeline.Options(), workspace=ws)
-    if not verified.ok or verified.after is None or verified.before is None:
-        raise BadInput(f"kernel {target.version}: not verified "
-                       f"({'; '.join(verified.problems) or verified.error}): no race run")
-    modules = _modules(cache, ws, verified, request.widen, progress)
-    kernel = vm.prepare_guest_kernel(benchprep.image_deb(cache, ws), cache.dir("vm"))
-    initramfs = vm.build_initramfs(kernel, cache.dir("vm"))
-    helper = benchmark.build_helper(cache.dir("vm"))
-    cmdline, checkers = race.checker_cmdline(build.KernelConfig.read(ws.kernel_config))
-    results_dir = cache.dir("race", f"{target.key}-{int(time.time())}")
+    prepared = prepare_one(cache, KernelRequest((request.kernel,), ("amd64",), suite=request.suite,
+                                                 matrix=request.matrix), "race run", display,
+                           tools=[*machine.host_tools(), *share.host_tools()])
+    ws = prepared.workspace
+    assert ws is not None
+    progress = display.reporter("race")
+    modules = _modules(cache, prepared, request.widen, progress)
+    kernel = prepare_guest_kernel(image_deb(cache, ws), cache.dir("vm"))
+    image = initramfs.share_initramfs(kernel, cache.dir("vm"))
+    helper = share.build_helper(cache.dir("vm"))
+    cmdline, checkers = race.checker_cmdline(KernelConfig.read(ws.kernel_config))
+    results_dir = cache.dir("race", f"{ws.target.key}-{int(time.time())}")
     runs = []
     for variant in request.variants:
         module, patch = modules[variant]
         progress(f"race: {variant} ({'instrumented, ' if patch else ''}{config.seconds:.0f} s "
                  "of churn)")
-        runs.append(race.run_variant(kernel, initramfs, helper, variant, module, patch, config,
+        runs.append(race.run_variant(kernel, image, helper, variant, module, patch, config,
                                      cmdline, results_dir))
-    result = RaceResult(kernel=target.package_version, release=target.release, runs=runs,
+    result = RaceResult(kernel=ws.target.package_version, release=ws.target.release, runs=runs,
                         cmdline=cmdline, checkers=checkers,
                         widening={v: p for v, (_, p) in modules.items() if p})
     result.exit_code = EXIT_OK if result.fixed_survived is not False else EXIT_FAIL
     if request.json_path:
-        report.write_json(request.json_path, result.to_json())
+        write_output(request.json_path, json.dumps(result.to_json(), indent=2) + "\n")
     return result
 
 
-def _modules(cache: Cache, ws: sources.Workspace, verified: report.TargetReport, widen: bool,
+def _modules(cache: Cache, prepared: Prepared, widen: bool,
              progress: Progress) -> dict[str, tuple[Path, str]]:
     """before: the vulnerable module (Debian's own for a vulnerable kernel), after: our fixed
     build; with widen, both rebuilt with the same busy-wait at the same point."""
+    ws, verified, made = prepared.workspace, prepared.report, prepared.variants
+    assert ws is not None and made is not None
     assert verified.before is not None and verified.after is not None
     before = (ws.shipped_module if verified.source_state == "vulnerable" and ws.shipped_module
               else Path(verified.before.path))
     if not widen:
         return {"before": (before, ""), "after": (Path(verified.after.path), "")}
     progress("race: building the widened variants")
-    fixes = pipeline.Options().selected_fixes
-    key = pipeline.variant_key(ws, fixes)
-    variants = pipeline.variants_dir(cache, ws, fixes)
-    sources_of = {v: _widened(cache, key, v, variants / v / "net" / "smc")
-                  for v in ("before", "after")}
+    key = made.after.parent.name
+    sources_of = {v: variants.patched_copy(cache, f"{key}__race-widen-{v}",
+                                           RACE_WIDEN_PATCHES[v], variants.smc_dir(side),
+                                           f"the {v} sources")
+                  for v, side in (("before", made.before), ("after", made.after))}
     built = build.build_variants(cache, f"{key}__race-widen", ws.kdir, sources_of["before"],
-                                 sources_of["after"], env=pipeline.build_env(cache, ws))
+                                 sources_of["after"], env=build.environment(cache, ws))
     return {"before": (built.before.ko, RACE_WIDEN_PATCHES["before"].name),
             "after": (built.after.ko, RACE_WIDEN_PATCHES["after"].name)}
-
-
-def _widened(cache: Cache, key: str, variant: str, src: Path) -> Path:
-    return benchprep.patched_copy(cache, f"{key}__race-widen-{variant}",
-                                  RACE_WIDEN_PATCHES[variant], src, f"the {variant} sources")

@@ -1,18 +1,24 @@
-"""`report --merge`: the JSON reports of several runs (one per CI job) as one."""
+"""`report --merge`: the JSON reports of several runs (one per CI job) as one, judged again."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BadInput
-from ..pipeline import report
-from . import EXIT_FAIL, EXIT_OK
+from ..outputs import jsonreport
+from ..pipeline.report import TargetReport
+from .verify import exit_code
 
 
-def merge(directory: Path, json_out: Path | None) -> tuple[list[report.TargetReport], int]:
-    if not directory.is_dir():
-        raise BadInput(f"{directory}: not a directory of JSON reports")
-    reports = report.merge(sorted(directory.glob("*.json")))
+@dataclass
+class MergeResult:
+    reports: list[TargetReport]
+    exit_code: int
+
+
+def merge(directory: Path, json_out: Path | None,
+          fail_on_vulnerable: bool = False) -> MergeResult:
+    reports = jsonreport.merge(sorted(directory.glob("*.json")))
     if json_out:
-        report.write_json(json_out, report.document(reports))
-    return reports, EXIT_OK if all(r.ok for r in reports) else EXIT_FAIL
+        jsonreport.write_json(json_out, jsonreport.document(reports))
+    return MergeResult(reports, exit_code(reports, fail_on_vulnerable))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,15 +11,15 @@ from ..errors import BadInput
 from ..kernels import targets
 from ..outputs import junit
 from ..outputs import openvex as vex
+from ..outputs.jsonreport import write_json
 from ..pipeline import fetch as sources
 from ..pipeline import scan
-from ..pipeline.report import write_json
 from ..plumbing import hostpkg
 from ..plumbing.apt import Apt
 from ..plumbing.cache import Cache
+from ..plumbing.progress import QUIET, Display
 from ..plumbing.suites import host_releases, served_suites
 from . import EXIT_FAIL, EXIT_OK
-from .display import QUIET, Display
 
 SCHEMA = "smcpatch-scan/1"
 
@@ -52,13 +53,20 @@ def default_suites() -> list[str]:
     return [s for release in sorted(host_releases()) for s in (release, f"{release}-security")]
 
 
+def check_request(request: ScanRequest) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(suites, arches) as asked, refused when they cannot be meant (before any download)."""
+    arches = targets.check_arches(request.arches, request.flavour)
+    targets.flavours_for(request.flavour, arches)
+    suites = tuple(dict.fromkeys(request.suites or default_suites()))
+    if any(not re.fullmatch(r"[a-z][a-z0-9.-]*", s) for s in suites):
+        raise BadInput(f"not a suite name: {', '.join(suites)}")
+    return suites, arches
+
+
 def run(request: ScanRequest, display: Display = QUIET) -> ScanResult:
     started = time.monotonic()
-    arches = targets.check_arches(request.arches, request.flavour)
+    suites, arches = check_request(request)
     flavours = targets.flavours_for(request.flavour, arches)
-    suites = tuple(dict.fromkeys(request.suites or default_suites()))
-    if any(not s or "/" in s or s.startswith("-") for s in suites):
-        raise BadInput(f"not a suite name: {', '.join(suites)}")
     cache = Cache.open(request.cache_dir)
     served = served_suites(cache)
     unknown = [s for s in suites if s not in served]

@@ -1,347 +1,205 @@
-"""The QEMU guest: a real Debian kernel booted from its own linux-image .deb.
+"""The one QEMU launcher: every guest smcpatch boots (the load check of any arch, the benchmark,
+the race) is started, watched and stopped here.
 
-Host side only. The guest runs a minimal busybox initramfs that mounts the host root read-only over
-9p (so the host's python3, pyperf, iproute2 and kmod are usable inside), a writable 9p share for
-results, and runs the script the host put into that share. Modules are loaded only inside the guest.
+A guest is a real Debian kernel (guest.kernel) with an initramfs of ours (guest.initramfs); its
+console goes to a file that the launcher reads while it runs. The guest says it is done with a
+marker line; the launcher stops it then, or when the time runs out, or when it stalls: no new
+console output for `stall_s` seconds (a guest that makes no progress is stopped within minutes,
+with what it said last and, under -icount, how far its clock ran ahead of the host's). QEMU
+never outlives the call (plumbing.proc).
 
-Everything here is explicit-path based: give it the image .deb and a cache directory.
+The 9p guest (`run_script`) mounts the host's root read-only and a results share, and runs a
+shell script the host wrote there (bench, race): the host's python3, pyperf, iproute2 and kmod
+serve inside the guest. Modules are only ever loaded inside guests.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import lzma
 import os
-import stat
-import struct
-import subprocess
+import re
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import GUEST_DIR
 from ..errors import BadInput, VmError
-from ..plumbing import hostpkg
-from ..plumbing.cache import hash_file, publish_dir
-from ..plumbing.proc import kill_group
-
-INIT_SCRIPT = GUEST_DIR / "init.sh"
-
-# the host tools of the guest stage: the command, and the Debian package that brings it
-HOST_TOOLS: dict[str, str] = {
-    "qemu-system-x86_64": "qemu-system-x86",
-    "busybox": "busybox-static",
-    "depmod": "kmod",
-    "modprobe": "kmod",
-    "dpkg-deb": "dpkg",
-    "gcc": "gcc",
-    "/usr/include/arpa/inet.h": "libc6-dev",  # the guest helper is a userspace program
-    "ip": "iproute2",
-    "rdma": "iproute2",
-    "zstd": "zstd",  # to decompress the kernel ahead of time (PVH boot)
-}
-# modules the initramfs needs to mount the 9p shares; virtio-pci is built into Debian's 6.12
-# but a module of its 6.1 (then it comes first: 9pnet_virtio finds no channel without it)
-INITRAMFS_MODULES = ("virtio_pci", "9p", "9pnet_virtio")
-
-
-def _busybox_is_static(path: str) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    # a dynamic executable carries a PT_INTERP naming the loader
-    return b"ld-linux" not in head and b"/lib64/ld" not in head
-
-
-def host_tools(tools: Iterable[str] | None = None) -> list[hostpkg.Tool]:
-    """The guest stage's tools (all of them by default) as hostpkg.Tools."""
-    return [hostpkg.Tool(tool, HOST_TOOLS[tool],
-                         _busybox_is_static if tool == "busybox" else None)
-            for tool in (tools or HOST_TOOLS)]
-
-
-def missing_host_tools(tools: Iterable[str] | None = None) -> dict[str, str]:
-    """Return {tool: package} for every needed host tool that is absent."""
-    return {t.command: t.package for t in hostpkg.missing(host_tools(tools))}
-
-
-def ensure_host_tools(tools: Iterable[str] | None = None, *, install: bool = True) -> None:
-    """The guest stage's host tools present, installed with apt-get when root (hostpkg)."""
-    hostpkg.ensure(host_tools(tools), "host tools", install=install)
-
-
-# ---------------------------------------------------------------------------------------------
-# kernel image
+from ..kernels.targets import HOST_ARCH
+from ..plumbing import hostpkg, proc
+from .kernel import GuestKernel
 
 
 @dataclass(frozen=True)
-class GuestKernel:
-    release: str
-    vmlinuz: Path
-    modules_root: Path  # modules_root/lib/modules/<release>/...
-    # the same kernel, decompressed ahead of time: an ELF with a PVH entry that QEMU boots
-    # directly (no firmware boot path, no in-guest decompression: ~4 s less under TCG)
-    pvh_vmlinux: Path | None = None
+class Machine:
+    """How QEMU boots a Debian kernel of one architecture."""
 
-    @property
-    def boot_image(self) -> Path:
-        return self.pvh_vmlinux or self.vmlinuz
-
-    @property
-    def modules_dir(self) -> Path:
-        return self.modules_root / "lib" / "modules" / self.release
+    qemu: str  # the system emulator
+    package: str  # the Debian package that brings it
+    machine: tuple[str, ...]  # -machine/-cpu arguments
+    console: str  # the kernel's console device
 
 
-def _find_release(root: Path, image_deb: Path) -> str:
-    mods = root / "lib" / "modules"
-    releases = sorted(p.name for p in mods.iterdir()) if mods.is_dir() else []
-    if len(releases) != 1:
-        raise BadInput(f"{image_deb} is not a linux-image package (lib/modules holds {releases})")
-    return releases[0]
+MACHINES: dict[str, Machine] = {
+    "amd64": Machine("qemu-system-x86_64", "qemu-system-x86",
+                     ("-machine", "q35", "-cpu", "max"), "ttyS0"),
+    "arm64": Machine("qemu-system-aarch64", "qemu-system-arm",
+                     ("-machine", "virt", "-cpu", "max"), "ttyAMA0"),
+    "s390x": Machine("qemu-system-s390x", "qemu-system-misc",
+                     ("-machine", "s390-ccw-virtio",), "ttysclp0"),
+}
+STALL_S = 150.0  # no console output for this long (host seconds): the guest is stuck
+_GUEST_CLOCK = re.compile(r"\[guest\s+(\d+\.\d+)s\]|^\[\s*(\d+\.\d+)\]")
 
 
-def prepare_guest_kernel(image_deb: Path, cache_dir: Path) -> GuestKernel:
-    """Unpack a linux-image .deb into the cache (never installed) and run depmod -b on it."""
-    image_deb = Path(image_deb)
-    if not image_deb.is_file():
-        raise BadInput(f"kernel image package not found: {image_deb}")
-    ensure_host_tools(["dpkg-deb", "depmod"])
-    key = hash_file(image_deb)[:16]
-    dest = Path(cache_dir) / "guest-kernel" / f"{image_deb.stem}-{key}"
-    if not dest.is_dir():
-        with publish_dir(dest) as tmp:
-            proc = subprocess.run(["dpkg-deb", "-x", str(image_deb), str(tmp)],
-                                  capture_output=True, text=True)
-            if proc.returncode:
-                raise BadInput(f"cannot unpack {image_deb}: {proc.stderr.strip()}")
-            release = _find_release(tmp, image_deb)
-            proc = subprocess.run(["depmod", "-b", str(tmp), release],
-                                  capture_output=True, text=True)
-            if proc.returncode:
-                raise VmError(f"depmod -b {tmp} {release} failed: {proc.stderr.strip()}")
-    release = _find_release(dest, image_deb)
-    vmlinuz = dest / "boot" / f"vmlinuz-{release}"
-    if not vmlinuz.is_file():
-        raise BadInput(f"{image_deb} carries no boot/vmlinuz-{release}")
-    pvh = dest / "boot" / f"vmlinux-{release}.pvh"
-    if not pvh.is_file():
-        image = extract_pvh_vmlinux(vmlinuz)
-        if image is not None:
-            tmp_pvh = pvh.with_name(f".{pvh.name}.{os.getpid()}")
-            tmp_pvh.write_bytes(image)
-            tmp_pvh.replace(pvh)
-    return GuestKernel(release=release, vmlinuz=vmlinuz, modules_root=dest,
-                       pvh_vmlinux=pvh if pvh.is_file() else None)
-
-
-XEN_ELFNOTE_PHYS32_ENTRY = 18
-
-
-def _has_pvh_entry(elf: bytes) -> bool:
-    """An ELF64 kernel with a Xen PHYS32_ENTRY note: QEMU can boot it directly (PVH)."""
-    if elf[:5] != b"\x7fELF\x02" or len(elf) < 64:
-        return False
-    phoff, = struct.unpack_from("<Q", elf, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
-    for i in range(phnum):
-        p_type, _flags, p_offset = struct.unpack_from("<IIQ", elf, phoff + i * phentsize)
-        p_filesz, = struct.unpack_from("<Q", elf, phoff + i * phentsize + 0x20)
-        if p_type != 4:  # PT_NOTE
-            continue
-        pos, end = p_offset, p_offset + p_filesz
-        while pos + 12 <= end:
-            namesz, descsz, ntype = struct.unpack_from("<III", elf, pos)
-            name = elf[pos + 12: pos + 12 + namesz].rstrip(b"\0")
-            if name == b"Xen" and ntype == XEN_ELFNOTE_PHYS32_ENTRY:
-                return True
-            pos += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3)
-    return False
-
-
-def extract_pvh_vmlinux(vmlinuz: Path) -> bytes | None:
-    """Decompress a bzImage's payload (zstd, xz or gzip) into the ELF vmlinux, if it has a PVH
-    entry; None when that is not possible (the bzImage is then booted as is)."""
-    data = Path(vmlinuz).read_bytes()
-    if len(data) < 0x250 or data[0x202:0x206] != b"HdrS":
-        return None
-    setup_sects = data[0x1F1] or 4
-    pm_start = (setup_sects + 1) * 512
-    off, length = struct.unpack_from("<II", data, 0x248)
-    payload = data[pm_start + off: pm_start + off + length]
+def machine_for(arch: str) -> Machine:
     try:
-        if payload[:4] == b"\x28\xb5\x2f\xfd":  # zstd, le32 size appended
-            proc = subprocess.run(["zstd", "-dcq"], input=payload[:-4], capture_output=True,
-                                  timeout=120)
-            image = proc.stdout
-        elif payload[:6] == b"\xfd7zXZ\x00":  # xz, le32 size appended
-            image = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload[:-4])
-        elif payload[:2] == b"\x1f\x8b":
-            image = gzip.decompress(payload)
-        else:
-            return None
-    except (OSError, lzma.LZMAError, subprocess.SubprocessError, EOFError):
-        return None
-    size, = struct.unpack("<I", payload[-4:])
-    if len(image) != size or not _has_pvh_entry(image):
-        return None
-    return image
+        return MACHINES[arch]
+    except KeyError:
+        raise BadInput(f"no QEMU guest for architecture {arch!r}: {', '.join(MACHINES)}") from None
 
 
-# ---------------------------------------------------------------------------------------------
-# module metadata
+def host_tools(arch: str = HOST_ARCH) -> list[hostpkg.Tool]:
+    """QEMU for `arch`, and what unpacking a kernel image needs."""
+    guest = machine_for(arch)
+    return [hostpkg.Tool(guest.qemu, guest.package), hostpkg.Tool("dpkg-deb", "dpkg"),
+            hostpkg.Tool("depmod", "kmod")]
 
 
-def read_module_bytes(path: Path) -> bytes:
-    data = Path(path).read_bytes()
-    if path.name.endswith(".xz") or data[:6] == b"\xfd7zXZ\x00":
+def missing_host_tools(arch: str = HOST_ARCH) -> dict[str, str]:
+    """{command: package} of every absent host tool of a guest of `arch`."""
+    return {t.command: t.package for t in hostpkg.missing(host_tools(arch))}
+
+
+def ensure_host_tools(commands: list[str] | None = None, arch: str = HOST_ARCH, *,
+                      install: bool = True) -> None:
+    """The guest's host tools (those of `commands` only, when given) present."""
+    tools = [t for t in host_tools(arch) if commands is None or t.command in commands]
+    hostpkg.ensure(tools, "guest tools", install=install)
+
+
+def qemu_accel() -> str:
+    """TCG unless SMCPATCH_QEMU_ACCEL=kvm: /dev/kvm may exist without working (nested
+    virtualisation hangs the guest here), so KVM is opt-in."""
+    return os.environ.get("SMCPATCH_QEMU_ACCEL", "tcg")
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host directory the guest mounts over virtio-9p."""
+
+    tag: str
+    path: Path
+    readonly: bool = False
+
+
+def qemu_command(arch: str, kernel: GuestKernel, initramfs: Path, *, memory_mb: int = 1024,
+                 smp: int = 1, cmdline: str = "", shares: tuple[Share, ...] = (),
+                 icount: str | None = None) -> list[str]:
+    """The QEMU command line of every guest: the console on stdio (the launcher writes it to a
+    file), no network, no reboot (a panic ends QEMU)."""
+    guest = machine_for(arch)
+    accel = qemu_accel() if arch == HOST_ARCH else "tcg"
+    machine = [*guest.machine]
+    if accel != "tcg" and "-cpu" in machine:
+        machine[machine.index("-cpu") + 1] = "host"
+    args = [guest.qemu, *machine, "-accel", accel, "-smp", str(smp), "-m", str(memory_mb),
+            "-nographic", "-monitor", "none", "-no-reboot", "-nic", "none",
+            "-kernel", str(kernel.boot_image), "-initrd", str(initramfs),
+            "-append", f"console={guest.console} panic=-1 rdinit=/init {cmdline}".strip()]
+    for share in shares:
+        ro = ",readonly=on" if share.readonly else ""
+        args += ["-fsdev", f"local,id={share.tag},path={share.path}{ro},security_model=none"
+                           + (",multidevs=remap" if share.readonly else ""),
+                 "-device", f"virtio-9p-pci,fsdev={share.tag},mount_tag={share.tag}"]
+    if arch == HOST_ARCH:
+        args += ["-device", "virtio-rng-pci"]
+    if icount and accel == "tcg":
+        args += ["-icount", icount]
+    return args
+
+
+@dataclass
+class Boot:
+    """One guest run, as the launcher saw it."""
+
+    console: Path
+    text: str  # the console, \r removed
+    wall_s: float  # QEMU start to exit
+    marker_s: float | None  # QEMU start to the first `ready` marker, if one was given
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.text.splitlines()[-lines:])
+
+
+def boot(command: list[str], console: Path, *, done: str, timeout_s: float,
+         ready: str | None = None, stall_s: float | None = STALL_S) -> Boot:
+    """Run QEMU until the console shows `done` (then give poweroff a moment), the guest exits,
+    the time runs out, or it stalls; raise VmError for the last two, with the console's tail."""
+    hostpkg.ensure([hostpkg.Tool(command[0], next(m.package for m in MACHINES.values()
+                                                  if m.qemu == command[0]))], "guest tools")
+    console.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    marker_s: float | None = None
+    with open(console, "wb") as out:
+        qemu = proc.spawn(command, stdout=out, stderr=out)
         try:
-            data = lzma.decompress(data)
-        except lzma.LZMAError as e:
-            raise BadInput(f"{path}: corrupt xz module: {e}") from e
-    if data[:4] != b"\x7fELF":
-        raise BadInput(f"{path} is not a kernel module (no ELF header)")
-    return data
+            size, last_change = 0, started
+            while qemu.poll() is None:
+                time.sleep(0.25)
+                now = time.monotonic()
+                grown = console.stat().st_size
+                if grown != size:
+                    size, last_change = grown, now
+                    head = _tail_bytes(console)
+                    if ready and marker_s is None and ready.encode() in head:
+                        marker_s = now - started
+                    if done.encode() in head:
+                        _wait_quietly(qemu, 5)  # poweroff's moment; then QEMU is stopped
+                        break
+                if now - started > timeout_s:
+                    raise VmError(f"guest timed out after {timeout_s:.0f} s (hang or too slow); "
+                                  f"QEMU killed. {_diagnosis(console, now - started)}")
+                if stall_s is not None and now - last_change > stall_s:
+                    raise VmError(f"guest stalled: no console output for {now - last_change:.0f} s"
+                                  f"; QEMU killed. {_diagnosis(console, now - started)}")
+        finally:
+            proc.kill_group(qemu)
+    text = console.read_text(errors="replace").replace("\r", "")
+    return Boot(console, text, time.monotonic() - started, marker_s)
 
 
-def modinfo(data: bytes, key: str) -> list[str]:
-    """Values of `key=` strings in a module's .modinfo (scanned, good enough for modinfo)."""
-    out: list[str] = []
-    needle = b"\x00" + key.encode() + b"="
-    start = 0
-    while (i := data.find(needle, start)) >= 0:
-        j = data.find(b"\x00", i + len(needle))
-        out.append(data[i + len(needle): j].decode(errors="replace"))
-        start = j
-    return out
+def _wait_quietly(qemu: object, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while getattr(qemu, "poll")() is None and time.monotonic() < deadline:  # noqa: B009
+        time.sleep(0.1)
 
 
-def module_release(path: Path) -> str:
-    vermagic = modinfo(read_module_bytes(path), "vermagic")
-    if not vermagic:
-        raise BadInput(f"{path} has no vermagic: not a kernel module")
-    return vermagic[0].split()[0]
+def _tail_bytes(path: Path, size: int = 65536) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - size))
+        return handle.read()
 
 
-def check_module_matches(kernel: GuestKernel, ko: Path) -> None:
-    """A module built for another release cannot be loaded: say so before booting."""
-    if not Path(ko).is_file():
-        raise BadInput(f"module not found: {ko}")
-    rel = module_release(Path(ko))
-    if rel != kernel.release:
-        raise BadInput(
-            f"{ko} was built for kernel {rel}, but the guest image is {kernel.release}: "
-            "use the linux-image package of the same release"
-        )
+def _diagnosis(console: Path, host_s: float) -> str:
+    """What the console says last, and whether the guest's clock ran ahead of the host's
+    (-icount sleep=off warps an idle guest's clock to its next timer: while it waits on the
+    host, its timeouts fire early in host terms)."""
+    text = _tail_bytes(console).decode(errors="replace").replace("\r", "")
+    guest_s = max((float(a or b) for a, b in _GUEST_CLOCK.findall(text)), default=None)
+    clock = ""
+    if guest_s is not None and guest_s > 2 * host_s:
+        clock = (f" The guest's clock read {guest_s:.0f} s after {host_s:.0f} s of host time: "
+                 "it ran ahead while waiting on the host (a loaded host under -icount), so "
+                 "timeouts inside the guest fired early.")
+    tail = "\n".join(text.splitlines()[-25:])
+    return f"Console ({console}):{clock}\n{tail}"
 
 
-def _module_path(kernel: GuestKernel, name: str) -> Path:
-    dep = kernel.modules_dir / "modules.dep"
-    for line in dep.read_text().splitlines():
-        path = line.split(":", 1)[0]
-        base = path.rsplit("/", 1)[-1]
-        if base.split(".ko")[0].replace("-", "_") == name.replace("-", "_"):
-            return kernel.modules_dir / path
-    raise VmError(f"module {name} not found in {dep}")
-
-
-def _builtin(kernel: GuestKernel) -> set[str]:
-    """The modules this kernel has built in (modules.builtin), by name."""
-    path = kernel.modules_dir / "modules.builtin"
-    if not path.is_file():
-        return set()
-    return {line.rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_")
-            for line in path.read_text().splitlines() if line}
-
-
-def module_closure(kernel: GuestKernel, names: Sequence[str]) -> list[Path]:
-    """The modules and their dependencies, dependencies first; built-in ones are left out."""
-    order: list[Path] = []
-    seen: set[str] = set(_builtin(kernel))
-
-    def visit(name: str) -> None:
-        if name in seen:
-            return
-        seen.add(name)
-        path = _module_path(kernel, name)
-        for dep in modinfo(read_module_bytes(path), "depends"):
-            for d in filter(None, dep.split(",")):
-                visit(d)
-        order.append(path)
-
-    for n in names:
-        visit(n)
-    return order
-
-
-# ---------------------------------------------------------------------------------------------
-# initramfs
-
-
-def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
-    """A newc cpio archive of (name, mode, data) entries (directories have empty data)."""
-    out = bytearray()
-
-    def pad4() -> None:
-        out.extend(b"\0" * (-len(out) % 4))
-
-    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
-        nm = name.encode() + b"\0"
-        hdr = "070701" + "".join(
-            f"{v:08x}"
-            for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nm), 0)
-        )
-        out.extend(hdr.encode())
-        out.extend(nm)
-        pad4()
-        out.extend(data)
-        pad4()
-    return bytes(out)
-
-
-def build_initramfs(kernel: GuestKernel, cache_dir: Path) -> Path:
-    """busybox-static + the 9p/virtio modules (decompressed) + our /init; cached by inputs hash."""
-    ensure_host_tools(["busybox"])
-    busybox = Path(hostpkg.which("busybox") or "/bin/busybox").resolve()
-    mods = module_closure(kernel, INITRAMFS_MODULES)
-    h = hashlib.sha256()
-    for p in (busybox, INIT_SCRIPT, *mods):
-        h.update(str(p).encode())
-        h.update(p.read_bytes())
-    out = Path(cache_dir) / "initramfs" / f"initramfs-{kernel.release}-{h.hexdigest()[:16]}.cpio"
-    if out.is_file():
-        return out
-    d, r, x = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644, stat.S_IFREG | 0o755
-    entries: list[tuple[str, int, bytes]] = [
-        ("bin", d, b""), ("dev", d, b""), ("proc", d, b""), ("sys", d, b""),
-        ("newroot", d, b""), ("modules", d, b""),
-        ("bin/busybox", x, busybox.read_bytes()),
-        ("init", x, INIT_SCRIPT.read_bytes()),
-    ]
-    names = []
-    for p in mods:
-        name = p.name.removesuffix(".xz")
-        names.append(name)
-        entries.append((f"modules/{name}", r, read_module_bytes(p)))
-    entries.append(("modules.order", r, ("\n".join(names) + "\n").encode()))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}")
-    tmp.write_bytes(cpio_newc(entries))
-    tmp.replace(out)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# running the guest
-
-
+# -- the 9p guest: the host's root read-only, a results share, a script --------------------------
 @dataclass
 class GuestRun:
     returncode: int  # the guest script's exit code (125: init failed)
     wall_s: float  # QEMU start to exit
     boot_s: float | None  # QEMU start to "init done" (9p mounted, about to run the script)
     console: Path
-    timings: dict[str, float] = field(default_factory=dict)
 
     def console_tail(self, lines: int = 40) -> str:
         return console_tail(self.console, lines)
@@ -355,89 +213,32 @@ def console_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.replace("\r", "").splitlines()[-lines:])
 
 
-def qemu_accel() -> str:
-    """TCG unless SMCPATCH_QEMU_ACCEL=kvm: /dev/kvm may exist without working (nested
-    virtualisation hangs the guest here), so KVM is opt-in."""
-    return os.environ.get("SMCPATCH_QEMU_ACCEL", "tcg")
-
-
-def qemu_command(kernel: GuestKernel, initramfs: Path, share_dir: Path, console: Path, *,
-                 memory_mb: int = 2048, smp: int = 2, cmdline_extra: str = "",
-                 icount: str | None = None) -> list[str]:
-    accel = qemu_accel()
-    cmdline = (
-        "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic panic_on_warn=0 "
-        f"rdinit=/init nokaslr mitigations=off tsc=reliable {cmdline_extra}"
-    ).strip()
-    return [
-        "qemu-system-x86_64", "-accel", accel, "-machine", "q35", "-cpu", "max" if accel == "tcg"
-        else "host", "-smp", str(smp), "-m", str(memory_mb),
-        "-nodefaults", "-display", "none", "-monitor", "none", "-no-reboot",
-        "-serial", f"file:{console}",
-        "-kernel", str(kernel.boot_image), "-initrd", str(initramfs), "-append", cmdline,
-        "-fsdev", "local,id=hostroot,path=/,readonly=on,security_model=none,multidevs=remap",
-        "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
-        "-fsdev", f"local,id=results,path={share_dir},security_model=none",
-        "-device", "virtio-9p-pci,fsdev=results,mount_tag=results",
-        "-device", "virtio-rng-pci",
-        *(["-icount", icount] if icount and accel == "tcg" else []),
-    ]
-
-
-def run_guest(kernel: GuestKernel, initramfs: Path, share_dir: Path, guest_script: str, *,
-              timeout_s: float, memory_mb: int = 2048, smp: int = 2, icount: str | None = None,
-              on_progress: object = None, cmdline_extra: str = "") -> GuestRun:
-    """Boot the guest, run `guest_script` (sh text, run chrooted in the host root with the share at
-    /run/smcb/results) and wait for it. Raises VmError on timeout or panic, with the console tail;
-    QEMU never outlives this call (its whole process group is killed)."""
-    ensure_host_tools(["qemu-system-x86_64"])
+def run_script(kernel: GuestKernel, initramfs: Path, share_dir: Path, guest_script: str, *,
+               timeout_s: float, memory_mb: int = 2048, smp: int = 2, icount: str | None = None,
+               cmdline_extra: str = "", stall_s: float | None = STALL_S) -> GuestRun:
+    """Boot the amd64 guest with the host root and `share_dir` mounted, run `guest_script` (sh
+    text, chrooted in the host root with the share at /run/smcb/results) and wait for it."""
     share_dir = Path(share_dir).resolve()
+    if str(share_dir).startswith("/run/") or str(kernel.modules_root).startswith("/run/"):
+        raise BadInput("results and cache must not live under /run (the guest mounts a tmpfs "
+                       "there)")
     share_dir.mkdir(parents=True, exist_ok=True)
     (share_dir / "guest.sh").write_text(guest_script)
     console = share_dir / "console.log"
-    console.unlink(missing_ok=True)
-    cmd = qemu_command(kernel, initramfs, share_dir, console, memory_mb=memory_mb, smp=smp,
-                       icount=icount, cmdline_extra=cmdline_extra)
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    boot_s: float | None = None
-    try:
-        while True:
-            try:
-                proc.wait(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            now = time.monotonic() - t0
-            if boot_s is None and console.exists() and b"SMCB-INIT-DONE" in console.read_bytes():
-                boot_s = now
-            if callable(on_progress):
-                on_progress(now)
-            if now > timeout_s:
-                kill_group(proc)
-                raise VmError(
-                    f"guest timed out after {timeout_s:.0f} s (hang or too slow); QEMU killed. "
-                    f"Console tail ({console}):\n{console_tail(console)}"
-                )
-    except BaseException:
-        kill_group(proc)
-        raise
-    wall = time.monotonic() - t0
-    qemu_out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    text = console.read_text(errors="replace") if console.exists() else ""
-    if boot_s is None and "SMCB-INIT-DONE" in text:
-        boot_s = wall
-    rc = None
-    for line in text.splitlines():
-        if line.startswith("SMCB-EXIT "):
-            rc = int(line.split()[1])
+    cmdline = ("quiet loglevel=4 oops=panic panic_on_warn=0 nokaslr mitigations=off "
+               f"tsc=reliable {cmdline_extra}").strip()
+    command = qemu_command(HOST_ARCH, kernel, initramfs, memory_mb=memory_mb, smp=smp,
+                           cmdline=cmdline, icount=icount,
+                           shares=(Share("hostroot", Path("/"), readonly=True),
+                                   Share("results", share_dir)))
+    run = boot(command, console, done="SMCB-EXIT ", ready="SMCB-INIT-DONE", timeout_s=timeout_s,
+               stall_s=stall_s)
+    rc = next((int(line.split()[1]) for line in reversed(run.text.splitlines())
+               if line.startswith("SMCB-EXIT ") and line.split()[1:2] != []
+               and line.split()[1].lstrip("-").isdigit()), None)
     if rc is None:
-        why = "kernel panic" if "Kernel panic" in text else f"QEMU exited with {proc.returncode}"
-        raise VmError(
-            f"guest did not finish ({why}). {qemu_out.strip()}\n"
-            f"Console tail ({console}):\n{console_tail(console)}"
-        )
+        why = "kernel panic" if "Kernel panic" in run.text else "QEMU exited"
+        raise VmError(f"guest did not finish ({why}). Console tail ({console}):\n{run.tail()}")
     if rc == 125:
-        raise VmError(f"guest init failed. Console tail:\n{console_tail(console)}")
-    return GuestRun(returncode=rc, wall_s=wall, boot_s=boot_s, console=console)
+        raise VmError(f"guest init failed. Console tail:\n{run.tail()}")
+    return GuestRun(returncode=rc, wall_s=run.wall_s, boot_s=run.marker_s, console=console)

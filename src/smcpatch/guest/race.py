@@ -13,16 +13,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import GUEST_DIR
 from ..errors import BadInput, VmError
-from ..pipeline.build import KernelConfig
-from . import bench as benchmark
-from . import machine as vm
+from ..kernels.kconfig import KernelConfig
+from . import machine, share
+from .kernel import GuestKernel
 
 GUEST_FILES = ("guest_race.py", "guest_bench.py")
 PORT = 18402
@@ -90,7 +88,7 @@ def checker_cmdline(config: KernelConfig) -> tuple[str, list[str]]:
     if config.get("CONFIG_RCU_CPU_STALL_TIMEOUT"):
         parts.append((f"rcupdate.rcu_cpu_stall_timeout="
                       f"{config.get('CONFIG_RCU_CPU_STALL_TIMEOUT')}", "RCU stalls reported"))
-    # oops=panic (vm.qemu_command): an oops stops the guest; WARNs are counted, not fatal
+    # oops=panic (machine.run_script): an oops stops the guest; WARNs are counted, not fatal
     return " ".join(p for p, _ in parts), [f"{p}: {what}" for p, what in parts]
 
 
@@ -106,35 +104,21 @@ def read_splats(text: str, start_marker: str | None = None) -> tuple[list[str], 
     return [lines[i].strip()[:300] for i in firsts], context
 
 
-def run_variant(kernel: vm.GuestKernel, initramfs: Path, helper: tuple[Path, Path],
+def run_variant(kernel: GuestKernel, initramfs: Path, helper: tuple[Path, Path],
                 variant: str, module: Path, instrumented: str, config: RaceConfig,
                 cmdline: str, results_dir: Path) -> VariantRun:
     """One boot: load `module`, churn, read what the kernel said."""
     out = (results_dir / variant).resolve()
     shutil.rmtree(out, ignore_errors=True)
-    (out / "guest").mkdir(parents=True)
-    for name in GUEST_FILES:
-        shutil.copy2(GUEST_DIR / name, out / "guest" / name)
-    exe, lib = helper
-    shutil.copy2(exe, out / "guest" / "smcbench")
-    shutil.copy2(lib, out / "guest" / "libsmcbench.so")
-    (out / "modules").mkdir()
-    shutil.copy2(module, out / "modules" / module.name)
-    share = "/run/smcb/results"
-    guest_cfg = {
+    config_path = share.stage(out, GUEST_FILES, helper, {variant: module}, {
         "variant": variant, "release": kernel.release, "modules_root": str(kernel.modules_root),
-        "modules": {variant: f"{share}/modules/{module.name}"},
-        "results_dir": share, "helper": f"{share}/guest/smcbench",
-        "helper_lib": f"{share}/guest/libsmcbench.so", "port": PORT,
-        "seconds": config.seconds, "attempts": config.attempts,
-    }
-    (out / "config.json").write_text(json.dumps(guest_cfg, indent=1))
-    script = benchmark.guest_script(sys.executable, f"{share}/config.json",
-                                    f"{share}/guest/guest_race.py")
+        "port": PORT, "seconds": config.seconds, "attempts": config.attempts,
+    })
+    script = share.guest_script("guest_race.py", config_path)
     result = VariantRun(variant=variant, module=str(module), instrumented=instrumented)
     console = out / "console.log"
     try:
-        run = vm.run_guest(kernel, initramfs, out, script, timeout_s=config.timeout_s,
+        run = machine.run_script(kernel, initramfs, out, script, timeout_s=config.timeout_s,
                            memory_mb=config.memory_mb, smp=config.smp,
                            cmdline_extra=cmdline)
         result.outcome, result.boot_s = "finished", run.boot_s

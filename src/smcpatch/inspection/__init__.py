@@ -12,6 +12,8 @@ Split as pyelftools splits elftools.elf and elftools.dwarf:
 - :mod:`.model`: the result objects (:class:`ModuleInfo`, :class:`FunctionEvidence`,
   :class:`CallSite`).
 - :mod:`.modcheck`: vermagic and modversions against the target kernel's Module.symvers.
+- :mod:`.signature`: the appended signature (signer, hash algorithm), read.
+- :mod:`.judge`: one module judged the same way everywhere: verdict, signature, load checks.
 - :mod:`.fndiff`: kpatch-like function comparison (normalized bodies) between two builds.
 - :mod:`.disasm`: the instruction-stream second opinion (objdump) on "changed" functions.
 
@@ -30,6 +32,7 @@ from .fndiff import (
     normalize_symbol,
     same_function,
 )
+from .judge import Judgement, evidence_json, judge
 from .modcheck import check_modversions, check_vermagic, read_module_symvers
 from .model import CallSite, FunctionEvidence, ModuleInfo, Verdict
 from .verdict import (
@@ -54,15 +57,18 @@ __all__ = [
     "CallSite",
     "FunctionEvidence",
     "InspectError",
+    "Judgement",
     "ModuleInfo",
     "Verdict",
     "ZstdMissing",
     "changed_between",
     "changed_functions",
+    "evidence_json",
     "check_modversions",
     "check_vermagic",
     "function_bodies",
     "inspect_function",
+    "judge",
     "inspect_module",
     "instruction_stream",
     "layout_only_change",

@@ -7,37 +7,14 @@ refreshed once a day, so a resolution with warm lists is a few apt-cache calls.
 
 from __future__ import annotations
 
-import re
 import subprocess
-from dataclasses import dataclass
 
 from ..errors import BadInput, FetchError
-from ..plumbing.apt import Apt
+from ..plumbing.apt import Apt, Offer
 from ..plumbing.cache import Cache
 from ..plumbing.suites import host_releases, release_of, served_suites
-from .targets import ALL_FLAVOURS, Target
-
-_RELEASE = re.compile(rf"^(?P<abi>\d+\.\d+[^\s]*?)-(?P<flavour>{'|'.join(ALL_FLAVOURS)})$")
-_DEBIAN_VERSION = re.compile(r"^(?P<upstream>\d+\.\d+(?:\.\d+)?(?:~rc\d+)?)-[0-9A-Za-z.+~]+$")
-_UPSTREAM = re.compile(r"^(?P<upstream>\d+\.\d+\.\d+)$")
-
-
-@dataclass(frozen=True)
-class Offer:
-    """One package version in one suite."""
-
-    name: str
-    version: str
-    suite: str
-
-
-def upstream_of(package_version: str) -> str:
-    """6.12.95-1~bpo12+1 -> 6.12.95; 7.3~rc7-1~exp1 -> 7.3~rc7."""
-    return package_version.split("-", 1)[0]
-
-
-def series_of(upstream: str) -> str:
-    return ".".join(upstream.split("~", 1)[0].split(".")[:2])
+from .targets import Target
+from .versions import KernelSpec, parse, series_of, upstream_of
 
 
 class Archive:
@@ -52,21 +29,8 @@ class Archive:
 
     # -- what the archive holds ------------------------------------------------------------
     def offers(self, names: list[str]) -> list[Offer]:
-        """Every (version, suite) of these packages, newest version first (apt-cache madison)."""
-        if not names:
-            return []
-        proc = subprocess.run(self.apt.cache_command("madison", *names), env=self.apt.env(),
-                              capture_output=True, text=True, timeout=300, check=False)
-        found: list[Offer] = []
-        for line in proc.stdout.splitlines():
-            cols = [c.strip() for c in line.split("|")]
-            if len(cols) < 3 or not cols[2].split()[1:]:
-                continue
-            suite = cols[2].split()[1].split("/", 1)[0]
-            offer = Offer(cols[0], cols[1], suite)
-            if offer not in found:
-                found.append(offer)
-        return found
+        """Every (version, suite) of these packages, newest version first."""
+        return self.apt.offers(names)
 
     def names(self, prefix: str) -> list[str]:
         proc = subprocess.run(self.apt.cache_command("pkgnames", prefix), env=self.apt.env(),
@@ -78,38 +42,34 @@ class Archive:
         return self.offers(self.names("linux-source-"))
 
     # -- resolution ------------------------------------------------------------------------
-    def resolve(self, text: str, flavour: str, suite: str | None = None) -> Target:
+    def resolve(self, kernel: KernelSpec | str, flavour: str,
+                 suite: str | None = None) -> Target:
         """A kernel by upstream version, Debian package version or kernel release."""
-        text = text.strip()
-        if match := _RELEASE.match(text):
-            flavour = match["flavour"]
-            offers = self.offers([f"linux-headers-{text}"])
+        spec = kernel if isinstance(kernel, KernelSpec) else parse(kernel)
+        if spec.kind == "release":
+            offers = self.offers([f"linux-headers-{spec.text}"])
             if not offers:
-                raise FetchError(f"the archive has no linux-headers-{text} (kernel release "
-                                 f"{text}) in {', '.join(self.suites)}")
-            chosen, notes = self._choose(offers, text, suite)
-            return self._target(chosen.version, chosen.suite, flavour, notes, abi=match["abi"])
-        if match := _DEBIAN_VERSION.match(text):
-            series = series_of(match["upstream"])
-            offers = [o for o in self.offers([f"linux-source-{series}"]) if o.version == text]
-        elif match := _UPSTREAM.match(text):
-            series = series_of(match["upstream"])
-            offers = [o for o in self.offers([f"linux-source-{series}"])
-                      if upstream_of(o.version).split("~", 1)[0] == text]
+                raise FetchError(f"the archive has no linux-headers-{spec.text} (kernel release "
+                                 f"{spec.text}) in {', '.join(self.suites)}")
+            chosen, notes = self._choose(offers, spec.text, suite)
+            return self._target(chosen.version, chosen.suite, spec.flavour, notes, abi=spec.abi)
+        sources = self.offers([f"linux-source-{spec.series}"])
+        if spec.kind == "debian":
+            offers = [o for o in sources if o.version == spec.text]
         else:
-            raise BadInput(f"{text!r} is not a kernel version: give an upstream version "
-                           "(6.12.95), a Debian version (6.12.95-1~bpo12+1) or a kernel release "
-                           "as `uname -r` prints it (6.12.95+deb12-amd64)")
+            offers = [o for o in sources
+                      if upstream_of(o.version).split("~", 1)[0] == spec.upstream]
         if not offers:
-            available = self.offers([f"linux-source-{series}"])
-            listing = ", ".join(f"{o.version} ({o.suite})" for o in available[:12])
-            images = [n for n in self.names(f"linux-image-{series}.") if n.endswith("-amd64")]
-            only_images = (f" (the archive lists {len(images)} linux-image-{series}.* packages, "
-                           "but no sources or headers to build a module against)"
-                           if images and not available else "")
-            raise FetchError(f"kernel {text} is not in the archive; linux-source-{series} "
-                             f"versions available: {listing or 'none'}{only_images}")
-        chosen, notes = self._choose(offers, text, suite)
+            listing = ", ".join(f"{o.version} ({o.suite})" for o in sources[:12])
+            images = [n for n in self.names(f"linux-image-{spec.series}.")
+                      if n.endswith("-amd64")]
+            only_images = (f" (the archive lists {len(images)} linux-image-{spec.series}.* "
+                           "packages, but no sources or headers to build a module against)"
+                           if images and not sources else "")
+            raise FetchError(f"kernel {spec.text} is not in the archive; "
+                             f"linux-source-{spec.series} versions available: "
+                             f"{listing or 'none'}{only_images}")
+        chosen, notes = self._choose(offers, spec.text, suite)
         return self._target(chosen.version, chosen.suite, flavour, notes)
 
     def _choose(self, offers: list[Offer], text: str,

@@ -17,11 +17,11 @@ import subprocess
 from pathlib import Path
 
 from ..errors import BuildError, ToolMissing
-from ..pipeline.build import CROSS
 from ..plumbing import hostpkg
 from ..plumbing.apt import Apt, host_sources, mirror_lines
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
 from ..plumbing.debmeta import relation_names
+from .kconfig import CROSS
 from .targets import Target
 
 CHROOT_RECIPE = 2

@@ -3,21 +3,26 @@ image (scan) and per measured mode (bench), so Jenkins, GitLab and GitHub show t
 
 from __future__ import annotations
 
-import os
-import tempfile
+import re
 from pathlib import Path
+from xml.etree import ElementTree
 
-from junitparser import Error, Failure, JUnitXml, TestCase, TestSuite
+from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
-from ..guest.bench import BenchResult
+from ..cve import CVE
+from ..guest.latency import BenchResult
 from ..pipeline.report import TargetReport
 from ..pipeline.scan import ScanRow
+from ..plumbing.files import write_output
 
 
-def verify_suite(reports: list[TargetReport]) -> TestSuite:
+def verify_suite(reports: list[TargetReport], fail_on_vulnerable: bool = False) -> TestSuite:
+    """One case per target and check; and per target a case for what machines run: Debian's
+    module not fixed fails with fail_on_vulnerable, else it is skipped with the finding (shown,
+    never silently green)."""
     suite = TestSuite("smcpatch verify")
     for report in reports:
-        classname = f"{report.package_version}.{report.flavour}"
+        classname = _classname("verify", f"{report.package_version} {report.flavour}")
         seconds = report.timings.get("total", 0.0)
         checks = report.checks()
         for n, check in enumerate(checks):
@@ -27,7 +32,19 @@ def verify_suite(reports: list[TargetReport]) -> TestSuite:
                 case.result = [Error(check.message) if check.name == "completed"
                                else Failure(check.message)]
             suite.add_testcase(case)
+        shipped = TestCase("what machines run is fixed", classname=classname)
+        if report.shipped_state != "fixed":
+            finding = (f"finding: {report.answer} ({CVE}); machines running {report.release} "
+                       "are exposed")
+            shipped.result = [Failure(finding) if fail_on_vulnerable else Skipped(finding)]
+        suite.add_testcase(shipped)
     return suite
+
+
+def _classname(task: str, text: str) -> str:
+    """CI tools (Jenkins, GitLab) split a classname on its dots into package and class: the task
+    is the package, the kernel (its dots and spaces made underscores) the class."""
+    return f"{task}.{re.sub(r'[^A-Za-z0-9+~-]', '_', text)}"
 
 
 def scan_suite(rows: list[ScanRow]) -> TestSuite:
@@ -35,7 +52,8 @@ def scan_suite(rows: list[ScanRow]) -> TestSuite:
     changelog that contradicts the binary fails too."""
     suite = TestSuite("smcpatch scan")
     for row in rows:
-        case = TestCase(f"{row.package} {row.version}", classname=f"{row.suite}.{row.arch}")
+        case = TestCase(f"{row.package} {row.version}",
+                        classname=_classname("scan", f"{row.suite} {row.arch}"))
         case.system_out = f"{row.verdict}: {row.evidence}; changelog {row.changelog}"
         if row.error is not None:
             case.result = [Error(row.error)]
@@ -55,7 +73,8 @@ def bench_suite(result: BenchResult, threshold: float) -> TestSuite:
     (the same rule as `inv bench --check`)."""
     suite = TestSuite("smcpatch bench")
     for s in result.stats:
-        case = TestCase(f"{s.mode} {s.variant}/before", classname=f"bench.{result.release}")
+        case = TestCase(f"{s.mode} {s.variant}/before",
+                        classname=_classname("bench", result.release))
         case.system_out = (f"ratio {s.ratio:.3f} [95% CI {s.ci_low:.3f}, {s.ci_high:.3f}]")
         if s.ratio > 1 + threshold and s.ci_low > 1.0:
             case.result = [Failure(f"{s.variant} is {s.ratio - 1:+.1%} slower than before "
@@ -65,18 +84,10 @@ def bench_suite(result: BenchResult, threshold: float) -> TestSuite:
 
 
 def write(path: Path, *suites: TestSuite) -> None:
-    """Write atomically, like the JSON report."""
+    """Through the one output writer, like the JSON files."""
     xml = JUnitXml("smcpatch")
     for suite in suites:
         suite.update_statistics()  # type: ignore[no-untyped-call]
         xml.add_testsuite(suite)
-    path = path.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        xml.write(tmp, pretty=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = ElementTree.tostring(xml._elem, encoding="unicode")
+    write_output(path, '<?xml version="1.0" encoding="utf-8"?>\n' + text + "\n")

@@ -17,8 +17,9 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import __version__
-from ..pipeline.report import ModuleReport, TargetReport, write_json
+from ..pipeline.report import ModuleReport, TargetReport
 from ..pipeline.scan import ScanRow, package_purl
+from .jsonreport import write_json
 
 CONTEXT = "https://openvex.dev/ns/v0.2.0"
 CVE = "CVE-2025-40168"

@@ -21,6 +21,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from ..kernels.targets import Target
 from ..pipeline.report import ModuleReport, TargetReport
@@ -69,44 +70,90 @@ def _mark(value: bool | None) -> str:
 def _verdict(module: ModuleReport | None) -> str:
     if module is None:
         return "-"
-    colour = {"fixed": "green", "vulnerable": "red"}.get(module.verdict, "yellow")
-    return f"[{colour}]{module.verdict}[/]"
+    return _state(module.verdict)
 
 
-def verify_table(reports: list[TargetReport]) -> Table:
-    out = Table(title="smcpatch: CVE-2025-40168 (smc_clc_prfx_match) verification",
-                show_lines=False)
+def _state(verdict: str) -> str:
+    colour = {"fixed": "green", "vulnerable": "red", "not_affected": "green"}.get(verdict,
+                                                                                   "yellow")
+    return f"[{colour}]{verdict.replace('_', ' ')}[/]"
+
+
+def print_rows(title: str, columns: list[str], rows: list[list[str]], console: Console) -> None:
+    """A table when it fits the console (nothing truncated), else one block per row with every
+    column named: readable at 80 columns and in a pipe, never a squeezed verdict."""
+    plain = [[Text.from_markup(cell).plain for cell in row] for row in rows]
+    widths = [max([len(c), *(max((len(x) for x in row[i].split("\n")), default=0)
+                              for row in plain)]) for i, c in enumerate(columns)]
+    if sum(widths) + 3 * len(columns) + 1 <= console.width:
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column, no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    console.print(f"[bold]{escape(title)}[/]")
+    for row in rows:
+        console.print(f"[bold]{row[0]}[/]")
+        for column, cell in zip(columns[1:], row[1:], strict=True):
+            console.print(f"  {column}: {cell}", soft_wrap=True)
+
+
+def verify_rows(reports: list[TargetReport]) -> tuple[list[str], list[list[str]]]:
+    """Per target the two answers apart: what Debian ships (what machines run) and whether our
+    fix is verified; then the checks behind the second."""
     loads = any(r.load is not None for r in reports)
-    for column in ("kernel", "arch", "release", "built in", "source", "patch", "before",
-                   "after", "shipped", "vermagic", "modversions", "changed fns",
-                   *(("loads",) if loads else ()), "time s", "ok"):
-        out.add_column(column, no_wrap=column in ("kernel", "release"))
+    columns = ["kernel", "arch", "Debian's module", "our fix", "checks", "time s"]
+    rows = []
     for r in reports:
-        changed = ",".join(r.changed_functions) or "-"
-        if r.changed_functions and not r.changed_functions_ok:
-            changed = f"[red]{changed}[/]"
-        off = "n/a: SMC off" if r.compile_only else None
-        loaded = ([off or _mark(r.load.get("loaded") if r.load is not None else None)]
-                  if loads else [])
-        out.add_row(
-            r.package_version, r.arch, r.release, r.build_env, r.source_state, r.patch or "-",
-            _verdict(r.before), _verdict(r.after), _verdict(r.shipped),
-            off or _mark(r.vermagic_ok), off or _mark(r.modversions_ok), changed, *loaded,
-            f"{r.timings.get('total', 0):.1f}",
-            "[green]OK[/]" if r.ok else "[red]FAIL[/]",
-        )
-    return out
+        failed = [c.name for c in r.checks() if not c.passed]
+        if r.error:
+            ours, checks = "[red]not built[/]", "[red]error[/]"
+        else:
+            ours = "[green]verified[/]" if r.ok else "[red]NOT verified[/]"
+            checks = ("[red]" + ", ".join(failed) + "[/]") if failed else "all pass"
+        if loads and r.load is not None and r.load.get("loaded"):
+            checks += ", loads"
+        shipped = _state(r.shipped_state) if (r.shipped or r.source_state != "unknown") else "-"
+        if r.shipped is None and r.source_state != "unknown":
+            shipped += " (source)"
+        rows.append([r.package_version + ("" if r.flavour == r.arch else f" {r.flavour}"),
+                     r.arch, shipped, ours, checks, f"{r.timings.get('total', 0):.1f}"])
+    return columns, rows
 
 
 def print_summary(reports: list[TargetReport], console: Console) -> None:
-    console.print(verify_table(reports))
+    columns, rows = verify_rows(reports)
+    print_rows("CVE-2025-40168: Debian's module (what machines run) and our fix", columns, rows,
+               console)
+    vulnerable = [r for r in reports if r.shipped_state != "fixed"]
+    if vulnerable:
+        console.print(f"[yellow]{len(vulnerable)} of {len(reports)} kernel(s) ship a module that "
+                      "is not fixed[/]: machines running them are exposed until they boot a fixed "
+                      "Debian kernel or load our fixed module (--fail-on-vulnerable fails CI "
+                      "on them)", soft_wrap=True)
     for r in reports:
         for problem in r.problems:
-            console.print(f"[red]{r.package_version} {r.flavour}:[/] {escape(problem)}")
+            console.print(f"[red]problem {r.package_version} {r.flavour}:[/] {escape(problem)}",
+                          soft_wrap=True)
         if r.error_detail:
             console.print(f"[dim]{escape(r.error_detail)}[/]")
-        for note in r.notes:
-            console.print(f"[dim]{r.package_version} {r.flavour}: {escape(note)}[/]")
+    _print_notes(reports, console)
+
+
+def _print_notes(reports: list[TargetReport], console: Console) -> None:
+    """Each note once: those every target shares together, the others under their target."""
+    shared = set(reports[0].notes).intersection(*(r.notes for r in reports[1:])) \
+        if len(reports) > 1 else set()
+    for note in reports[0].notes if reports else []:
+        if note in shared:
+            console.print(f"[dim]note (every target): {escape(note)}[/]", soft_wrap=True)
+    for r in reports:
+        for note in dict.fromkeys(r.notes):
+            if note not in shared:
+                console.print(f"[dim]note {r.package_version} {r.flavour}: {escape(note)}[/]",
+                              soft_wrap=True)
 
 
 # -- inspect ------------------------------------------------------------------------------------
@@ -130,51 +177,46 @@ def print_inspect(data: dict[str, Any], console: Console) -> None:
             console.print(f"  {key}: {data[key]}")
 
 
-# -- kernels, dkms ------------------------------------------------------------------------------
-def kernels_table(title: str, targets: list[Target]) -> Table:
-    table = Table(title=title)
-    for column in ("version", "package version", "suite", "arch", "release", "packages",
-                   "expect"):
-        table.add_column(column)
+# -- kernels, scan, dkms ------------------------------------------------------------------------
+def print_kernels(title: str, targets: list[Target], console: Console) -> None:
+    rows = []
     for t in targets:
         own = f":{t.arch}" if t.foreign else ""  # a foreign kernel's own-arch packages
-        packages = "\n".join((t.source_package, t.headers_package + own,
+        packages = ", ".join((t.source_package, t.headers_package + own,
                               t.common_headers_package, t.kbuild, t.image_package + own))
-        table.add_row(t.version, t.package_version, t.suite, t.arch, t.release, packages,
-                      t.expect or "-")
-    return table
+        rows.append([t.version, t.package_version, t.suite, t.arch, t.release, t.expect or "-",
+                      packages])
+    print_rows(title, ["version", "package version", "suite", "arch", "release", "expect",
+                       "packages"], rows, console)
 
 
-def archive_table(rows: list[Any]) -> Table:
+def print_archive(rows: list[Any], console: Console) -> None:
     """`kernels --archive`: commands.kernels.ArchiveKernel rows."""
-    table = Table(title="kernels of the archive (every suite the host's mirrors serve)")
-    for column in ("version", "package version", "suite", "arch", "release", "Debian's smc.ko",
-                   "our fix"):
-        table.add_column(column, no_wrap=column in ("package version", "release"))
-    for r in rows:
-        table.add_row(r.version, r.package_version, r.suite, r.arch,
-                      r.release or "(no headers)", r.state, r.verified)
-    return table
+    print_rows("kernels of the archive (every suite the host's mirrors serve)",
+               ["package version", "suite", "arch", "release", "Debian's smc.ko", "our fix",
+                "can"],
+               [[r.package_version, r.suite, r.arch, r.release or "(no headers)", r.state,
+                 r.verified, getattr(r, "can", "build")] for r in rows], console)
 
 
-def scan_table(rows: list[Any], suites: tuple[str, ...]) -> Table:
-    """`scan`: features.scan.ScanRow rows."""
-    table = Table(title=f"CVE-2025-40168 in Debian's kernel images ({', '.join(suites)})")
-    for column in ("package", "version", "suite", "arch", "flavour", "verdict", "evidence",
-                   "changelog"):
-        table.add_column(column, no_wrap=column in ("package", "version"))
-    for r in rows:
-        verdict = ("[red]error[/]" if r.error else
-                   {"fixed": "[green]fixed[/]", "vulnerable": "[red]vulnerable[/]",
-                    "not_affected": "[green]not affected[/]"}.get(r.verdict,
-                                                                  f"[yellow]{r.verdict}[/]"))
-        said = {"agree": "[green]agree[/]", "disagree": "[red]DISAGREE[/]"}.get(
+def print_scan(result: Any, console: Console) -> None:
+    """`scan`: commands.scan.ScanResult."""
+    rows = []
+    for r in result.rows:
+        verdict = "[red]error[/]" if r.error else _state(r.verdict)
+        said = {"agree": "[green]agrees[/]", "disagree": "[red]DISAGREES[/]"}.get(
             r.changelog, r.changelog)
         if r.changelog_fixed_in:
             said += f" ({r.changelog_fixed_in})"
-        table.add_row(r.package, r.version, r.suite, r.arch, r.flavour, verdict,
-                      escape(r.error or r.evidence), said)
-    return table
+        rows.append([r.package, r.version, r.suite, verdict, said, escape(r.error or r.evidence)])
+    print_rows(f"CVE-2025-40168 in Debian's kernel images ({', '.join(result.suites)})",
+               ["package", "version", "suite", "smc.ko", "changelog", "evidence"], rows, console)
+    counts = {v: sum(1 for r in result.rows if r.verdict == v and not r.error)
+              for v in ("vulnerable", "fixed", "not_affected", "unknown")}
+    console.print(f"{len(result.rows)} images in {result.seconds:.1f} s: "
+                  + ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in counts.items() if n)
+                  + f"; downloaded {result.downloaded_bytes / 1e6:.0f} MB "
+                  f"({sum(1 for r in result.rows if r.from_cache)} from the cache)")
 
 
 def print_race(result: Any, console: Console) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import BadInput, BuildError, PatchError
+from ..kernels.kconfig import KernelConfig, ensure_toolchain
 from ..pipeline import build
 from ..pipeline.classify import FixState, patch_tool
 from ..pipeline.fetch import Workspace
@@ -137,7 +138,7 @@ def _check_smc_enabled(ws: Workspace) -> None:
     """A kernel whose config has SMC off (Debian's 7.x) can neither build nor load the package."""
     if not ws.kernel_config.is_file():
         return  # a synthetic or partial kdir: nothing to say
-    if build.KernelConfig.read(ws.kernel_config).get("CONFIG_SMC") not in ("m", "y"):
+    if KernelConfig.read(ws.kernel_config).get("CONFIG_SMC") not in ("m", "y"):
         raise BadInput(f"SMC is not enabled in {ws.target.release}'s config (CONFIG_SMC unset): "
                        "dkms would skip the package there (BUILD_EXCLUSIVE_CONFIG) and that "
                        "kernel cannot load an SMC module; no DKMS package written")
@@ -300,7 +301,7 @@ def build_package(ws: Workspace, package: Path, work: Path, jobs: int | None = N
                        f"it in a {ws.target.build_env} chroot): build the package on a "
                        f"{ws.target.build_env} system instead")
     version = ensure_dkms()
-    build.ensure_toolchain(build.KernelConfig.read(ws.kdir / ".config"))
+    ensure_toolchain(KernelConfig.read(ws.kdir / ".config"))
     work = work.absolute()
     if work.exists() and any(work.iterdir()):
         raise BadInput(f"dkms work directory {work} is not empty")

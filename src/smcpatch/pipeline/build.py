@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data import KBUILD_RECIPE
-from ..errors import BuildError, ToolMissing
-from ..kernels.targets import HOST_ARCH
-from ..plumbing import hostpkg
+from ..errors import BadInput, BuildError, ToolMissing
+from ..kernels import chroot
+from ..kernels.kconfig import KernelConfig, ensure_toolchain
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, hash_tree
 from ..plumbing.proc import kill_group
 from ..plumbing.progress import Poller, Progress, silent
+from .fetch import Workspace
 
 # Bump when the build recipe changes, so cached modules are rebuilt.
 BUILD_RECIPE = 2
@@ -57,81 +58,6 @@ class BuildResult:
     compile_only: bool = False
 
 
-@dataclass(frozen=True)
-class KernelConfig:
-    """The few facts of the kernel's .config that the build depends on."""
-
-    values: dict[str, str]
-
-    @classmethod
-    def read(cls, path: Path) -> KernelConfig:
-        values: dict[str, str] = {}
-        for line in path.read_text(errors="replace").splitlines():
-            if line.startswith("CONFIG_") and "=" in line:
-                key, _, value = line.partition("=")
-                values[key] = value.strip().strip('"')
-        return cls(values)
-
-    def get(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    @property
-    def compiler_command(self) -> str:
-        text = self.get("CONFIG_CC_VERSION_TEXT") or "gcc"
-        return text.split()[0]
-
-    @property
-    def compiler_version(self) -> str:
-        text = self.get("CONFIG_CC_VERSION_TEXT") or ""
-        return text.split()[-1] if text else ""
-
-    @property
-    def needs_pahole(self) -> bool:
-        return self.get("CONFIG_DEBUG_INFO_BTF_MODULES") == "y"
-
-    @property
-    def arch(self) -> str:
-        """The kernel's Debian architecture, from its config (CONFIG_ARM64, CONFIG_S390)."""
-        return next((arch for arch, cross in CROSS.items() if self.get(cross.config) == "y"),
-                    HOST_ARCH)
-
-    @property
-    def cross(self) -> Cross | None:
-        """How to build for this kernel from the build host: None when it is the host's arch."""
-        return CROSS.get(self.arch) if self.arch != HOST_ARCH else None
-
-    @property
-    def build_compiler(self) -> str:
-        """The command that builds for this kernel: gcc-12, or the cross aarch64-linux-gnu-gcc-12
-        (Debian's cross compilers are the same gcc version, packaged per target)."""
-        cross, command = self.cross, self.compiler_command
-        if cross is None or command.startswith(cross.prefix):
-            return command  # trixie's kernels name their compiler with the triplet already
-        return f"{cross.prefix}{command}"
-
-
-@dataclass(frozen=True)
-class Cross:
-    """A foreign kernel architecture: Kbuild's ARCH and the GNU triplet of Debian's cross gcc."""
-
-    config: str  # the CONFIG_ symbol that says the kernel is of this arch
-    kernel_arch: str  # make ARCH=
-    triplet: str  # aarch64-linux-gnu: gcc-12-aarch64-linux-gnu, aarch64-linux-gnu-gcc-12
-
-    @property
-    def prefix(self) -> str:
-        return f"{self.triplet}-"
-
-    def make_args(self) -> list[str]:
-        return [f"ARCH={self.kernel_arch}", f"CROSS_COMPILE={self.prefix}"]
-
-
-CROSS: dict[str, Cross] = {
-    "arm64": Cross("CONFIG_ARM64", "arm64", "aarch64-linux-gnu"),
-    "s390x": Cross("CONFIG_S390", "s390", "s390x-linux-gnu"),
-}
-
-
 def config_fragment() -> dict[str, str]:
     """data/kbuild/smc.config: the CONFIG_ options given to make for the out-of-tree build."""
     values: dict[str, str] = {}
@@ -141,36 +67,6 @@ def config_fragment() -> dict[str, str]:
             key, _, value = line.partition("=")
             values[key.strip()] = value.strip()
     return values
-
-
-# -- toolchain ---------------------------------------------------------------------------------
-def toolchain_tools(config: KernelConfig) -> list[hostpkg.Tool]:
-    """make, the kernel's own compiler (its cross build for a foreign kernel) and, for BTF of
-    modules, pahole."""
-    compiler = config.build_compiler
-    tools = [hostpkg.Tool("make", "make"), hostpkg.Tool(compiler, compiler_package(config))]
-    if config.needs_pahole:
-        tools.append(hostpkg.Tool("pahole", "dwarves"))
-    return tools
-
-
-def ensure_toolchain(config: KernelConfig, install: bool = True) -> str:
-    """The build tools present (installed now when root); the compiler's identity."""
-    hostpkg.ensure(toolchain_tools(config), "build tools", install=install)
-    return _compiler_identity(config.build_compiler)
-
-
-def compiler_package(config: KernelConfig) -> str:
-    """gcc-12, or Debian's cross package gcc-12-aarch64-linux-gnu."""
-    match = re.search(r"gcc-(\d+)$", config.compiler_command)
-    package = f"gcc-{match.group(1)}" if match else "gcc"
-    cross = config.cross
-    return f"{package}-{cross.triplet}" if cross else package
-
-
-def _compiler_identity(compiler: str) -> str:
-    proc = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
-    return proc.stdout.splitlines()[0] if proc.stdout else compiler
 
 
 # -- build -------------------------------------------------------------------------------------
@@ -185,9 +81,22 @@ class BuildEnv:
     def wrap(self, command: list[str], work: Path) -> list[str]:
         if self.root is None:
             return command
-        from ..kernels.chroot import command_in_chroot
+        return chroot.command_in_chroot(self.root, [*self.binds, work], command)
 
-        return command_in_chroot(self.root, [*self.binds, work], command)
+
+def environment(cache: Cache, ws: Workspace, progress: Progress = silent) -> BuildEnv:
+    """The host, or a cached chroot of the kernel's own suite (its compiler, its glibc)."""
+    suite = ws.target.build_env
+    if not suite:
+        return BuildEnv()
+    if ws.kdir_root is None:
+        raise BadInput(f"{ws.target.version}: a {suite} build environment needs the extracted "
+                       "headers tree")
+    progress(f"{suite} chroot")
+    packages = chroot.cached_build_packages(cache, ws.target)
+    root = chroot.ensure_chroot(cache, suite, packages)
+    return BuildEnv(root=root, binds=(ws.kdir_root,))
+
 
 
 # SMC off in the kernel's config (Debian 7.x): compile anyway, for the ELF checks only.

@@ -1,11 +1,9 @@
-"""Classify and variants stages: which fixes a kernel tree lacks, and before/after sources.
+"""Classify stage: which fixes a kernel tree lacks (the variants stage makes before/after).
 
 ``load_series`` reads ``patches/series`` (format documented at the top of that file) into
 :class:`Fix` objects. ``classify`` dry-runs each fix's patch on a vendor tree with GNU patch:
 a clean forward dry-run means the tree is vulnerable, a clean reverse dry-run means it is
 already fixed, neither means unknown (and the detail names the rejected hunks).
-``make_variants`` copies ``net/smc`` into ``before/`` and ``after/`` and makes ``after``
-fixed and ``before`` vulnerable, never touching the vendor tree.
 
 Pitfall this module exists to avoid: ``patch --batch -R`` on a tree the patch has *not* been
 applied to silently assumes the patch is reversed and applies it forward ("Unreversed patch
@@ -16,21 +14,17 @@ and ``--fuzz=0`` so a hunk never lands on look-alike code.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shutil
 import subprocess
-import time
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from ..errors import ConfigError, PatchError, SmcpatchError, ToolMissing
+from ..errors import ConfigError, PatchError, ToolMissing, UnknownFix
 from ..plumbing import hostpkg
-from ..plumbing.cache import publish_dir
 
 SERIES_NAME = "series"
 MARKER_NAME = ".smcpatch-variants.json"
@@ -100,16 +94,6 @@ class FixState:
     detail: str
 
 
-@dataclass
-class Variants:
-    """The before (vulnerable) and after (fixed) source roots; each holds net/smc."""
-
-    before: Path
-    after: Path
-    patch_action: Literal["applied", "already-present"]
-    notes: list[str] = field(default_factory=list)
-
-
 # --------------------------------------------------------------------------- patch files
 
 
@@ -137,7 +121,7 @@ def _safe_relpath(rel: str) -> bool:
     return bool(rel) and not p.is_absolute() and ".." not in p.parts and "\\" not in rel
 
 
-def _parse_patch(path: Path) -> list[_Hunk]:
+def parse_patch(path: Path) -> list[_Hunk]:
     """The hunks of a unified -p1 diff, with the file each belongs to."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -194,12 +178,32 @@ def _parse_patch(path: Path) -> list[_Hunk]:
 def load_series(
     patches_dir: Path, select: Literal["default", "all"] | Collection[str] = "default"
 ) -> list[Fix]:
-    """Parse ``patches_dir/series``; every referenced patch must exist and match its fix.
+    """Parse ``patches_dir/series`` (the whole file is always validated; every referenced
+    patch must exist and match its fix) and return the fixes ``select`` names: see
+    :func:`select_fixes`."""
+    return select_fixes(read_series(patches_dir), select, Path(patches_dir) / SERIES_NAME)
 
-    The whole file is always validated. ``select`` says which fixes are returned (in series
-    order): ``"default"`` those not marked ``default no``, ``"all"`` every fix, or a
-    collection of fix ids (an unknown id is a ConfigError).
-    """
+
+def select_fixes(fixes: list[Fix], wanted: str | Collection[str] = "default",
+                 series: Path | None = None) -> list[Fix]:
+    """The one way fixes are chosen, in series order: ``default`` (those not marked ``default
+    no``), ``all``, or fix ids (an unknown one is refused, naming the choices)."""
+    names = [wanted] if isinstance(wanted, str) else list(wanted)
+    if "all" in names:
+        return fixes
+    if not names or names == ["default"]:
+        return [f for f in fixes if f.default]
+    unknown = [w for w in names if w not in {f.id for f in fixes}]
+    if unknown:
+        where = series or "the patch series"
+        raise UnknownFix(f"unknown fix {', '.join(unknown)}: {where} has no fix with id "
+                         f"{', '.join(unknown)}; choose all, default or one of "
+                         f"{', '.join(f.id for f in fixes)}")
+    return [f for f in fixes if f.id in names]
+
+
+def read_series(patches_dir: Path) -> list[Fix]:
+    """Every fix of ``patches_dir/series``, validated."""
     patches_dir = Path(patches_dir).resolve()
     series = patches_dir / SERIES_NAME
     try:
@@ -208,104 +212,81 @@ def load_series(
         raise ConfigError(f"patch series not found: {series}") from e
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read patch series {series}: {e}") from e
-
     fixes: list[Fix] = []
-    cur: dict[str, Any] | None = None
+    for raw in _series_entries(text, series):
+        if any(f.id == raw["id"] for f in fixes):
+            raise ConfigError(f"{series}:{raw['line']}: duplicate fix id {raw['id']}")
+        fixes.append(_fix_from(raw, patches_dir, series))
+    if not fixes:
+        raise ConfigError(f"{series}: no fixes defined")
+    return fixes
 
-    def where(n: int) -> str:
-        return f"{series}:{n}"
 
-    def finish() -> None:
-        if cur is None:
-            return
-        loc = where(cur["line"])
-        if not cur["functions"]:
-            raise ConfigError(f"{loc}: fix {cur['id']} has no 'function' line")
-        if not cur["files"]:
-            raise ConfigError(f"{loc}: fix {cur['id']} has no 'file' line")
-        if not cur["variants"]:
-            raise ConfigError(f"{loc}: fix {cur['id']} has no 'variant' line")
-        variants: list[PatchVariant] = []
-        for n, name, patch_name, requires in cur["variants"]:
-            ppath = patches_dir / patch_name
-            if not ppath.is_file():
-                raise ConfigError(f"{where(n)}: patch file not found: {ppath}")
-            touched = sorted({h.file for h in _parse_patch(ppath)})
-            if touched != sorted(cur["files"]):
-                raise ConfigError(
-                    f"{where(n)}: {patch_name} changes {', '.join(touched)} but fix "
-                    f"{cur['id']} declares file {', '.join(cur['files'])}"
-                )
-            variants.append(
-                PatchVariant(
-                    fix_id=cur["id"],
-                    name=name,
-                    path=ppath,
-                    functions=tuple(cur["functions"]),
-                    files=tuple(cur["files"]),
-                    requires=requires,
-                )
-            )
-        fixes.append(
-            Fix(id=cur["id"], title=cur["title"], variants=tuple(variants), default=cur["default"])
-        )
-
+def _series_entries(text: str, series: Path) -> list[dict[str, Any]]:
+    """The series file's `fix` blocks as raw fields, each line checked for its syntax."""
+    entries: list[dict[str, Any]] = []
     for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        where = f"{series}:{n}"
         words = line.split()
         key = words[0]
         if key == "fix":
-            finish()
             parts = line.split(None, 2)
             if len(parts) < 3:
-                raise ConfigError(f"{where(n)}: expected 'fix <ID> <title>'")
-            fid = parts[1]
-            if not _ID_RE.match(fid):
-                raise ConfigError(f"{where(n)}: bad fix id {fid!r}")
-            if any(f.id == fid for f in fixes):
-                raise ConfigError(f"{where(n)}: duplicate fix id {fid}")
-            cur = {
-                "id": fid,
-                "title": parts[2],
-                "line": n,
-                "functions": [],
-                "files": [],
-                "variants": [],
-                "default": True,
-            }
+                raise ConfigError(f"{where}: expected 'fix <ID> <title>'")
+            if not _ID_RE.match(parts[1]):
+                raise ConfigError(f"{where}: bad fix id {parts[1]!r}")
+            if any(e["id"] == parts[1] for e in entries):
+                raise ConfigError(f"{where}: duplicate fix id {parts[1]}")
+            entries.append({"id": parts[1], "title": parts[2], "line": n, "functions": [],
+                            "files": [], "variants": [], "default": True})
             continue
-        if cur is None:
-            raise ConfigError(f"{where(n)}: {key!r} line before any 'fix' line")
+        if not entries:
+            raise ConfigError(f"{where}: {key!r} line before any 'fix' line")
+        cur = entries[-1]
         if key == "function":
             if len(words) < 2 or not all(_IDENT_RE.match(w) for w in words[1:]):
-                raise ConfigError(f"{where(n)}: expected 'function <C identifier>...'")
+                raise ConfigError(f"{where}: expected 'function <C identifier>...'")
             cur["functions"].extend(w for w in words[1:] if w not in cur["functions"])
         elif key == "file":
             if len(words) < 2 or not all(_safe_relpath(w) for w in words[1:]):
-                raise ConfigError(f"{where(n)}: expected 'file <relative path>...'")
+                raise ConfigError(f"{where}: expected 'file <relative path>...'")
             cur["files"].extend(w for w in words[1:] if w not in cur["files"])
         elif key == "variant":
-            cur["variants"].append(_parse_variant(words, n, cur, where(n)))
+            cur["variants"].append(_parse_variant(words, n, cur, where))
         elif key == "default":
             if words[1:] not in (["yes"], ["no"]):
-                raise ConfigError(f"{where(n)}: expected 'default yes' or 'default no'")
+                raise ConfigError(f"{where}: expected 'default yes' or 'default no'")
             cur["default"] = words[1] == "yes"
         else:
-            raise ConfigError(f"{where(n)}: unknown keyword {key!r}")
-    finish()
-    if not fixes:
-        raise ConfigError(f"{series}: no fixes defined")
-    if select == "all":
-        return fixes
-    if select == "default":
-        return [f for f in fixes if f.default]
-    wanted = {select} if isinstance(select, str) else set(select)
-    unknown = sorted(wanted - {f.id for f in fixes})
-    if unknown:
-        raise ConfigError(f"{series}: no fix with id {', '.join(unknown)}")
-    return [f for f in fixes if f.id in wanted]
+            raise ConfigError(f"{where}: unknown keyword {key!r}")
+    return entries
+
+
+def _fix_from(cur: dict[str, Any], patches_dir: Path, series: Path) -> Fix:
+    """One fix: its required lines present, each variant's patch file there and changing
+    exactly the files the fix declares."""
+    loc = f"{series}:{cur['line']}"
+    for needed in ("function", "file", "variant"):
+        if not cur[f"{needed}s"]:
+            raise ConfigError(f"{loc}: fix {cur['id']} has no '{needed}' line")
+    variants: list[PatchVariant] = []
+    for n, name, patch_name, requires in cur["variants"]:
+        ppath = patches_dir / patch_name
+        if not ppath.is_file():
+            raise ConfigError(f"{series}:{n}: patch file not found: {ppath}")
+        touched = sorted({h.file for h in parse_patch(ppath)})
+        if touched != sorted(cur["files"]):
+            raise ConfigError(
+                f"{series}:{n}: {patch_name} changes {', '.join(touched)} but fix "
+                f"{cur['id']} declares file {', '.join(cur['files'])}"
+            )
+        variants.append(PatchVariant(fix_id=cur["id"], name=name, path=ppath,
+                                     functions=tuple(cur["functions"]),
+                                     files=tuple(cur["files"]), requires=requires))
+    return Fix(id=cur["id"], title=cur["title"], variants=tuple(variants), default=cur["default"])
 
 
 def _parse_variant(
@@ -385,7 +366,7 @@ class _PatchRun:
     output: str
 
 
-def _run_patch(tree: Path, patch: Path, *, reverse: bool, dry_run: bool) -> _PatchRun:
+def run_patch(tree: Path, patch: Path, *, reverse: bool, dry_run: bool) -> _PatchRun:
     cmd = [
         patch_tool(),
         "-p1",
@@ -440,7 +421,6 @@ def _first_line(text: str) -> str:
 _CHECK_RE = re.compile(r"^(?:checking|patching) file (.+)$")
 _FAILED_RE = re.compile(r"^Hunk #(\d+) FAILED at (\d+)")
 _MOVED_RE = re.compile(r"^Hunk #(\d+) succeeded at (\d+)(.*)$")
-_IGNORED_RE = re.compile(r"^(\d+) out of (\d+) hunks? ignored")
 
 
 def _describe_hunk(h: _Hunk, functions: Sequence[str]) -> str:
@@ -450,7 +430,7 @@ def _describe_hunk(h: _Hunk, functions: Sequence[str]) -> str:
     return f"{h.file} hunk #{h.number}{where}"
 
 
-def _summarise(run: _PatchRun, variant: PatchVariant, hunks: Sequence[_Hunk]) -> str:
+def summarise(run: _PatchRun, variant: PatchVariant, hunks: Sequence[_Hunk]) -> str:
     """Which hunks patch rejected (or why it skipped a file), in one line."""
     by_key = {(h.file, h.number): h for h in hunks}
     msgs: list[str] = []
@@ -507,9 +487,9 @@ def _classify_one(tree: Path, fix: Fix) -> FixState:
     missing = [f for f in variant.files if not (tree / f).is_file()]
     if missing:
         return FixState(fix.id, "unknown", variant, f"not in tree: {', '.join(missing)}")
-    hunks = _parse_patch(variant.path)
-    fwd = _run_patch(tree, variant.path, reverse=False, dry_run=True)
-    rev = _run_patch(tree, variant.path, reverse=True, dry_run=True)
+    hunks = parse_patch(variant.path)
+    fwd = run_patch(tree, variant.path, reverse=False, dry_run=True)
+    rev = run_patch(tree, variant.path, reverse=True, dry_run=True)
     if fwd.ok and rev.ok:
         return FixState(
             fix.id,
@@ -529,7 +509,7 @@ def _classify_one(tree: Path, fix: Fix) -> FixState:
     for other in fix.variants:
         if other is variant:
             continue
-        o_rev = _run_patch(tree, other.path, reverse=True, dry_run=True)
+        o_rev = run_patch(tree, other.path, reverse=True, dry_run=True)
         if o_rev.ok:
             return FixState(
                 fix.id,
@@ -538,181 +518,20 @@ def _classify_one(tree: Path, fix: Fix) -> FixState:
                 f"variant {other.name} reverts cleanly (preferred {variant.name} does not fit)",
             )
     detail = (
-        f"variant {variant.name}: forward: {_summarise(fwd, variant, hunks)}; "
-        f"reverse: {_summarise(rev, variant, hunks)}"
+        f"variant {variant.name}: forward: {summarise(fwd, variant, hunks)}; "
+        f"reverse: {summarise(rev, variant, hunks)}"
     )
     return FixState(fix.id, "unknown", variant, detail)
-
-
-# --------------------------------------------------------------------------- variants
-
-
-def _source_files(tree: Path, states: Iterable[FixState]) -> tuple[list[str], list[str]]:
-    """Tree-relative regular files to copy (all of net/smc plus patched files), and notes."""
-    smc = tree / SMC_DIR
-    if not smc.is_dir():
-        raise PatchError(f"{SMC_DIR} not found in {tree}")
-    notes: list[str] = []
-    files: set[str] = set()
-    for p in sorted(smc.rglob("*")):
-        rel = p.relative_to(tree).as_posix()
-        if p.is_symlink() or (not p.is_file() and not p.is_dir()):
-            notes.append(f"skipped non-regular file {rel}")
-        elif p.is_file():
-            files.add(rel)
-    for st in states:
-        for rel in st.variant.files:
-            p = tree / rel
-            if p.is_symlink() or not p.is_file():
-                raise PatchError(f"{st.fix_id}: {rel} is not a regular file in {tree}")
-            files.add(rel)
-    return sorted(files), notes
-
-
-def _input_hash(tree: Path, files: Sequence[str], states: Sequence[FixState]) -> str:
-    h = hashlib.sha256()
-    h.update(f"smcpatch-variants/{_FORMAT_VERSION}\n".encode())
-    for rel in files:
-        h.update(f"file {rel}\n".encode())
-        with (tree / rel).open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        h.update(b"\n")
-    for st in states:
-        h.update(f"fix {st.fix_id} {st.state} {st.variant.name}\n".encode())
-        h.update(hashlib.sha256(st.variant.path.read_bytes()).digest())
-    return h.hexdigest()
-
-
-def _read_marker(dest: Path, want: str) -> Variants | None:
-    try:
-        data = json.loads((dest / MARKER_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("input_hash") != want:
-        return None
-    before, after = dest / "before", dest / "after"
-    if not (before / SMC_DIR).is_dir() or not (after / SMC_DIR).is_dir():
-        return None
-    action = data.get("patch_action")
-    notes = data.get("notes")
-    if action not in ("applied", "already-present") or not isinstance(notes, list):
-        return None
-    return Variants(before, after, action, [str(n) for n in notes])
-
-
-def make_variants(tree: Path, states: list[FixState], dest: Path) -> Variants:
-    """Build ``dest/before`` (vulnerable) and ``dest/after`` (fixed) copies of net/smc.
-
-    Vulnerable fixes are applied to ``after``; already-present fixes are reverted in
-    ``before``. ``tree`` is only read. Files not touched by a patch keep their vendor mtime
-    on both sides, so an incremental build of one side can reuse the other's objects.
-    The result is built in a temp dir beside ``dest`` and renamed into place; an existing
-    complete ``dest`` with the same input hash is reused as is.
-    """
-    tree, dest = Path(tree), Path(dest)
-    if not states:
-        raise PatchError("no fixes to make variants for")
-    unknown = [s for s in states if s.state == "unknown"]
-    if unknown:
-        raise PatchError(
-            "; ".join(
-                f"{s.fix_id} neither applies nor reverts on {tree}: {s.detail}" for s in unknown
-            )
-        )
-    patch_tool()
-    files, copy_notes = _source_files(tree, states)
-    want = _input_hash(tree, files, states)
-    reused = _read_marker(dest, want)
-    if reused is not None:
-        return reused
-
-    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        raise PatchError(f"{dest} exists and is not a directory")
-    try:
-        with publish_dir(dest) as tmp:
-            result = _build(tree, states, files, tmp, want, copy_notes)
-    except SmcpatchError:
-        raise
-    except OSError as e:
-        raise PatchError(f"making variants in {dest} failed: {e}") from e
-    return Variants(dest / "before", dest / "after", result.patch_action, result.notes)
-
-
-def _build(
-    tree: Path,
-    states: Sequence[FixState],
-    files: Sequence[str],
-    tmp: Path,
-    want: str,
-    notes: list[str],
-) -> Variants:
-    before, after = tmp / "before", tmp / "after"
-    for side in (before, after):
-        for rel in files:
-            target = side / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(tree / rel, target)
-
-    applied = False
-    # Forward in series order on after; reverse in reverse order on before.
-    for st in states:
-        if st.state == "vulnerable":
-            _apply(after, tree, st, reverse=False)
-            applied = True
-            notes.append(
-                f"{st.fix_id}: applied variant {st.variant.name} ({st.variant.path.name}) to after"
-            )
-    for st in reversed(states):
-        if st.state == "fixed":
-            _apply(before, tree, st, reverse=True)
-            notes.append(
-                f"{st.fix_id}: already present; reverted-for-before with variant "
-                f"{st.variant.name} ({st.variant.path.name})"
-            )
-    action: Literal["applied", "already-present"] = "applied" if applied else "already-present"
-    marker = {
-        "format": _FORMAT_VERSION,
-        "input_hash": want,
-        "tree": str(tree),
-        "patch_action": action,
-        "fixes": [{"id": s.fix_id, "state": s.state, "variant": s.variant.name} for s in states],
-        "notes": notes,
-    }
-    (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    return Variants(before, after, action, list(notes))
-
-
-def _apply(side: Path, tree: Path, st: FixState, *, reverse: bool) -> None:
-    v = st.variant
-    old_mtimes = {rel: (tree / rel).stat().st_mtime_ns for rel in v.files}
-    dry = _run_patch(side, v.path, reverse=reverse, dry_run=True)
-    if not dry.ok:
-        hunks = _parse_patch(v.path)
-        raise PatchError(
-            f"{st.fix_id}: variant {v.name} no longer {'reverts' if reverse else 'applies'} "
-            f"on the copy in {side.name}/: {_summarise(dry, v, hunks)}"
-        )
-    real = _run_patch(side, v.path, reverse=reverse, dry_run=False)
-    if not real.ok:
-        hunks = _parse_patch(v.path)
-        raise PatchError(f"{st.fix_id}: patch failed on {side.name}/: {_summarise(real, v, hunks)}")
-    # A patched file must not share its mtime with the unpatched copy (make would
-    # otherwise consider a stale object up to date); guard against clock skew.
-    now = time.time_ns()
-    for rel, old in old_mtimes.items():
-        new = max(now, old + 1_000_000_000)
-        os.utime(side / rel, ns=(new, new))
 
 
 __all__ = [
     "Fix",
     "FixState",
     "PatchVariant",
-    "Variants",
     "choose_variant",
     "classify",
     "load_series",
-    "make_variants",
+    "read_series",
+    "select_fixes",
     "patch_tool",
 ]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInput, ExtractError, FetchError
-from ..kernels.targets import ARCH_FLAVOURS, Target, arch_of
-from ..plumbing import hostpkg
+from ..kernels.targets import Target
+from ..plumbing import hostpkg, unpack
 from ..plumbing.apt import Apt, PackageRecord
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
 from ..plumbing.progress import Progress, silent
-from .build import KernelConfig
+from . import images
 
 # Bump when the way we extract changes, so old cache entries are rebuilt.
 EXTRACT_RECIPE = 3
@@ -137,7 +135,11 @@ def _entries(cache: Cache, target: Target) -> dict[str, Path]:
 
 def fetch(cache: Cache, target: Target, progress: Progress = silent,
           apt_factory: Callable[[Cache, Target], Apt] | None = None) -> Workspace:
-    """Download and extract what one target needs, reusing every complete cache entry."""
+    """Download and extract what one target needs, reusing every complete cache entry; a
+    user's tree is used where it is."""
+    if target.tree is not None and target.tree_kdir is not None:
+        return Workspace(target=target, kdir=target.tree_kdir, source_tree=target.tree,
+                         shipped_module=None, image_deb=None, from_cache=True)
     entries, keys = _entries(cache, target), _keys(target)
     with cache.lock(f"fetch-{target.key}", wait_message=f"waiting for another run fetching "
                                                        f"{target.key} ..."):
@@ -234,12 +236,12 @@ def _extract_source(target: Target, debs: dict[str, Path], entry: Path, key: str
             'set -o pipefail; dpkg-deb --fsys-tarfile "$1" | tar -xO "$2" | xz -T0 -dc | '
             'tar -x --no-same-owner --wildcards -C "$3" "${@:4}"'
         )
-        _run_shell(script, [str(deb), inner, str(tmp), *members], what=f"extract {deb.name}",
+        unpack.run_shell(script, [str(deb), inner, str(tmp), *members], what=f"extract {deb.name}",
                    where=tmp)
         extracted = tmp / top
         if not (extracted / "net" / "smc" / "smc_clc.c").is_file():
             raise ExtractError(f"{deb.name} has no net/smc/smc_clc.c: not a kernel source package?")
-        check_links_inside(tmp)
+        unpack.check_links_inside(tmp)
         extracted.rename(tmp / "tree")
 
 
@@ -250,10 +252,10 @@ def _extract_kdir(target: Target, debs: dict[str, Path], entry: Path, key: str) 
         root = tmp / "root"
         root.mkdir()
         for name in names:
-            _run(["dpkg-deb", "-x", str(debs[name]), str(root)], what=f"extract {debs[name].name}",
-                 where=tmp)
+            unpack.run(["dpkg-deb", "-x", str(debs[name]), str(root)],
+                       what=f"extract {debs[name].name}", where=tmp)
         _drop_host_links(root)
-        check_links_inside(root)
+        unpack.check_links_inside(root)
         _relocate_headers(root, target, final_root=entry / "root")
 
 
@@ -275,31 +277,7 @@ def _relocate_headers(root: Path, target: Target, final_root: Path) -> None:
 def _extract_shipped(target: Target, debs: dict[str, Path], entry: Path, key: str) -> None:
     deb = debs[target.image_package]
     with atomic_dir(entry, key, {"deb": deb.name}, CONTENT_CHECK["shipped"]) as tmp:
-        # /lib/modules on bookworm, /usr/lib/modules on trixie and later (merged /usr)
-        prefix = f"*/modules/{target.release}/kernel/net/smc/"
-        # A kernel without SMC (Debian's 7.x) ships no smc.ko, an empty shell (>= 6.19) no
-        # changelog: tar's "Not found" is an answer
-        script = ('set -o pipefail; dpkg-deb --fsys-tarfile "$1" | '
-                  'tar -x --no-same-owner --wildcards -C "$2" "$3smc.ko*" '
-                  '"./usr/share/doc/*/changelog*" 2>"$2/.tar-errors" '
-                  '|| grep -q "Not found in archive" "$2/.tar-errors"; '
-                  'rc=$?; cat "$2/.tar-errors" >&2; exit $rc')  # _run reads tar's words
-        _run_shell(script, [str(deb), str(tmp), prefix], what=f"extract {deb.name}", where=tmp)
-        (tmp / ".tar-errors").unlink(missing_ok=True)
-        # the Debian changelog (changelog.Debian.gz; the signed images' is changelog.gz)
-        changelogs = sorted(tmp.glob("usr/share/doc/*/changelog*"),
-                            key=lambda p: ("Debian" not in p.name, p.name))
-        if changelogs and changelogs[0].is_file():
-            changelogs[0].rename(tmp / f"changelog{''.join(changelogs[0].suffixes[-1:])}")
-        found = list(tmp.glob("**/modules/*/kernel/net/smc/smc.ko*"))
-        if not found:
-            for top in ("lib", "usr"):
-                shutil.rmtree(tmp / top, ignore_errors=True)
-            return  # the entry records that this kernel ships no SMC module
-        check_links_inside(tmp)
-        found[0].rename(tmp / found[0].name)
-        for top in ("lib", "usr"):
-            shutil.rmtree(tmp / top, ignore_errors=True)
+        images.extract_module(deb, tmp)
 
 
 def _shipped_module(entry: Path) -> Path | None:
@@ -339,92 +317,14 @@ def _drop_host_links(root: Path) -> None:
             link.unlink()
 
 
-def check_links_inside(root: Path) -> None:
-    """Refuse any symlink that resolves outside the extraction directory."""
-    base = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            if path.is_symlink():
-                target = os.readlink(path)
-                resolved = (path.parent / target).resolve() if not target.startswith("/") else None
-                if resolved is None or not resolved.is_relative_to(base):
-                    raise ExtractError(f"refusing {path.relative_to(root)}: a link to {target} "
-                                       "points outside the extraction directory")
-
-
-# GNU tar's words (LC_ALL=C) for members it rewrote or skipped because they point outside the
-# extraction directory: tar writes nothing outside, but such an archive is hostile and refused.
-_HOSTILE_MARKERS = ("Removing leading", "Member name contains '..'")
-
-
-def _run(args: list[str], what: str, timeout: int = 1800, where: Path | None = None) -> None:
-    """Run an extraction command; `where` is the temp dir it writes into (for the messages)."""
-    env = {**os.environ, "LC_ALL": "C"}
-    try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False,
-                              env=env)
-    except subprocess.TimeoutExpired as exc:
-        raise ExtractError(f"{what}: timed out after {timeout}s") from exc
-    hostile = [ln for ln in proc.stderr.splitlines() if any(m in ln for m in _HOSTILE_MARKERS)]
-    if hostile:
-        raise ExtractError(f"{what}: refusing a hostile archive (a member or link outside the "
-                           f"extraction directory): {hostile[-1].strip()[:300]}")
-    if proc.returncode != 0:
-        if "No space left" in proc.stderr:
-            place = where.parent if where is not None else "the cache"
-            raise ExtractError(f"{what}: no space left on device in {place}")
-        if where is not None:
-            check_links_inside(where)  # a link out of the tree makes tar fail on what follows it
-        raise ExtractError(f"{what} failed: {_tail(proc.stderr)}")
-
-
-def _run_shell(script: str, args: list[str], what: str, where: Path | None = None) -> None:
-    _run(["bash", "-c", script, "smcpatch", *args], what, where=where)
-
-
-def _tail(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    if any("No space left" in ln for ln in lines):
-        return "no space left on device"
-    generic = ("Exiting with failure status", "subprocess returned error exit status")
-    useful = [ln for ln in lines if not any(g in ln for g in generic)] or lines
-    return useful[-1][:300] if useful else "no error output"
-
-
-def user_tree(source: Path, kdir: Path, flavour: str) -> Workspace:
-    """A packager's own kernel tree (or just its net/smc) and a prepared build directory."""
-    source, kdir = source.expanduser().resolve(), kdir.expanduser().resolve()
-    if not (source / "net" / "smc" / "smc_clc.c").is_file():
-        raise BadInput(f"{source} has no net/smc/smc_clc.c: give a kernel tree containing net/smc")
-    for needed in ("Makefile", ".config", "Module.symvers"):
-        if not (kdir / needed).is_file():
-            raise BadInput(f"{kdir} lacks {needed}: give a prepared kernel build/headers directory")
-    release = _kdir_release(kdir)
-    arch = KernelConfig.read(kdir / ".config").arch  # a cross tree builds with its cross gcc
-    if arch_of(flavour) != arch:
-        flavour = ARCH_FLAVOURS[arch][0]
-    target = Target(version=release, package_version=release, abi=release, series="",
-                    suite="local", flavour=flavour, notes=f"user tree {source}",
-                    fixed_release=release)
-    return Workspace(target=target, kdir=kdir, source_tree=source, shipped_module=None,
-                     image_deb=None, from_cache=True)
-
-
-def _kdir_release(kdir: Path) -> str:
-    """The release modules built here get in their vermagic: UTS_RELEASE, which is what the
-    kernel checks (Debian's include/config/kernel.release says only the upstream version)."""
-    uts = kdir / "include" / "generated" / "utsrelease.h"
-    if uts.is_file():
-        match = re.search(r'UTS_RELEASE\s+"([^"]+)"', uts.read_text(errors="replace"))
-        if match:
-            return match.group(1)
-    variables = kdir / ".kernelvariables"
-    if variables.is_file():
-        match = re.search(r"KERNELRELEASE\s*=\s*(\S+)", variables.read_text())
-        if match:
-            return match.group(1)
-    release = kdir / "include" / "config" / "kernel.release"
-    if release.is_file():
-        return release.read_text().strip()
-    raise BadInput(f"cannot tell the kernel release of {kdir} (no include/generated/utsrelease.h)")
+def image_deb(cache: Cache, ws: Workspace) -> Path:
+    """The linux-image package to boot: the cached one, or downloaded again if it was removed."""
+    if ws.image_deb is not None and ws.image_deb.is_file():
+        return ws.image_deb
+    apt = _target_apt(cache, ws.target)
+    apt.update()
+    record = apt.show(ws.target.image_package, ws.target.package_version)
+    if record is None:
+        raise BadInput(f"{ws.target.image_package} {ws.target.package_version} is not in the "
+                       "archive: no kernel image to boot")
+    return apt.download([record], cache.dir("debs"))[0]

@@ -1,22 +1,14 @@
-"""Report stage: per-target results as JSON (for machines) and a table (for people).
-
-JSON schema "smcpatch-report/1" (documented in README.md): a top-level object with `schema`,
-`tool_version`, `generated`, `ok` and `targets`, a list of TargetReport.to_json() objects.
-"""
+"""Report stage: what one target's run found (TargetReport) and the checks that decide it, each
+able to fail. Written as JSON by outputs.jsonreport, shown by outputs.terminal."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..errors import BadInput
-from ..inspection import ModuleInfo
+from ..inspection import ModuleInfo, evidence_json
 from ..kernels.targets import Target
 from .classify import FixState
 
@@ -47,22 +39,17 @@ class ModuleReport:
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
-
-def evidence_json(info: ModuleInfo) -> dict[str, Any]:
-    ev = info.evidence
-
-    def sites(items: Any) -> list[dict[str, Any]]:
-        return [{"fragment": s.fragment, "offset": s.offset, "target": s.target} for s in items]
-
-    return {
-        "function": ev.function,
-        "fragments": dict(ev.fragments),
-        "call_targets": sorted({s.target for s in ev.calls}),
-        "rcu_read_lock_sites": sites(ev.rcu_lock_sites),
-        "rcu_read_unlock_sites": sites(ev.rcu_unlock_sites),
-        "dst_reference_sites": sites(ev.dst_ref_sites),
-        "dwarf_inlined": ev.dwarf_inlined,
-    }
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModuleReport:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        missing = [k for k in cls.__dataclass_fields__ if k not in known]
+        if missing:
+            raise BadInput(f"a module report lacks {', '.join(missing)}")
+        for name, value in known.items():
+            _check_type(name, value, cls.__dataclass_fields__[name].type)
+        if known["verdict"] not in ("fixed", "vulnerable", "unknown"):
+            raise BadInput(f"a module report's verdict is {known['verdict']!r}")
+        return cls(**known)
 
 
 @dataclass(frozen=True)
@@ -187,66 +174,60 @@ class TargetReport:
         self.problems = [c.message for c in self.checks() if not c.passed]
         self.ok = not self.problems
 
+    @property
+    def shipped_state(self) -> str:
+        """What the machines run: Debian's own module's verdict (a user's tree: its source)."""
+        return self.shipped.verdict if self.shipped is not None else self.source_state
+
+    @property
+    def answer(self) -> str:
+        """The two answers in words, never one for the other."""
+        ours = ("verified" if self.ok else "not verified" if self.error is None
+                else "not built")
+        whose = "Debian's module" if self.shipped is not None else "your source"
+        return f"{whose}: {self.shipped_state} · our fix: {ours}"
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TargetReport:
+        """A report read back (report --merge): every field of the right type, then judged
+        again from its own fields by `finish()`; a malformed shape is bad input."""
+        if not isinstance(data, dict):
+            raise BadInput("a report target is not a JSON object")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for name in ("version", "package_version", "flavour", "release", "suite"):
+            if not isinstance(known.get(name), str):
+                raise BadInput(f"a report target lacks its {name} (a string)")
+        for name, value in known.items():
+            _check_type(name, value, cls.__dataclass_fields__[name].type)
         for side in ("before", "after", "shipped"):
             if isinstance(known.get(side), dict):
-                known[side] = ModuleReport(**known[side])
-        return cls(**known)
+                known[side] = ModuleReport.from_json(known[side])
+        report = cls(**known)
+        report.finish()
+        return report
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
         for key, value in self.__dict__.items():
             data[key] = value.to_json() if isinstance(value, ModuleReport) else value
         data["changed_functions_ok"] = self.changed_functions_ok
+        data["shipped_state"] = self.shipped_state
+        data["answer"] = self.answer
         return data
 
 
-def document(reports: list[TargetReport]) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA,
-        "tool_version": __version__,
-        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "ok": bool(reports) and all(r.ok for r in reports),
-        "targets": [r.to_json() for r in reports],
-    }
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,), "bool": (bool,), "float": (int, float), "int": (int,),
+    "list": (list,), "dict": (dict,), "ModuleReport": (dict,), "None": (type(None),),
+}
 
 
-def merge(paths: list[Path]) -> list[TargetReport]:
-    """The targets of several JSON reports (e.g. one per CI job), in one list.
-
-    A target present in more than one report keeps the last one read (files sorted by name).
-    """
-    merged: dict[tuple[str, str], TargetReport] = {}
-    for path in sorted(paths):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise BadInput(f"{path}: not a readable JSON report ({exc})") from exc
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise BadInput(f"{path}: not an smcpatch report (schema {SCHEMA} expected)")
-        try:
-            for entry in data["targets"]:
-                target = TargetReport.from_json(entry)
-                merged[(target.package_version, target.flavour)] = target
-        except (KeyError, TypeError) as exc:
-            raise BadInput(f"{path}: malformed report entry ({exc})") from exc
-    if not merged:
-        raise BadInput("no report targets found to merge")
-    return list(merged.values())
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a reader never sees half a report."""
-    path = path.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _check_type(name: str, value: Any, annotation: Any) -> None:
+    """A field read back has the JSON type its annotation says (`str | None`, `list[str]`)."""
+    kinds = [part.strip().split("[", 1)[0] for part in str(annotation).split("|")]
+    allowed = tuple(t for kind in kinds for t in _JSON_TYPES.get(kind, (object,)))
+    if isinstance(value, bool) and bool not in allowed and object not in allowed:
+        raise BadInput(f"report field {name}: {value!r} is not a {annotation}")
+    if not isinstance(value, allowed):
+        raise BadInput(f"report field {name}: {type(value).__name__} where a {annotation} "
+                       "belongs")

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -22,13 +20,15 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import inspection
-from ..errors import ExtractError, InspectError, SmcpatchError
+from ..errors import InspectError, SmcpatchError
 from ..inspection.model import ModuleInfo
 from ..kernels.targets import ARCH_FLAVOURS, HOST_ARCH
 from ..plumbing import debmeta
 from ..plumbing.apt import Apt, PackageRecord
-from ..plumbing.cache import TMP_PREFIX, Cache, sweep_stale_temps
+from ..plumbing.cache import Cache
+from ..plumbing.files import temp_name, write_atomic
 from ..plumbing.progress import Progress, silent
+from . import images
 
 CVE = "CVE-2025-40168"
 RESULT_RECIPE = 1  # bump when what a result holds changes: cached results are made again
@@ -160,15 +160,16 @@ def scan_image(cache: Cache, apt: Apt, image: Image) -> ScanRow:
     row = ScanRow(package=image.package, version=image.version, suite=image.suite,
                   arch=image.arch, flavour=image.flavour, release=image.release,
                   deb_sha256=image.sha256, also_in=list(image.also_in))
-    work = cache.dir("tmp") / f"{TMP_PREFIX}scan.{os.getpid()}.{image.sha256[:16]}"
-    sweep_stale_temps(work.parent)
+    work = cache.dir("tmp") / temp_name(f"scan-{image.sha256[:16]}")
     work.mkdir(parents=True)
     try:
         [deb] = apt.download([image.record()], work)
         row.downloaded_bytes = image.size
-        module, changelog = _extract(deb, work / "x")
+        (work / "x").mkdir()
+        found = images.extract_module(deb, work / "x")
         deb.unlink()  # the result is what we keep, not the 60-100 MB package
-        _judge(row, module, changelog)
+        row.module_path = found.module_path
+        _judge(row, found.module, found.changelog)
     except SmcpatchError as exc:
         row.error = exc.one_line()
         return row  # not cached: a failed download or extraction is retried next time
@@ -196,28 +197,7 @@ def _cached_row(entry: Path, image: Image) -> ScanRow | None:
 
 
 def _save(entry: Path, row: ScanRow) -> None:
-    data = {**row.to_json(), "recipe": RESULT_RECIPE}
-    tmp = entry.with_name(f".{entry.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(entry)
-
-
-def _extract(deb: Path, dest: Path) -> tuple[Path | None, Path | None]:
-    """smc.ko (any compression) and the Debian changelog, nothing else of the package."""
-    dest.mkdir(parents=True)
-    script = ('set -o pipefail; dpkg-deb --fsys-tarfile "$1" | tar -x --no-same-owner '
-              '--wildcards -C "$2" "*/kernel/net/smc/smc.ko*" "./usr/share/doc/*/changelog*" '
-              '2>"$2/.tar-errors" || grep -q "Not found in archive" "$2/.tar-errors"')
-    proc = subprocess.run(["bash", "-c", script, "smcpatch", str(deb), str(dest)],
-                          capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"},
-                          check=False)
-    if proc.returncode != 0:
-        errors = (dest / ".tar-errors").read_text(errors="replace").strip()
-        raise ExtractError(f"cannot read {deb.name}: {(errors or proc.stderr).strip()[-200:]}")
-    modules = sorted(p for p in dest.glob("**/kernel/net/smc/smc.ko*") if p.is_file())
-    changelogs = sorted((p for p in dest.glob("usr/share/doc/*/changelog*") if p.is_file()),
-                        key=lambda p: ("Debian" not in p.name, p.name))
-    return (modules[0] if modules else None), (changelogs[0] if changelogs else None)
+    write_atomic(entry, json.dumps({**row.to_json(), "recipe": RESULT_RECIPE}))
 
 
 def _judge(row: ScanRow, module: Path | None, changelog: Path | None) -> None:
@@ -226,7 +206,9 @@ def _judge(row: ScanRow, module: Path | None, changelog: Path | None) -> None:
         row.evidence = "no smc.ko in the package (SMC not built)"
         row.reasons = [row.evidence]
     else:
-        row.module_path = str(module).split("/x/", 1)[-1]
+        # where the module lives in the package: lib/modules/<release>/kernel/net/smc/...
+        row.module_path = row.module_path or re.sub(r"^.*?/(?=(?:usr/)?lib/modules/)", "",
+                                                    module.as_posix())
         row.module_sha256 = hashlib.sha256(module.read_bytes()).hexdigest()
         try:
             info = inspection.inspect_module(module)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FetchError, ToolMissing
-from .cache import TMP_PREFIX, Cache, hash_file, sweep_stale_temps
+from .cache import Cache, hash_file, sweep_stale_temps
 from .debmeta import enabled, first_stanza, stanzas
+from .files import temp_name
 from .progress import Poller, Progress, silent
 
 HOST_APT_DIR = Path("/etc/apt")
@@ -35,6 +36,15 @@ class PackageRecord:
     @property
     def deb_name(self) -> str:
         return Path(self.filename).name
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One package version in one suite."""
+
+    name: str
+    version: str
+    suite: str
 
 
 class Apt:
@@ -163,28 +173,32 @@ class Apt:
         return PackageRecord(name=name, version=version, filename=fields.get("Filename", ""),
                              size=int(fields.get("Size", "0")), sha256=fields.get("SHA256", ""))
 
-    def versions(self, name: str) -> list[str]:
-        """Every version of `name` the archive holds (newest first)."""
-        proc = subprocess.run(self.cache_command("madison", name), env=self.env(),
-                              capture_output=True, text=True, timeout=120, check=False)
-        seen: list[str] = []
+    def offers(self, names: list[str]) -> list[Offer]:
+        """Every (package, version, suite) of these packages, newest version first: the one
+        reading of `apt-cache madison`."""
+        if not names:
+            return []
+        proc = subprocess.run(self.cache_command("madison", *names), env=self.env(),
+                              capture_output=True, text=True, timeout=300, check=False)
+        found: list[Offer] = []
         for line in proc.stdout.splitlines():
             cols = [c.strip() for c in line.split("|")]
-            if len(cols) >= 2 and cols[1] not in seen:
-                seen.append(cols[1])
-        return seen
+            if len(cols) < 3 or not cols[2].split()[1:]:
+                continue
+            offer = Offer(cols[0], cols[1], cols[2].split()[1].split("/", 1)[0])
+            if offer not in found:
+                found.append(offer)
+        return found
+
+    def versions(self, name: str) -> list[str]:
+        """Every version of `name` the archive holds (newest first)."""
+        return list(dict.fromkeys(o.version for o in self.offers([name])))
 
     def serves_arch(self, suite: str, arch: str) -> bool:
         """Whether the suite's index (as last updated) has packages of `arch` at all (Debian's
         security archive, for one, serves no s390x for bookworm)."""
         lists = self.root / "lists"
         return any(lists.glob(f"*_dists_{suite}_*_binary-{arch}_Packages*"))
-
-    def search_names(self, regex: str) -> list[str]:
-        proc = subprocess.run(self.cache_command("search", "--names-only", regex), env=self.env(),
-                              capture_output=True, text=True, timeout=120, check=False)
-        names = {line.split(" - ", 1)[0].strip() for line in proc.stdout.splitlines() if line}
-        return sorted(names)
 
     # -- download --------------------------------------------------------------------------
     def download(self, records: list[PackageRecord], dest: Path,
@@ -196,8 +210,8 @@ class Apt:
         dest.mkdir(parents=True, exist_ok=True)
         wanted = [r for r in records if not _deb_ok(dest / r.deb_name, r)]
         if wanted:
-            tmp = dest / f"{TMP_PREFIX}download.{os.getpid()}.{time.monotonic_ns()}"
             sweep_stale_temps(dest)
+            tmp = dest / temp_name("download")
             tmp.mkdir()
             try:
                 specs = [f"{r.name}={r.version}" for r in wanted]

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, ExtractError
+from .files import TMP_PREFIX, temp_name, temp_owner_alive, write_atomic
 
-TMP_PREFIX = ".tmp-"
 MANIFEST = ".complete.json"
 
 
@@ -50,7 +50,18 @@ class Cache:
             probe.unlink()
         except OSError as exc:
             raise BadInput(f"cache directory {path} is not writable: {exc.strerror}") from exc
-        return cls(path)
+        cache = cls(path)
+        cache.sweep()
+        return cache
+
+    def sweep(self) -> None:
+        """What killed runs left in the cache, two levels down (<kind>/ and <kind>/<entry>/,
+        where entries and their parts are published): removed once their process is gone."""
+        sweep_stale_temps(self.root)
+        for kind in _subdirs(self.root):
+            sweep_stale_temps(kind)
+            for entry in _subdirs(kind):
+                sweep_stale_temps(entry)
 
     def dir(self, *parts: str) -> Path:
         path = self.root.joinpath(*parts)
@@ -167,9 +178,7 @@ def content_ok(entry: Path, manifest: dict[str, Any], mode: str) -> bool:
         return recorded.get("digest") == tree_fingerprint(entry, mode)
     manifest["content"] = {"mode": mode, "digest": tree_fingerprint(entry, mode)}
     with contextlib.suppress(OSError):  # best effort: a read-only cache still works
-        tmp = entry / f"{MANIFEST}.{os.getpid()}.{time.monotonic_ns()}"
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        tmp.replace(entry / MANIFEST)
+        write_atomic(entry / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     return True
 
 
@@ -183,7 +192,7 @@ def publish_dir(final: Path) -> Iterator[Path]:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(final.parent)
-    tmp = final.parent / f"{TMP_PREFIX}{final.name}.{os.getpid()}.{time.monotonic_ns()}"
+    tmp = final.parent / temp_name(final.name)
     tmp.mkdir()
     try:
         yield tmp
@@ -211,7 +220,7 @@ def atomic_dir(final: Path, key: str, extra: dict[str, Any] | None = None,
 def replace_dir(tmp: Path, final: Path) -> None:
     """Put tmp at final's place; an existing final is moved aside first, then removed."""
     if final.exists():
-        old = final.parent / f"{TMP_PREFIX}{final.name}.old.{os.getpid()}.{time.monotonic_ns()}"
+        old = final.parent / temp_name(f"{final.name}.old")
         final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
@@ -220,27 +229,25 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 
 def sweep_stale_temps(parent: Path) -> None:
-    """Remove temp dirs left by dead processes (a killed run), never those of live ones."""
-    for path in parent.glob(f"{TMP_PREFIX}*"):
-        pid = _pid_of_temp(path.name)
-        if pid is not None and not _pid_alive(pid):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _pid_of_temp(name: str) -> int | None:
-    for part in reversed(name.split(".")):
-        if part.isdigit() and len(part) < 8:
-            return int(part)
-    return None
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+    """Remove what a dead run left under our own temp names in `parent` (a killed build, an
+    interrupted extraction); never a live run's, never a name that is not ours."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        names = [n for n in os.listdir(parent) if n.startswith(TMP_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        if temp_owner_alive(name) is False:
+            path = parent / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(path)
+                if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+    except OSError:
+        return []

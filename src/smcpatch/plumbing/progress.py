@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..pipeline.report import TargetReport
 
 
 class Progress(Protocol):
@@ -49,3 +52,30 @@ class Poller:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class Display(Protocol):
+    """How a long command shows its work: one progress reporter per target, a line when a
+    target is done, and messages (installs, waits). The CLI's rich one is outputs.terminal."""
+
+    def reporter(self, label: str) -> Progress: ...
+
+    def done(self, label: str, report: TargetReport) -> None: ...
+
+    def say(self, message: str) -> None: ...
+
+
+class Quiet:
+    """A Display that shows nothing (library use, benchmarks)."""
+
+    def reporter(self, label: str) -> Progress:
+        return silent
+
+    def done(self, label: str, report: TargetReport) -> None:
+        pass
+
+    def say(self, message: str) -> None:
+        pass
+
+
+QUIET = Quiet()

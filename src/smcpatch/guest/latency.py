@@ -1,7 +1,7 @@
 """SMC handshake latency before vs after the fix, in a QEMU guest running the real kernel.
 
 Host side: builds the guest helper, writes the guest configuration into the results share, boots
-the guest (vm.py), then turns the guest's pyperf JSON into statistics (after/before ratio of
+the guest (guest.machine), then turns the guest's pyperf JSON into statistics (after/before ratio of
 medians with a bootstrap 95% CI per mode), `pyperf compare_to` output, a PNG plot and summary.md.
 `gate()` is the `--check` logic.
 
@@ -11,12 +11,9 @@ Variants: a dict {name: module path}; "before" is the baseline, every other name
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
-import shutil
-import site
 import statistics
 import subprocess
 import sys
@@ -25,10 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..data import GUEST_DIR
-from ..errors import BadInput, BuildError, VmError
-from ..plumbing.cache import publish_dir
-from . import machine as vm
+from ..errors import BadInput, VmError
+from ..plumbing import hostpkg
+from . import initramfs, machine, share
+from .kernel import GuestKernel, check_module_matches
 
 MODES = ("smcr", "clcv1", "tcp")
 BASELINE = "before"
@@ -303,43 +300,7 @@ def summary_markdown(result: BenchResult, threshold: float) -> str:
 # orchestration
 
 
-def build_helper(cache_dir: Path) -> tuple[Path, Path]:
-    """gcc-build the guest helper (executable + ctypes library), cached by source hash."""
-    vm.ensure_host_tools(["gcc", "/usr/include/arpa/inet.h"])
-    src = GUEST_DIR / "smcbench.c"
-    key = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
-    d = Path(cache_dir) / "helper" / key
-    exe, lib = d / "smcbench", d / "libsmcbench.so"
-    if exe.is_file() and lib.is_file():
-        return exe, lib
-    with publish_dir(d) as tmp:
-        for cmd in (
-            ["gcc", "-O2", "-Wall", "-DSMCB_MAIN", "-o", str(tmp / "smcbench"), str(src)],
-            ["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-o", str(tmp / "libsmcbench.so"),
-             str(src)],
-        ):
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode:
-                raise BuildError(f"building the guest helper failed: {' '.join(cmd)}\n"
-                                 f"{proc.stderr}")
-    return exe, lib
-
-
-def guest_script(python: str, config: str, guest_py: str) -> str:
-    dirs = [*site.getsitepackages(), site.getusersitepackages()]
-    paths = ":".join(p for p in dirs if Path(p).is_dir())
-    return "\n".join([
-        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "export HOME=/root TMPDIR=/run/smcb/tmp PYTHONDONTWRITEBYTECODE=1 "
-        f"PYTHONPATH={paths}",
-        'echo "SMCB-SCRIPT-START $(cut -d" " -f1 /proc/uptime)"',
-        # -S: no site import (1.5 s under TCG); site-packages come from PYTHONPATH
-        f"exec {python} -S {guest_py} {config}",
-        "",
-    ])
-
-
-def run_bench(kernel: vm.GuestKernel, modules: Mapping[str, Path], config: BenchConfig,
+def run_bench(kernel: GuestKernel, modules: Mapping[str, Path], config: BenchConfig,
               results_dir: Path, *, cache_dir: Path | None = None,
               progress: Callable[[str], None] | None = None) -> BenchResult:
     """Boot `kernel` once and measure every mode with every module variant, interleaved.
@@ -355,37 +316,18 @@ def run_bench(kernel: vm.GuestKernel, modules: Mapping[str, Path], config: Bench
     for name, ko in modules.items():
         if not name.isidentifier():
             raise BadInput(f"bad variant name {name!r}")
-        vm.check_module_matches(kernel, Path(ko))
-    vm.ensure_host_tools()
+        check_module_matches(kernel, Path(ko))
+    hostpkg.ensure(share.host_tools(), "guest tools")
     results_dir = Path(results_dir).resolve()
-    if str(results_dir).startswith("/run/") or str(kernel.modules_root).startswith("/run/"):
-        raise BadInput(
-            "results and cache must not live under /run (the guest mounts a tmpfs there)")
     cache_dir = Path(cache_dir) if cache_dir else results_dir.parent / ".bench-cache"
     t0 = time.monotonic()
     results_dir.mkdir(parents=True, exist_ok=True)
     for old in results_dir.glob("*.json"):
         old.unlink()
-    initramfs = vm.build_initramfs(kernel, cache_dir)
-    exe, lib = build_helper(cache_dir)
-
-    share = "/run/smcb/results"
-    (results_dir / "guest").mkdir(exist_ok=True)
-    for f in GUEST_FILES:
-        shutil.copy2(GUEST_DIR / f, results_dir / "guest" / f)
-    shutil.copy2(exe, results_dir / "guest" / "smcbench")
-    shutil.copy2(lib, results_dir / "guest" / "libsmcbench.so")
-    mods = {}
-    for name, ko in modules.items():
-        d = results_dir / "modules" / name
-        d.mkdir(parents=True, exist_ok=True)
-        dst = d / Path(ko).name
-        shutil.copy2(ko, dst)
-        mods[name] = f"{share}/modules/{name}/{dst.name}"
-    gcfg = {
+    image = initramfs.share_initramfs(kernel, cache_dir)
+    config_path = share.stage(results_dir, GUEST_FILES, share.build_helper(cache_dir), modules, {
         "release": kernel.release,
         "modules_root": str(kernel.modules_root),
-        "modules": mods,
         "modes": list(config.modes),
         "runs": config.runs,
         "warmups": config.warmups,
@@ -394,16 +336,12 @@ def run_bench(kernel: vm.GuestKernel, modules: Mapping[str, Path], config: Bench
         "validate": config.validate,
         "validate_connections": config.validate_connections,
         "base_port": config.base_port,
-        "results_dir": share,
-        "helper": f"{share}/guest/smcbench",
-        "helper_lib": f"{share}/guest/libsmcbench.so",
-    }
-    (results_dir / "config.json").write_text(json.dumps(gcfg, indent=1))
+    })
     (results_dir / "guest-result.json").unlink(missing_ok=True)
-    script = guest_script(sys.executable, f"{share}/config.json", f"{share}/guest/guest_bench.py")
+    script = share.guest_script("guest_bench.py", config_path)
     say(f"booting {kernel.release} under QEMU ({len(modules)} variants, modes "
         f"{', '.join(config.modes)})")
-    run = vm.run_guest(kernel, initramfs, results_dir, script, timeout_s=config.timeout_s,
+    run = machine.run_script(kernel, image, results_dir, script, timeout_s=config.timeout_s,
                        memory_mb=config.memory_mb, smp=config.smp, icount=config.icount)
     gres_path = results_dir / "guest-result.json"
     if not gres_path.is_file():
@@ -432,7 +370,7 @@ def run_bench(kernel: vm.GuestKernel, modules: Mapping[str, Path], config: Bench
                  "guest_uptime_at_script_s": _script_start(run.console),
                  "guest_total_s": gres.get("guest_total_s")},
     )
-    if config.icount and vm.qemu_accel() == "tcg":
+    if config.icount and machine.qemu_accel() == "tcg":
         result.clock = (f"QEMU -icount {config.icount}: guest time counts executed "
                         "instructions (shift=0: 1 ns each) and skips idle time, so it is "
                         "reproducible but not wall time")

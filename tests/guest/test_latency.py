@@ -11,7 +11,9 @@ import pytest
 
 from smcpatch.data import GUEST_DIR
 from smcpatch.errors import BadInput, VmError
-from smcpatch.guest import bench as b
+from smcpatch.guest import initramfs
+from smcpatch.guest import kernel as gk
+from smcpatch.guest import latency as b
 from smcpatch.guest import machine as vm
 from smcpatch.plumbing import hostpkg
 
@@ -235,31 +237,31 @@ def test_compare_plot_and_summary(tmp_path: Path) -> None:
 def test_modinfo_and_release(tmp_path: Path) -> None:
     ko = tmp_path / "smc.ko"
     ko.write_bytes(_fake_module("6.12.107+deb12-amd64", "ib_core"))
-    assert vm.modinfo(ko.read_bytes(), "depends") == ["ib_core"]
-    assert vm.module_release(ko) == "6.12.107+deb12-amd64"
+    assert gk.modinfo(ko.read_bytes(), "depends") == ["ib_core"]
+    assert gk.module_release(ko) == "6.12.107+deb12-amd64"
     xz = tmp_path / "smc.ko.xz"
     xz.write_bytes(lzma.compress(_fake_module("6.1.0-40-amd64"), format=lzma.FORMAT_XZ))
-    assert vm.module_release(xz) == "6.1.0-40-amd64"
+    assert gk.module_release(xz) == "6.1.0-40-amd64"
 
 
 def test_check_module_matches(tmp_path: Path) -> None:
-    k = vm.GuestKernel(release="6.12.107+deb12-amd64", vmlinuz=tmp_path / "vmlinuz",
+    k = gk.GuestKernel(release="6.12.107+deb12-amd64", vmlinuz=tmp_path / "vmlinuz",
                        modules_root=tmp_path)
     good, bad, junk = tmp_path / "a.ko", tmp_path / "b.ko", tmp_path / "c.ko"
     good.write_bytes(_fake_module("6.12.107+deb12-amd64"))
     bad.write_bytes(_fake_module("6.1.0-40-amd64"))
     junk.write_bytes(b"hello")
-    vm.check_module_matches(k, good)
+    gk.check_module_matches(k, good)
     with pytest.raises(BadInput, match="built for kernel 6.1.0-40-amd64"):
-        vm.check_module_matches(k, bad)
+        gk.check_module_matches(k, bad)
     with pytest.raises(BadInput, match="not a kernel module"):
-        vm.check_module_matches(k, junk)
+        gk.check_module_matches(k, junk)
     with pytest.raises(BadInput, match="not found"):
-        vm.check_module_matches(k, tmp_path / "missing.ko")
+        gk.check_module_matches(k, tmp_path / "missing.ko")
 
 
 def test_cpio_newc_layout() -> None:
-    data = vm.cpio_newc([("init", 0o100755, b"#!/bin/sh\n"), ("bin", 0o40755, b"")])
+    data = initramfs.cpio_newc([("init", 0o100755, b"#!/bin/sh\n"), ("bin", 0o40755, b"")])
     assert data.startswith(b"070701")
     assert b"TRAILER!!!" in data
     assert len(data) % 4 == 0
@@ -279,9 +281,9 @@ def test_ensure_host_tools_reports_the_apt_command(monkeypatch: pytest.MonkeyPat
 
 
 def test_qemu_command_shares_root_readonly(tmp_path: Path) -> None:
-    k = vm.GuestKernel(release="r", vmlinuz=tmp_path / "vmlinuz", modules_root=tmp_path)
-    cmd = vm.qemu_command(k, tmp_path / "i.cpio", tmp_path, tmp_path / "c.log", smp=1,
-                          icount="shift=0,sleep=off")
+    k = gk.GuestKernel(release="r", vmlinuz=tmp_path / "vmlinuz", modules_root=tmp_path)
+    cmd = vm.qemu_command("amd64", k, tmp_path / "i.cpio", smp=1, icount="shift=0,sleep=off",
+                          shares=(vm.Share("hostroot", Path("/"), readonly=True),))
     joined = " ".join(cmd)
     assert "path=/,readonly=on" in joined
     assert "-no-reboot" in cmd and "panic=-1" in joined
@@ -317,19 +319,19 @@ def test_guest_proofs_name_the_fallback_reason() -> None:
 
 
 def test_extract_pvh_vmlinux(tmp_path: Path) -> None:
-    elf = _elf_with_note(b"Xen", vm.XEN_ELFNOTE_PHYS32_ENTRY)
-    assert vm._has_pvh_entry(elf)
-    assert not vm._has_pvh_entry(_elf_with_note(b"GNU", 3))
+    elf = _elf_with_note(b"Xen", gk.XEN_ELFNOTE_PHYS32_ENTRY)
+    assert gk._has_pvh_entry(elf)
+    assert not gk._has_pvh_entry(_elf_with_note(b"GNU", 3))
     payload = lzma.compress(elf, format=lzma.FORMAT_XZ) + struct.pack("<I", len(elf))
     p = tmp_path / "vmlinuz"
     p.write_bytes(_bzimage(payload))
-    assert vm.extract_pvh_vmlinux(p) == elf
+    assert gk.extract_pvh_vmlinux(p) == elf
     # no PVH note, wrong size, not a bzImage: boot the bzImage as is
     plain = _elf_with_note(b"GNU", 3)
     p.write_bytes(_bzimage(lzma.compress(plain, format=lzma.FORMAT_XZ)
                            + struct.pack("<I", len(plain))))
-    assert vm.extract_pvh_vmlinux(p) is None
+    assert gk.extract_pvh_vmlinux(p) is None
     p.write_bytes(_bzimage(lzma.compress(elf, format=lzma.FORMAT_XZ) + struct.pack("<I", 1)))
-    assert vm.extract_pvh_vmlinux(p) is None
+    assert gk.extract_pvh_vmlinux(p) is None
     p.write_bytes(b"MZ" + b"\0" * 0x300)
-    assert vm.extract_pvh_vmlinux(p) is None
+    assert gk.extract_pvh_vmlinux(p) is None
