@@ -470,14 +470,12 @@ def bench(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
 
 
 def _output_dir(value: str | None, option: str) -> Path | None:
-    """A results directory: made by us; an existing non-directory is refused now."""
+    """A results directory: new, empty or one of ours; refused now otherwise."""
     if not value:
         return None
-    path = Path(value).expanduser()
-    if path.exists() and not path.is_dir():
-        raise BadInput(f"{option} {path}: exists and is not a directory")
-    files.check_output(path / "summary.md", option)
-    return path
+    from .guest.latency import RESULTS_MARKER
+
+    return files.check_own_dir(Path(value), option, RESULTS_MARKER)
 
 
 @task(iterable=["suite", "arch"], auto_shortflags=False, help={

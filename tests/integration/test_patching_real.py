@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from smcpatch.pipeline.classify import Fix, classify, load_series, make_variants
+from smcpatch.pipeline.classify import Fix, classify, load_series
+from smcpatch.pipeline.variants import make_variants
 from tests.pipeline.test_classify import (
     DST_H_OLD,
     PATCHES,

@@ -81,6 +81,7 @@ def check_request(request: DkmsRequest) -> None:
         if not request.check:
             raise BadInput("--sign-key/--sign-cert sign the module dkms builds: add --check")
         signing.check_key_matches_cert(request.sign_key, request.sign_cert)
+    dkms.check_out_dir(request.out_dir.expanduser().absolute())
     if len(request.kernels.kernels) != 1 or request.kernels.kernels[0] == "all":
         raise BadInput("dkms writes the package of one kernel: give one --kernel")
     if len(request.kernels.arches) > 1 or "all" in request.kernels.arches:

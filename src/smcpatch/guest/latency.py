@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..errors import BadInput, VmError
 from ..plumbing import hostpkg
+from ..plumbing.files import check_own_dir
 from . import initramfs, machine, share
 from .kernel import GuestKernel, check_module_matches
 
@@ -300,6 +301,17 @@ def summary_markdown(result: BenchResult, threshold: float) -> str:
 # orchestration
 
 
+RESULTS_MARKER = ".smcpatch-results"
+
+
+def claim_results(path: Path) -> Path:
+    """The results directory: new, empty or an earlier run's (its marker); never a user's."""
+    check_own_dir(path, "--results", RESULTS_MARKER)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / RESULTS_MARKER).touch()
+    return path
+
+
 def run_bench(kernel: GuestKernel, modules: Mapping[str, Path], config: BenchConfig,
               results_dir: Path, *, cache_dir: Path | None = None,
               progress: Callable[[str], None] | None = None) -> BenchResult:
@@ -318,11 +330,10 @@ def run_bench(kernel: GuestKernel, modules: Mapping[str, Path], config: BenchCon
             raise BadInput(f"bad variant name {name!r}")
         check_module_matches(kernel, Path(ko))
     hostpkg.ensure(share.host_tools(), "guest tools")
-    results_dir = Path(results_dir).resolve()
+    results_dir = claim_results(Path(results_dir)).resolve()
     cache_dir = Path(cache_dir) if cache_dir else results_dir.parent / ".bench-cache"
     t0 = time.monotonic()
-    results_dir.mkdir(parents=True, exist_ok=True)
-    for old in results_dir.glob("*.json"):
+    for old in results_dir.glob("*.json"):  # an earlier run's, in a directory of ours
         old.unlink()
     image = initramfs.share_initramfs(kernel, cache_dir)
     config_path = share.stage(results_dir, GUEST_FILES, share.build_helper(cache_dir), modules, {

@@ -18,9 +18,12 @@ import bisect
 import contextlib
 import io
 import lzma
+import os
 import shutil
+import stat
 import struct
 import subprocess
+import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -41,6 +44,8 @@ from ..errors import InspectError, ToolMissing
 
 #: Refuse to decompress anything larger than this (a module is a few MiB; this guards bombs).
 MAX_ELF_SIZE = 512 * 1024 * 1024
+#: A file given to the inspector is read only up to this (compressed or not).
+MAX_INPUT_SIZE = 256 * 1024 * 1024
 
 # ELF constants.
 _ET_REL = 1
@@ -301,13 +306,7 @@ def guard(label: str) -> Iterator[None]:
 def _decompress_zstd(raw: bytes, label: str) -> bytes:
     exe = shutil.which("zstd")
     if exe is not None:
-        proc = subprocess.run(
-            [exe, "-dc", "-q"], input=raw, capture_output=True, check=False
-        )
-        if proc.returncode != 0:
-            msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise InspectError(f"{label}: zstd failed: {msg[-1] if msg else proc.returncode}")
-        return proc.stdout
+        return _zstd_command(exe, raw, label)
     try:
         import zstandard  # type: ignore[import-not-found]
     except ImportError:
@@ -321,6 +320,28 @@ def _decompress_zstd(raw: bytes, label: str) -> bytes:
             out: bytes = reader.read(MAX_ELF_SIZE + 1)
     except zstandard.ZstdError as exc:
         raise InspectError(f"{label}: corrupt zstd data: {exc}") from exc
+    return out
+
+
+def _zstd_command(exe: str, raw: bytes, label: str) -> bytes:
+    """zstd -dc, reading no more than MAX_ELF_SIZE + 1 bytes of its output (a bomb is cut off
+    and refused, never held in memory whole)."""
+    with tempfile.TemporaryFile() as source:
+        source.write(raw)
+        source.seek(0)
+        proc = subprocess.Popen([exe, "-dc", "-q"], stdin=source, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        out = proc.stdout.read(MAX_ELF_SIZE + 1)
+        if len(out) > MAX_ELF_SIZE:
+            proc.kill()
+        err = proc.stderr.read()
+        code = proc.wait()
+    if len(out) > MAX_ELF_SIZE:
+        raise InspectError(f"{label}: decompresses to more than {MAX_ELF_SIZE} bytes")
+    if code != 0:
+        msg = err.decode("utf-8", "replace").strip().splitlines()
+        raise InspectError(f"{label}: zstd failed: {msg[-1] if msg else code}")
     return out
 
 
@@ -357,7 +378,16 @@ def load_elf_bytes(path: Path) -> bytes:
     """
     label = str(path)
     with guard(label):
-        raw = Path(path).read_bytes()
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise InspectError(f"{label}: not a regular file (a device, pipe or directory)")
+        if st.st_size > MAX_INPUT_SIZE:
+            raise InspectError(f"{label}: {st.st_size} bytes, larger than a kernel module can "
+                               f"be ({MAX_INPUT_SIZE} at most)")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_INPUT_SIZE + 1)
+        if len(raw) > MAX_INPUT_SIZE:
+            raise InspectError(f"{label}: larger than a kernel module can be")
         return _decompress(raw, label)
 
 
@@ -464,7 +494,7 @@ class ElfObject:
     def _validate_header(self) -> Machine:
         data, label = self.data, self.label
         if len(data) < 4 or data[:4] != b"\x7fELF":
-            raise InspectError(f"{label}: not an ELF file (starts with {bytes(data[:4])!r})")
+            raise InspectError(f"{label}: not an ELF file (no ELF magic at its start)")
         if len(data) < 64:
             raise InspectError(f"{label}: truncated: {len(data)} bytes, shorter than an ELF header")
         if data[4] != 2:

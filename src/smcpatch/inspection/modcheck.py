@@ -7,8 +7,11 @@ import struct
 from pathlib import Path
 
 from ..errors import InspectError
+from ..plumbing.files import MB, read_input
 from .elf import ElfObject, guard
 from .model import FunctionEvidence, ModuleInfo
+
+SYMVERS_LIMIT = 64 * MB  # Debian's is 1-2 MB
 
 
 def module_info(elf: ElfObject, path: Path, evidence: FunctionEvidence) -> ModuleInfo:
@@ -78,7 +81,7 @@ def read_module_symvers(path: Path) -> dict[str, int]:
     label = str(path)
     out: dict[str, int] = {}
     with guard(label):
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        text = read_input(Path(path), "Module.symvers", SYMVERS_LIMIT).decode("utf-8", "replace")
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import BuildError, ToolMissing
-from ..plumbing import hostpkg
+from ..plumbing import hostpkg, proc
 from ..plumbing.apt import Apt, host_sources, mirror_lines
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
 from ..plumbing.debmeta import relation_names
@@ -116,8 +116,8 @@ def ensure_chroot(cache: Cache, suite: str, packages: list[str]) -> Path:
                     f"--include={','.join(packages)}", suite, str(tmp / "root"), *lines]
             with open(log, "w") as handle:
                 try:
-                    code = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT,
-                                          timeout=MMDEBSTRAP_TIMEOUT_S, check=False).returncode
+                    code = proc.run(args, stdout=handle, stderr=subprocess.STDOUT,
+                                    timeout=MMDEBSTRAP_TIMEOUT_S).returncode
                 except subprocess.TimeoutExpired as exc:
                     raise BuildError(f"mmdebstrap {suite} timed out after "
                                      f"{MMDEBSTRAP_TIMEOUT_S}s") from exc

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..plumbing import hostpkg
+from ..plumbing.files import MB, read_input
 from .targets import HOST_ARCH
 
 
@@ -22,7 +23,8 @@ class KernelConfig:
     @classmethod
     def read(cls, path: Path) -> KernelConfig:
         values: dict[str, str] = {}
-        for line in path.read_text(errors="replace").splitlines():
+        text = read_input(path, "kernel .config", 16 * MB).decode("utf-8", "replace")
+        for line in text.splitlines():
             if line.startswith("CONFIG_") and "=" in line:
                 key, _, value = line.partition("=")
                 values[key] = value.strip().strip('"')

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..data import DEFAULT_MATRIX
 from ..errors import ConfigError
+from ..plumbing.files import MB, read_input_text
 from .targets import (
     ALL_FLAVOURS,
     ARCHES,
@@ -31,10 +32,10 @@ def default_matrix_path() -> Path:
 
 def load_matrix(path: Path | None = None) -> list[Target]:
     path = path or default_matrix_path()
+    if not path.exists():
+        raise ConfigError(f"kernel matrix {path} not found")
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"kernel matrix {path} not found") from exc
+        data = tomllib.loads(read_input_text(path, "kernel matrix (kernels.toml)", 1 * MB))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"kernel matrix {path} is not valid TOML: {exc}") from exc
     entries = data.get("kernel")

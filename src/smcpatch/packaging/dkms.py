@@ -39,7 +39,9 @@ from ..pipeline import build
 from ..pipeline.classify import FixState, patch_tool
 from ..pipeline.fetch import Workspace
 from ..plumbing import hostpkg
+from ..plumbing import proc as children
 from ..plumbing.cache import publish_dir
+from ..plumbing.files import check_own_dir
 from . import signing
 
 PACKAGE_NAME = "smc-cve-2025-40168"
@@ -114,7 +116,7 @@ def write_package(ws: Workspace, states: list[FixState], out_dir: Path) -> Path:
                          + ": no DKMS package written")
     _check_smc_enabled(ws)
     out_dir = out_dir.expanduser().absolute()
-    _check_out_dir(out_dir)
+    check_out_dir(out_dir)
     to_apply = [s for s in states if s.state == "vulnerable"]
     with publish_dir(out_dir) as tmp:
         (tmp / "net" / "smc").mkdir(parents=True)
@@ -152,14 +154,13 @@ def is_our_package(path: Path) -> bool:
     return isinstance(data, dict) and data.get("package") == PACKAGE_NAME
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    if not out_dir.exists() and not out_dir.is_symlink():
-        return
-    if not out_dir.is_dir() or out_dir.is_symlink():
-        raise BadInput(f"--out {out_dir} exists and is not a directory")
-    if any(out_dir.iterdir()) and not is_our_package(out_dir):
+def check_out_dir(out_dir: Path) -> None:
+    """--out: new, empty, or a package written by smcpatch (its marker); refused otherwise."""
+    if out_dir.is_dir() and not out_dir.is_symlink() and any(out_dir.iterdir()) \
+            and not is_our_package(out_dir):
         raise BadInput(f"--out {out_dir} exists and is not empty (and is not a DKMS package "
                        "written by smcpatch): choose a new or empty directory")
+    check_own_dir(out_dir, "--out", MARKER)
 
 
 def _copy_patches(states: list[FixState], dest: Path) -> list[str]:
@@ -354,9 +355,9 @@ def _read_conf_values(conf: Path) -> dict[str, str]:
 
 
 def _run_dkms(args: list[str], env: dict[str, str], make_log: Path | None = None) -> str:
-    proc = subprocess.run(["dkms", *args], env=env, capture_output=True, text=True,
-                          timeout=DKMS_TIMEOUT, check=False, stdin=subprocess.DEVNULL)
-    output = proc.stdout + proc.stderr
+    proc = children.run(["dkms", *args], env=env, capture_output=True, text=True,
+                        timeout=DKMS_TIMEOUT)
+    output = str(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = output.strip().splitlines()[-LOG_TAIL_LINES:]
         if make_log is not None and make_log.is_file():

@@ -20,8 +20,8 @@ from ..data import KBUILD_RECIPE
 from ..errors import BadInput, BuildError, ToolMissing
 from ..kernels import chroot
 from ..kernels.kconfig import KernelConfig, ensure_toolchain
+from ..plumbing import proc
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, hash_tree
-from ..plumbing.proc import kill_group
 from ..plumbing.progress import Poller, Progress, silent
 from .fetch import Workspace
 
@@ -230,13 +230,9 @@ def _make(kdir: Path, work: Path, log: Path, jobs: int | None, env: BuildEnv,
     with open(log, "w") as handle:
         handle.write("$ " + " ".join(args) + "\n")
         handle.flush()
-        proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=environ,
-                                start_new_session=True)
-        try:
-            code = proc.wait(timeout=3600)
-        except BaseException:
-            kill_group(proc)
-            raise
+        make = proc.spawn(args, stdout=handle, stderr=subprocess.STDOUT, env=environ)
+        proc.finish(make, timeout=3600)
+        code = make.returncode
     if code != 0 and "No space left on device" in log.read_text(errors="replace"):
         shutil.rmtree(work, ignore_errors=True)  # free what the build wrote; rebuilt next time
         raise BuildError(f"make failed: no space left on device in {work.parent} "

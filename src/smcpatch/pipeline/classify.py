@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError, PatchError, ToolMissing, UnknownFix
 from ..plumbing import hostpkg
+from ..plumbing.files import MB, read_input
 
 SERIES_NAME = "series"
 MARKER_NAME = ".smcpatch-variants.json"
@@ -206,10 +207,10 @@ def read_series(patches_dir: Path) -> list[Fix]:
     """Every fix of ``patches_dir/series``, validated."""
     patches_dir = Path(patches_dir).resolve()
     series = patches_dir / SERIES_NAME
+    if not series.exists():
+        raise ConfigError(f"patch series not found: {series}")
     try:
-        text = series.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ConfigError(f"patch series not found: {series}") from e
+        text = read_input(series, "patch series", 1 * MB).decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read patch series {series}: {e}") from e
     fixes: list[Fix] = []

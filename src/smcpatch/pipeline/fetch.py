@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import BadInput, ExtractError, FetchError
 from ..kernels.targets import Target
-from ..plumbing import hostpkg, unpack
+from ..plumbing import hostpkg, proc, unpack
 from ..plumbing.apt import Apt, PackageRecord
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
 from ..plumbing.progress import Progress, silent
@@ -116,11 +116,12 @@ def _substitute_kbuild(apt: Apt, name: str) -> PackageRecord | None:
     return None
 
 
-def _keys(target: Target) -> dict[str, str]:
+def _keys(target: Target, kdir_entry: Path) -> dict[str, str]:
     ident = (target.package_version, target.abi, target.series, target.kbuild, EXTRACT_RECIPE)
     return {
         "source": hash_inputs("source", target.source_package, *ident),
-        "kdir": hash_inputs("kdir", KDIR_RECIPE, target.flavour, *ident),
+        # the headers' Makefile names the entry's own path: a moved cache makes it again
+        "kdir": hash_inputs("kdir", KDIR_RECIPE, target.flavour, str(kdir_entry), *ident),
         "shipped": hash_inputs("shipped", SHIPPED_RECIPE, target.flavour, *ident),
     }
 
@@ -140,7 +141,8 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
     if target.tree is not None and target.tree_kdir is not None:
         return Workspace(target=target, kdir=target.tree_kdir, source_tree=target.tree,
                          shipped_module=None, image_deb=None, from_cache=True)
-    entries, keys = _entries(cache, target), _keys(target)
+    entries = _entries(cache, target)
+    keys = _keys(target, entries["kdir"])
     with cache.lock(f"fetch-{target.key}", wait_message=f"waiting for another run fetching "
                                                        f"{target.key} ..."):
         timings: dict[str, float] = {"download": 0.0, "extract": 0.0}
@@ -303,7 +305,7 @@ def _extract_parallel(cache: Cache, target: Target, debs: dict[str, Path],
             if not entry_is_current(entry, key, CONTENT_CHECK[name]):
                 _EXTRACTORS[name](target, debs, entry, key)
 
-    with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+    with ThreadPoolExecutor(max_workers=len(wanted)) as pool, proc.stopped_on_interrupt():
         futures = [pool.submit(extract, name, entry, key)
                    for name, (entry, key) in wanted.items()]
         for future in futures:

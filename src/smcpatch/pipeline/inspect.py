@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 from .. import inspection
-from ..errors import InspectError
-from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs
+from ..errors import BadInput, InspectError
+from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
 from .build import BuildResult
 from .classify import FixState
 from .fetch import Workspace
@@ -36,16 +36,11 @@ def inspect_target(cache: Cache, ws: Workspace, built: BuildResult,
     key = hash_inputs([_file_identity(p) for p in inputs], ws.target.release,
                       sorted({f for s in states for f in s.variant.functions}))
     entry = cache.dir("inspect", ws.target.key)
-    if entry_is_current(entry, key):
-        saved = json.loads((entry / "inspect.json").read_text())
-        for name in INSPECT_FIELDS:
-            value = saved[name]
-            setattr(report, name, ModuleReport(**value) if name in ("before", "after", "shipped")
-                    and value is not None else value)
+    if entry.exists() and _load_cached(entry, key, report):
         report.from_cache["inspect"] = True
         return
     _inspect(ws, built, states, report)
-    with atomic_dir(entry, key) as tmp:
+    with atomic_dir(entry, key, content="full") as tmp:
         data = {name: report.to_json()[name] for name in INSPECT_FIELDS}
         (tmp / "inspect.json").write_text(json.dumps(data))
     report.from_cache["inspect"] = False
@@ -72,10 +67,32 @@ def _sibling_verdicts(built: BuildResult, states: list[FixState],
     return verdicts
 
 
+def _load_cached(entry: Path, key: str, report: TargetReport) -> bool:
+    """The cached result, when its key and its content digest hold and it reads back whole; a
+    damaged or edited one is inspected again (with a note), never trusted, never an error."""
+    if not entry_is_current(entry, key, "full"):
+        if (entry / "inspect.json").exists() and read_manifest(entry) is not None:
+            report.notes.append("the cached inspection result did not match its digest: "
+                                "inspected again")
+        return False
+    try:
+        saved = json.loads((entry / "inspect.json").read_text())
+        values = {name: (ModuleReport.from_json(saved[name])
+                         if name in ("before", "after", "shipped") and saved[name] is not None
+                         else saved[name]) for name in INSPECT_FIELDS}
+    except (OSError, ValueError, KeyError, TypeError, BadInput):
+        report.notes.append("the cached inspection result could not be read: inspected again")
+        return False
+    for name, value in values.items():
+        setattr(report, name, value)
+    return True
+
+
 def _file_identity(path: Path) -> str:
-    """Path, size, mtime and inode: any rewrite of a cache entry (atomic rename) changes it."""
+    """Path, size, mtime, ctime and inode: any rewrite of a module (an atomic rename, an edit in
+    place with its mtime put back) changes it."""
     stat = path.stat()
-    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"
 
 
 def _inspect(ws: Workspace, built: BuildResult,

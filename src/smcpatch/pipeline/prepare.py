@@ -29,7 +29,7 @@ from ..kernels import chroot
 from ..kernels.kconfig import KernelConfig, toolchain_tools
 from ..kernels.resolve import KernelRequest, resolve
 from ..kernels.targets import HOST_ARCH, Target
-from ..plumbing import debmeta, hostpkg
+from ..plumbing import debmeta, hostpkg, proc
 from ..plumbing.cache import Cache
 from ..plumbing.progress import QUIET, Display, Progress, silent
 from . import build, classify, fetch, inspect, variants
@@ -90,7 +90,7 @@ def prepare(cache: Cache, kernels: KernelRequest | list[Target], options: Option
     hostpkg.ensure([*fetch.TOOLS, classify.TOOL], "fetch tools", say=display.say)
     labels = [f"{t.package_version} {t.flavour}" for t in targets]
     reporters = [display.reporter(label) for label in labels]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool, proc.stopped_on_interrupt():
         fetched = list(pool.map(lambda i: fetch_target(cache, targets[i], reporters[i]),
                                 range(len(targets))))
         fetched = install_host_tools(fetched, display, tools, options.through)

@@ -23,7 +23,7 @@ from .. import inspection
 from ..errors import InspectError, SmcpatchError
 from ..inspection.model import ModuleInfo
 from ..kernels.targets import ARCH_FLAVOURS, HOST_ARCH
-from ..plumbing import debmeta
+from ..plumbing import debmeta, proc
 from ..plumbing.apt import Apt, PackageRecord
 from ..plumbing.cache import Cache
 from ..plumbing.files import temp_name, write_atomic
@@ -180,14 +180,17 @@ def scan_image(cache: Cache, apt: Apt, image: Image) -> ScanRow:
 
 
 def _cached_row(entry: Path, image: Image) -> ScanRow | None:
+    """A cached result, when it reads back whole and matches the digest it was saved with (an
+    edited or damaged one is judged again: the image is downloaded anew)."""
     try:
         data = json.loads(entry.read_text())
-    except (OSError, ValueError):
+        claimed = data.pop("digest", None)
+        if claimed != _digest(data) or data.pop("recipe", None) != RESULT_RECIPE:
+            return None
+        data.pop("purl", None)
+        row = ScanRow(**data)
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
-    if data.pop("recipe", None) != RESULT_RECIPE:
-        return None
-    data.pop("purl", None)
-    row = ScanRow(**data)
     # what the listing says (suite, flavour, ...) is today's; the cache holds the binary's word
     row.package, row.version, row.arch = image.package, image.version, image.arch
     row.flavour, row.release, row.suite = image.flavour, image.release, image.suite
@@ -197,7 +200,12 @@ def _cached_row(entry: Path, image: Image) -> ScanRow | None:
 
 
 def _save(entry: Path, row: ScanRow) -> None:
-    write_atomic(entry, json.dumps({**row.to_json(), "recipe": RESULT_RECIPE}))
+    data = {**row.to_json(), "recipe": RESULT_RECIPE}
+    write_atomic(entry, json.dumps({**data, "digest": _digest(data)}))
+
+
+def _digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def _judge(row: ScanRow, module: Path | None, changelog: Path | None) -> None:
@@ -253,7 +261,8 @@ def scan_all(cache: Cache, apt: Apt, images: list[Image], parallel: int,
     rows: dict[int, ScanRow] = {}
     total = sum(i.size for i in images)
     done_bytes = 0
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool, \
+            proc.stopped_on_interrupt():
         futures = {pool.submit(scan_image, cache, apt, image): n
                    for n, image in enumerate(images)}
         for future in as_completed(futures):

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FetchError, ToolMissing
+from . import proc as children
 from .cache import Cache, hash_file, sweep_stale_temps
 from .debmeta import enabled, first_stanza, stanzas
-from .files import temp_name
+from .files import temp_name, write_atomic
 from .progress import Poller, Progress, silent
 
 HOST_APT_DIR = Path("/etc/apt")
@@ -71,19 +72,20 @@ class Apt:
 
     # -- configuration ---------------------------------------------------------------------
     def _write_config(self) -> None:
+        """The private configuration, written under a lock (runs in parallel share the root)
+        and only where it changed, each file atomically: a reader never sees it half-made."""
         parts = self.root / "sources.list.d"
-        parts.mkdir(parents=True, exist_ok=True)
         for sub in ("lists/partial", "archives/partial"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        copied = self._copy_host_sources(parts)
-        if not copied:
+        wanted = self._sources()
+        if not wanted:
             raise FetchError(f"no apt sources found in {self.host_apt_dir} (sources.list or "
                              "sources.list.d/*.list|*.sources): cannot reach a Debian archive")
         arches = ""
         if self.foreign_arches:
             listed = " ".join(f'"{a}";' for a in (_native_arch(), *self.foreign_arches))
             arches = f"APT::Architectures {{ {listed} }};\n"
-        self.config.write_text(
+        config = (
             arches +
             f'Dir::State::Lists "{self.root}/lists";\n'
             f'Dir::State::status "/dev/null";\n'
@@ -95,26 +97,32 @@ class Apt:
             'Acquire::Languages "none";\n'
             'APT::Get::List-Cleanup "false";\n'
         )
+        with self.cache.lock(f"apt-config-{self.root.name}"):
+            parts.mkdir(parents=True, exist_ok=True)
+            for old in parts.iterdir():
+                if old.name not in wanted:
+                    old.unlink(missing_ok=True)
+            for name, text in {**wanted, "../apt.conf": config}.items():
+                path = (parts / name).resolve() if name.startswith("..") else parts / name
+                if not path.is_file() or path.read_text() != text:
+                    write_atomic(path, text)
 
-    def _copy_host_sources(self, parts: Path) -> int:
-        for old in parts.iterdir():
-            old.unlink()
+    def _sources(self) -> dict[str, str]:
+        """{file name: text} of the sources: the suites asked for on the host's own mirrors,
+        or the host's own sources as they are."""
         if self.suites:
             lines = mirror_lines(host_sources(self.host_apt_dir), self.suites)
-            (parts / "smcpatch-suites.list").write_text("\n".join(lines) + "\n")
-            return len(lines)
-        count = 0
+            return {"smcpatch-suites.list": "\n".join(lines) + "\n"} if lines else {}
+        found: dict[str, str] = {}
         main_list = self.host_apt_dir / "sources.list"
         if main_list.is_file() and _has_entries(main_list.read_text()):
-            shutil.copy(main_list, parts / "host-sources.list")
-            count += 1
+            found["host-sources.list"] = main_list.read_text()
         host_parts = self.host_apt_dir / "sources.list.d"
         if host_parts.is_dir():
             for src in sorted(host_parts.iterdir()):
                 if src.suffix in (".list", ".sources") and src.is_file():
-                    shutil.copy(src, parts / f"host-{src.name}")
-                    count += 1
-        return count
+                    found[f"host-{src.name}"] = src.read_text()
+        return found
 
     def cache_command(self, *args: str) -> list[str]:
         """apt-cache with its binary caches kept in our root: a host that turns them off
@@ -128,14 +136,14 @@ class Apt:
 
     def _run(self, args: list[str], cwd: Path | None = None, timeout: int = 600) -> str:
         try:
-            proc = subprocess.run(args, cwd=cwd, env=self.env(), capture_output=True, text=True,
-                                  timeout=timeout, check=False)
+            proc = children.run(args, cwd=cwd, env=self.env(), capture_output=True, text=True,
+                                timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise FetchError(f"{' '.join(args[:2])} timed out after {timeout}s: "
                              "is the archive reachable?") from exc
         if proc.returncode != 0:
             raise FetchError(f"{' '.join(args[:2])} failed: {_last_error(proc.stderr)}")
-        return proc.stdout
+        return str(proc.stdout)
 
     # -- index -----------------------------------------------------------------------------
     def update(self, force: bool = False) -> None:
@@ -147,8 +155,8 @@ class Apt:
             if not force and _fresh(stamp):
                 return  # another run updated while we waited for the lock
             stamp.unlink(missing_ok=True)
-            proc = subprocess.run(["apt-get", "-q", "update"], env=self.env(), capture_output=True,
-                                  text=True, timeout=900, check=False)
+            proc = children.run(["apt-get", "-q", "update"], env=self.env(),
+                                capture_output=True, text=True, timeout=900)
             # apt-get update exits 0 even when every index failed to download: read its words
             failed = [ln for ln in proc.stderr.splitlines()
                       if ln.startswith(("E:", "Err:")) or "Failed to fetch" in ln]

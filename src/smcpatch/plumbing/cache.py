@@ -137,7 +137,9 @@ def tree_fingerprint(root: Path, mode: str) -> str:
     """What an entry's files look like, to notice a deleted, added, truncated or rewritten file.
 
     "full": every name and every file's bytes (for the few small files that matter); "stat":
-    every name, each file's size and mtime; "names": every name and type, each directory's
+    every name, each file's size, mtime and ctime (a file edited in place with its size and
+    mtime put back still has a new ctime, which no user can set; cheap where hashing 24 MB of
+    modules per target would not be); "names": every name and type, each directory's
     mtime (which changes when an entry below it is added, deleted or renamed) and the size and
     mtime of the files near the top only (a headers tree's Makefile, .config, Module.symvers);
     "listing": the same without directory mtimes, for the big headers tree, where a stat per
@@ -161,7 +163,10 @@ def tree_fingerprint(root: Path, mode: str) -> str:
                 stack.append((entry.path, name + "/"))
             elif mode == "full":
                 facts = f"F{hash_file(Path(entry.path))}"
-            elif mode == "stat" or name.count("/") <= 4:  # "names", "listing": top files only
+            elif mode == "stat":  # ctime too: an in-place edit cannot put it back
+                st = entry.stat()
+                facts = f"F{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+            elif name.count("/") <= 4:  # "names", "listing": top files only
                 st = entry.stat()
                 facts = f"F{st.st_size}:{st.st_mtime_ns}"
             else:
@@ -191,7 +196,7 @@ def publish_dir(final: Path) -> Iterator[Path]:
     packages, guest kernels.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temps(final.parent)
+    sweep_stale_temps(final.parent, final.name)
     tmp = final.parent / temp_name(final.name)
     tmp.mkdir()
     try:
@@ -228,11 +233,13 @@ def replace_dir(tmp: Path, final: Path) -> None:
         tmp.rename(final)
 
 
-def sweep_stale_temps(parent: Path) -> None:
+def sweep_stale_temps(parent: Path, name: str | None = None) -> None:
     """Remove what a dead run left under our own temp names in `parent` (a killed build, an
-    interrupted extraction); never a live run's, never a name that is not ours."""
+    interrupted extraction); never a live run's, never a name that is not ours. With `name`,
+    only that file's own temps (beside a user's output, nothing else of the directory)."""
+    prefix = TMP_PREFIX + (f"{name}." if name else "")
     try:
-        names = [n for n in os.listdir(parent) if n.startswith(TMP_PREFIX)]
+        names = [n for n in os.listdir(parent) if n.startswith(prefix)]
     except OSError:
         return
     for name in names:

@@ -97,6 +97,19 @@ def check_output(path: Path, option: str) -> Path:
     return path
 
 
+def check_own_dir(path: Path, option: str, marker: str) -> Path:
+    """A directory smcpatch writes into and may clean: absent, empty, or one it made (it holds
+    `marker`); anything else is the user's and refused before any work."""
+    path = path.expanduser()
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise BadInput(f"{option} {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        raise BadInput(f"{option} {path} exists, is not empty and was not made by smcpatch: "
+                       "choose a new or empty directory")
+    check_output(path / marker, option)
+    return path
+
+
 def _probe_dir(directory: Path, option: str, path: Path) -> None:
     """Create and remove a temp file of ours: the one sure test that files can be made there."""
     probe = directory / temp_name("probe")

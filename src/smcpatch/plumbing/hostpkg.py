@@ -13,13 +13,13 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..errors import ToolMissing
+from . import proc
 
 DPKG_FRONTEND_LOCK = "/var/lib/dpkg/lock-frontend"
 LOCK_TIMEOUT_S = 900  # how long apt-get waits for another package manager's dpkg lock
@@ -128,11 +128,10 @@ def apt_install(packages: Sequence[str],
         say(f"waiting for dpkg's lock ({DPKG_FRONTEND_LOCK}): another package manager is "
             f"running (up to {LOCK_TIMEOUT_S} s) ...")
     if not _updated:  # a fresh machine's lists may be empty; best effort: a stale one may do
-        subprocess.run(["apt-get", "-q", *wait, "update"], env=env, capture_output=True,
-                       timeout=APT_TIMEOUT_S, check=False)
+        proc.run(["apt-get", "-q", *wait, "update"], env=env, capture_output=True,
+                 timeout=APT_TIMEOUT_S)
         _updated = True
-    proc = subprocess.run(["apt-get", "-q", *wait, "install", "-y", "--no-install-recommends",
-                           *packages], env=env, capture_output=True, text=True,
-                          timeout=APT_TIMEOUT_S, check=False)
-    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
-    return proc.returncode == 0, tail
+    done = proc.run(["apt-get", "-q", *wait, "install", "-y", "--no-install-recommends",
+                     *packages], env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S)
+    tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
+    return done.returncode == 0, tail

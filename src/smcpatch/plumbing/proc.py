@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from typing import IO, Any
 
 _REAPER = r"""
@@ -122,3 +123,14 @@ def kill_all() -> int:
     for proc in procs:
         kill_group(proc)
     return len(procs)
+
+
+@contextlib.contextmanager
+def stopped_on_interrupt() -> Iterator[None]:
+    """Around a thread pool whose workers run children: an interrupt (Ctrl-C, SIGTERM) kills
+    every child group at once, so the pool's shutdown does not wait for a build to finish."""
+    try:
+        yield
+    except BaseException:
+        kill_all()
+        raise
