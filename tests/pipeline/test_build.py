@@ -84,9 +84,13 @@ def test_a_cross_compiler_of_another_revision_is_said(tmp_path: Path) -> None:
     (tmp_path / ".config").write_text(
         'CONFIG_ARM64=y\nCONFIG_CC_VERSION_TEXT="gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"\n')
     facts = KernelConfig.read(tmp_path / ".config")
-    [note] = build._compiler_notes(facts, "aarch64-linux-gnu-gcc-12 (Debian 12.2.0-14) 12.2.0")
-    assert "another Debian revision" in note
-    assert build._compiler_notes(facts, "gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0") == []
+    # one note, always: where and with what, and how it stands against the kernel's compiler
+    note = build._compiler_note(facts, "aarch64-linux-gnu-gcc-12 (Debian 12.2.0-14) 12.2.0",
+                                build.BuildEnv())
+    assert "another Debian revision" in note and note.startswith("cross-built for arm64 with ")
+    same = build._compiler_note(facts, "gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0",
+                                build.BuildEnv(suite="trixie"))
+    assert same.endswith("in a trixie chroot, the kernel's own compiler (CONFIG_CC_VERSION_TEXT)")
 
 
 def test_missing_compiler_names_the_install_command(tmp_path: Path) -> None:

@@ -77,6 +77,7 @@ class BuildEnv:
 
     root: Path | None = None
     binds: tuple[Path, ...] = ()
+    suite: str = ""  # the chroot's release
 
     def wrap(self, command: list[str], work: Path) -> list[str]:
         if self.root is None:
@@ -95,7 +96,7 @@ def environment(cache: Cache, ws: Workspace, progress: Progress = silent) -> Bui
     progress(f"{suite} chroot")
     packages = chroot.cached_build_packages(cache, ws.target)
     root = chroot.ensure_chroot(cache, suite, packages)
-    return BuildEnv(root=root, binds=(ws.kdir_root,))
+    return BuildEnv(root=root, binds=(ws.kdir_root,), suite=suite)
 
 
 
@@ -110,7 +111,7 @@ def build_variants(cache: Cache, key: str, kdir: Path, before_src: Path, after_s
     config = KernelConfig.read(kdir / ".config")
     compile_only = config.get("CONFIG_SMC") not in ("m", "y")
     compiler = ensure_toolchain(config) if env.root is None else _chroot_compiler(env, config)
-    notes = _compiler_notes(config, compiler)
+    notes = [_compiler_note(config, compiler, env)]
     if compile_only:
         notes.append("compile-and-inspect only: SMC is not enabled in this kernel's config "
                      "(CONFIG_SMC unset), so no module can load into it")
@@ -122,7 +123,6 @@ def build_variants(cache: Cache, key: str, kdir: Path, before_src: Path, after_s
     extra = COMPILE_ONLY_ARGS if compile_only else ()
     if config.cross is not None:  # the headers' .kernelvariables take CC from CROSS_COMPILE
         extra = (*extra, *config.cross.make_args())
-        notes.append(f"cross-built for {config.arch} with {compiler}")
     with cache.lock(f"build-{key}", wait_message=f"waiting for another run building {key} ..."):
         if entry_is_current(out, inputs, "stat"):  # a deleted or rewritten output: rebuild
             return dataclasses.replace(_load_result(out, compiler, notes),
@@ -152,19 +152,21 @@ def _kdir_identity(kdir: Path) -> str:
     return f"{stat.st_size}:{int(stat.st_mtime)}"
 
 
-def _compiler_notes(config: KernelConfig, compiler: str) -> list[str]:
-    """Say when the compiler is not exactly the kernel's: another gcc version, or (Debian's cross
-    compilers lag the native one) another Debian revision of the same version."""
+def _compiler_note(config: KernelConfig, compiler: str, env: BuildEnv) -> str:
+    """One note on where and with what the module is built, against the kernel's own compiler
+    (CONFIG_CC_VERSION_TEXT): the same, another gcc version, or (Debian's cross compilers lag
+    the native one) another Debian revision of the same version."""
+    how = f"cross-built for {config.arch}" if config.cross is not None else "built"
+    done = f"{how} with {compiler} in {f'a {env.suite} chroot' if env.suite else 'the host'}"
     want = config.compiler_version
     kernel_text = config.get("CONFIG_CC_VERSION_TEXT")
     if want and want not in compiler:
-        return [f"kernel built with {kernel_text}, building with {compiler}: code may differ "
-                "from Debian's"]
+        return f"{done}; the kernel was built with {kernel_text}: code may differ from Debian's"
     revision = re.search(r"\(Debian ([^)]+)\)", kernel_text or "")
     if revision and f"(Debian {revision.group(1)})" not in compiler:
-        return [f"kernel built with {kernel_text}, building with {compiler} (the same gcc, "
-                "another Debian revision): code may differ from Debian's where they differ"]
-    return []
+        return (f"{done}; the kernel was built with {kernel_text} (the same gcc, another Debian "
+                "revision): code may differ where they differ")
+    return f"{done}, the kernel's own compiler (CONFIG_CC_VERSION_TEXT)"
 
 
 def _build_one(variant: str, work: Path, kdir: Path, src: Path, out_tmp: Path,
