@@ -4,6 +4,7 @@ kernel built on the host, and a bullseye 5.10 kernel that needs gcc-10, which th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -110,3 +111,40 @@ def test_kernels_archive_lists_every_suite_with_states(test_cache: Cache) -> Non
     for suite in ("bullseye", "bookworm-backports", "trixie-security", "experimental"):
         assert suite in proc.stdout
     assert "6.1.0-50-amd64" in proc.stdout
+
+
+@pytest.mark.parametrize(("kernel", "suite", "release"), [
+    ("6.1.180", "bookworm-security", "6.1.0-52-amd64"),
+    ("6.16.12", "trixie-backports", "6.16.12+deb13-amd64"),
+])
+def test_a_kernel_whose_sources_are_not_served_is_judged(
+        test_cache: Cache, tmp_path: Path, kernel: str, suite: str, release: str) -> None:
+    """The image is served, the sources are not: Debian's module judged, nothing verified
+    (exit 1, a report, no traceback); the host's release wins where it has the image."""
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "invoke", "verify", "--kernel", kernel,
+                           "--cache", str(test_cache.root), "--json", str(out)], cwd=ROOT,
+                          env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True,
+                          timeout=900, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    [target] = json.loads(out.read_text())["targets"]
+    assert (target["suite"], target["release"], target["source_state"]) == (
+        suite, release, "not-served")
+    assert target["shipped"]["verdict"] in ("vulnerable", "fixed") and target["ok"] is False
+    assert target["before"] is None and target["after"] is None
+    assert any("not its sources" in p for p in target["problems"])
+    assert "sources not served" in proc.stdout
+
+
+def test_kernels_archive_says_which_can_be_built(test_cache: Cache) -> None:
+    env = {**os.environ, "COLUMNS": "250"}
+    proc = subprocess.run([sys.executable, "-m", "invoke", "kernels", "--archive", "--cache",
+                           str(test_cache.root)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rows = {tuple(c.strip() for c in line.split("│")[1:-1]) for line in proc.stdout.splitlines()
+            if "│" in line}
+    assert any(r[0] == "6.1.180-1" and r[1] == "bookworm-security" and r[-1] == "judge"
+               for r in rows), rows
+    assert any(r[0] == "6.1.176-1" and r[-1] == "build" for r in rows)

@@ -98,6 +98,10 @@ def run(request: DkmsRequest, display: Display = QUIET) -> DkmsResult:
         options.patches_dir = request.patches
     options.selected_fixes  # noqa: B018 - a bad --fix: before any download
     [target] = resolve(cache, request.kernels)
+    if target.judge_only:
+        raise BadInput(f"kernel {target.package_version}: the mirrors serve its image but not "
+                       "its sources: no DKMS package can be written (`smcpatch verify` judges "
+                       "Debian's module)")
     _check_can_build_here(target, request.check)
     tools = dkms.TOOLS if request.check else ()
     prepared = prepare(cache, [target], options, display, tools=tools)[0]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import inspection
 from ..data import DEFAULT_MATRIX
-from ..errors import BadInput
+from ..errors import BadInput, SmcpatchError
 from ..kernels import matrix, targets
 from ..kernels.archive import Archive
 from ..kernels.targets import Target
-from ..kernels.versions import series_of, upstream_of
+from ..kernels.versions import upstream_of
 from ..plumbing.cache import Cache
 
 
@@ -45,42 +47,70 @@ class ArchiveKernel:
     version: str  # upstream
     package_version: str
     suite: str
-    release: str  # as `uname -r` prints it ("" when the archive has no headers for it)
+    release: str  # as `uname -r` prints it
     arch: str
-    state: str  # what the cache knows: Debian's module vulnerable / fixed, or "-" (not verified)
+    state: str  # what the cache knows of Debian's module (a verify or a scan), or "-"
     verified: str  # our after-module's verdict from the cache, or "-"
+    can: str  # build (sources and headers served) | judge (only the image is served)
 
 
 def archive_listing(cache: Cache, flavour: str = "",
                     arches: list[str] | None = None) -> list[ArchiveKernel]:
-    """Every kernel of every served suite, with its state where a verify run cached one, in
-    the flavour(s) of each architecture asked for (the sources are arch-independent; whether
-    that arch's headers are served shows when it is verified)."""
+    """Every kernel any served suite has an image of, in the flavour(s) asked for: whether it
+    can be built (its sources and headers are served) or only judged, and what an earlier
+    verify or scan found."""
     flavours = targets.flavours_for(flavour, targets.check_arches(arches or [], flavour))
     archive = Archive(cache)
     archive.update()
+    sources = {o.version for o in archive.kernel_sources()}
+    scanned = _scanned(cache)
     rows: list[ArchiveKernel] = []
-    abis: dict[str, dict[str, str]] = {}
-    for offer in archive.kernel_sources():
-        upstream = upstream_of(offer.version)
-        series = series_of(upstream)
-        if series not in abis:
-            abis[series] = archive.abis(series)
-        abi = abis[series].get(offer.version, "")
-        for each in flavours:
-            state, verified = _cached_state(cache, f"{offer.version}_{each}")
-            rows.append(ArchiveKernel(upstream, offer.version, offer.suite,
-                                      f"{abi}-{each}" if abi else "", targets.arch_of(each),
-                                      state, verified))
-    return rows
+    for offer in archive.images():
+        release = offer.name.removeprefix("linux-image-")
+        each = next((f for f in flavours if release.endswith(f"-{f}")
+                     and not release.endswith(f"-cloud-{f}") and not release.endswith(f"-rt-{f}")),
+                    None)
+        if each is None:
+            continue
+        state, verified = _cached_state(cache, f"{offer.version}_{each}")
+        if state == "-":
+            state = scanned.get((offer.name, offer.version), "-")
+        rows.append(ArchiveKernel(upstream_of(offer.version), offer.version, offer.suite,
+                                  release, targets.arch_of(each), state, verified,
+                                  "build" if offer.version in sources else "judge"))
+    return sorted(rows, key=lambda r: (_version_key(r.package_version), r.suite, r.release))
+
+
+def _version_key(version: str) -> tuple[object, ...]:
+    return tuple(int(n) if n.isdigit() else n for n in re.split(r"(\d+)", version))
+
+
+def _scanned(cache: Cache) -> dict[tuple[str, str], str]:
+    """(package, version) -> verdict of every image an earlier scan judged."""
+    found: dict[tuple[str, str], str] = {}
+    for path in cache.dir("scan").glob("*.json"):
+        try:
+            data = json.loads(path.read_text())
+            found[(str(data["package"]), str(data["version"]))] = str(data["verdict"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
 
 
 def _cached_state(cache: Cache, key: str) -> tuple[str, str]:
+    """(Debian's module, our after-module) as a verify left them; a kernel only judged has its
+    shipped module in the cache, judged here (tens of milliseconds)."""
     entry = cache.dir("inspect", key) / "inspect.json"
     try:
         data = json.loads(entry.read_text())
-    except (OSError, ValueError):
-        return "-", "-"
-    shipped = (data.get("shipped") or {}).get("verdict", "-")
-    after = (data.get("after") or {}).get("verdict", "-")
-    return shipped, after
+        shipped = (data.get("shipped") or {}).get("verdict", "-")
+        after = (data.get("after") or {}).get("verdict", "-")
+    except (OSError, ValueError, AttributeError):
+        modules = sorted(cache.dir("shipped", key).glob("smc.ko*"))
+        if not modules:
+            return "-", "-"
+        try:
+            return inspection.inspect_module(modules[0]).evidence.verdict, "-"
+        except SmcpatchError:
+            return "-", "-"
+    return str(shipped), str(after)

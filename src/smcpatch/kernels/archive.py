@@ -7,14 +7,26 @@ refreshed once a day, so a resolution with warm lists is a few apt-cache calls.
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 from ..errors import BadInput, FetchError
 from ..plumbing.apt import Apt, Offer
 from ..plumbing.cache import Cache
 from ..plumbing.suites import host_releases, release_of, served_suites
-from .targets import Target
+from .targets import ALL_FLAVOURS, Target
 from .versions import KernelSpec, parse, series_of, upstream_of
+
+_IMAGE = re.compile(rf"^linux-image-(?P<abi>\d+\.\d+[^\s]*?)-"
+                    rf"(?P<flavour>{'|'.join(ALL_FLAVOURS)})$")
+
+
+def _matches(spec: KernelSpec, version: str) -> bool:
+    """A package version is the kernel the user named (a Debian version exactly, an upstream
+    version whatever its Debian revision)."""
+    if spec.kind == "debian":
+        return version == spec.text
+    return upstream_of(version).split("~", 1)[0] == spec.upstream
 
 
 class Archive:
@@ -43,34 +55,64 @@ class Archive:
 
     # -- resolution ------------------------------------------------------------------------
     def resolve(self, kernel: KernelSpec | str, flavour: str,
-                 suite: str | None = None) -> Target:
-        """A kernel by upstream version, Debian package version or kernel release."""
+                suite: str | None = None) -> Target:
+        """A kernel by upstream version, Debian package version or kernel release, answered by
+        every package that can answer for it: its sources, its headers, its image. A kernel
+        whose image is served but not its sources or headers can only be judged (judge_only)."""
         spec = kernel if isinstance(kernel, KernelSpec) else parse(kernel)
         if spec.kind == "release":
             offers = self.offers([f"linux-headers-{spec.text}"])
+            images = [] if offers else self.offers([f"linux-image-{spec.text}"])
+            if not offers and not images:
+                raise FetchError(f"the archive has no linux-headers-{spec.text} or "
+                                 f"linux-image-{spec.text} (kernel release {spec.text}) in "
+                                 f"{', '.join(self.suites)}")
+            chosen, notes = self._choose(offers or images, spec.text, suite)
             if not offers:
-                raise FetchError(f"the archive has no linux-headers-{spec.text} (kernel release "
-                                 f"{spec.text}) in {', '.join(self.suites)}")
-            chosen, notes = self._choose(offers, spec.text, suite)
+                return self._judge_only(chosen, spec.flavour, notes, spec.abi)
             return self._target(chosen.version, chosen.suite, spec.flavour, notes, abi=spec.abi)
         sources = self.offers([f"linux-source-{spec.series}"])
-        if spec.kind == "debian":
-            offers = [o for o in sources if o.version == spec.text]
-        else:
-            offers = [o for o in sources
-                      if upstream_of(o.version).split("~", 1)[0] == spec.upstream]
-        if not offers:
+        wanted = [o for o in sources if _matches(spec, o.version)]
+        images = [o for o in self.images(spec.series, flavour) if _matches(spec, o.version)]
+        if not wanted and not images:
             listing = ", ".join(f"{o.version} ({o.suite})" for o in sources[:12])
-            images = [n for n in self.names(f"linux-image-{spec.series}.")
-                      if n.endswith("-amd64")]
-            only_images = (f" (the archive lists {len(images)} linux-image-{spec.series}.* "
-                           "packages, but no sources or headers to build a module against)"
-                           if images and not sources else "")
-            raise FetchError(f"kernel {spec.text} is not in the archive; "
-                             f"linux-source-{spec.series} versions available: "
-                             f"{listing or 'none'}{only_images}")
-        chosen, notes = self._choose(offers, spec.text, suite)
-        return self._target(chosen.version, chosen.suite, flavour, notes)
+            raise FetchError(f"kernel {spec.text} is not in the archive (no sources, headers or "
+                             f"image of it); linux-source-{spec.series} versions available: "
+                             f"{listing or 'none'}")
+        chosen, notes = self._choose([*wanted, *images], spec.text, suite)
+        built = [o for o in wanted if o.version == chosen.version]
+        if chosen.name.startswith("linux-image-") and not built:
+            return self._judge_only(chosen, flavour, notes)
+        source = next((o for o in built if o.suite == chosen.suite), built[0] if built else chosen)
+        return self._target(source.version, source.suite, flavour, notes)
+
+    def images(self, series: str = "", flavour: str = "") -> list[Offer]:
+        """Every linux-image-<abi>-<flavour> of a series (or all) in every served suite: the
+        signed images (their -unsigned twins carry the same modules), no metapackages."""
+        found = []
+        for name in self.names(f"linux-image-{series}." if series else "linux-image-"):
+            match = _IMAGE.match(name)
+            if not match or (flavour and match["flavour"] != flavour):
+                continue
+            abi = match["abi"]
+            if abi == series_of(abi) and int(abi.split(".")[0]) < 7:
+                continue  # 6.x and older: a bare major.minor names a metapackage (6.1-amd64)
+            found.append(name)
+        return self.offers(found)
+
+    def _judge_only(self, image: Offer, flavour: str, notes: list[str],
+                    abi: str | None = None) -> Target:
+        """A kernel the mirrors serve the image of, but not its sources or headers: Debian's
+        module and changelog can be judged, nothing built."""
+        match = _IMAGE.match(image.name)
+        assert match is not None
+        upstream = upstream_of(image.version)
+        return Target(version=upstream, package_version=image.version,
+                      abi=abi or match["abi"], series=series_of(upstream), suite=image.suite,
+                      flavour=match["flavour"],
+                      apt_suites=self.suites, judge_only=True,
+                      notes="; ".join([f"resolved from the archive ({image.suite}): its image "
+                                       "is served but not its sources or headers", *notes]))
 
     def _choose(self, offers: list[Offer], text: str,
                 suite: str | None) -> tuple[Offer, list[str]]:

@@ -48,6 +48,9 @@ class Target:
     tree: Path | None = None  # a user's tree (--source): its sources ...
     tree_kdir: Path | None = None  # ... and its build directory (--kdir)
     tree_id: str = ""  # names that tree in cache keys: two trees of one release never mix
+    # the mirrors serve this kernel's image but not its sources or headers: Debian's module
+    # and changelog are judged, nothing is built
+    judge_only: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property

@@ -110,6 +110,8 @@ def verify_rows(reports: list[TargetReport]) -> tuple[list[str], list[list[str]]
         failed = [c.name for c in r.checks() if not c.passed]
         if r.error:
             ours, checks = "[red]not built[/]", "[red]error[/]"
+        elif r.source_state == "not-served":
+            ours, checks = "[yellow]not built[/]", "sources not served: judged only"
         else:
             ours = "[green]verified[/]" if r.ok else "[red]NOT verified[/]"
             checks = ("[red]" + ", ".join(failed) + "[/]") if failed else "all pass"

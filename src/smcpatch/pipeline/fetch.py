@@ -65,8 +65,9 @@ def package_records(apt: Apt, target: Target, with_image: bool = True) -> dict[s
     may be a stand-in). A foreign kernel's headers and image are of its architecture
     (name:arm64); the source and common headers are arch-independent, and kbuild is the build
     host's own (its helpers run there) of the same version."""
-    names = [target.source_package, target.headers_package, target.common_headers_package,
-             target.kbuild]
+    names = ([] if target.judge_only else
+             [target.source_package, target.headers_package, target.common_headers_package,
+              target.kbuild])
     if with_image:
         names.append(target.image_package)
     own_arch = {target.headers_package, target.image_package} if target.foreign else set()
@@ -142,7 +143,9 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
         return Workspace(target=target, kdir=target.tree_kdir, source_tree=target.tree,
                          shipped_module=None, image_deb=None, from_cache=True)
     entries = _entries(cache, target)
-    keys = _keys(target, entries["kdir"])
+    if target.judge_only:  # only the image is served: Debian's module is all there is to judge
+        entries = {"shipped": entries["shipped"]}
+    keys = _keys(target, cache.dir("kdir", target.key))
     with cache.lock(f"fetch-{target.key}", wait_message=f"waiting for another run fetching "
                                                        f"{target.key} ..."):
         timings: dict[str, float] = {"download": 0.0, "extract": 0.0}
@@ -168,7 +171,7 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
             progress(f"extract {', '.join(missing)}")
             _extract_parallel(cache, target, debs, {n: (entries[n], keys[n]) for n in missing})
             timings["extract"] = time.monotonic() - started
-        notes = _kbuild_note(entries["kdir"], target)
+        notes = [] if target.judge_only else _kbuild_note(entries["kdir"], target)
         image = _image_deb_name(entries["shipped"])
         if "-unsigned_" in image and not target.image_package.endswith("-unsigned"):
             notes.append(f"the archive has no signed {target.image_package} "
@@ -177,12 +180,14 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
         image_deb = cache.root / "debs" / image
         return Workspace(
             target=target,
-            kdir=entries["kdir"] / "root" / "usr" / "src" / f"linux-headers-{target.release}",
-            source_tree=entries["source"] / "tree",
+            kdir=cache.dir("kdir", target.key) / "root" / "usr" / "src"
+            / f"linux-headers-{target.release}",
+            source_tree=cache.dir("sources", f"{target.source_package}_{target.package_version}")
+            / "tree",
             shipped_module=shipped,
             image_deb=image_deb if image_deb.is_file() else None,
             changelog=next(iter(sorted(entries["shipped"].glob("changelog*"))), None),
-            kdir_root=entries["kdir"] / "root",
+            kdir_root=None if target.judge_only else cache.dir("kdir", target.key) / "root",
             timings=timings,
             downloaded_bytes=downloaded,
             from_cache=not missing,

@@ -46,6 +46,14 @@ def inspect_target(cache: Cache, ws: Workspace, built: BuildResult,
     report.from_cache["inspect"] = False
 
 
+def inspect_shipped(ws: Workspace, report: TargetReport) -> None:
+    """Debian's own module, judged (a kernel without served sources has only this)."""
+    if ws.shipped_module is None:
+        return
+    shipped = inspection.inspect_module(ws.shipped_module)
+    report.shipped = ModuleReport.from_info(shipped, ws.shipped_module)
+
+
 def _sibling_verdicts(built: BuildResult, states: list[FixState],
                       present: set[str]) -> list[dict[str, str]]:
     """Every other patched function where the vulnerable pattern lives (the before-build takes a
@@ -124,8 +132,7 @@ def _inspect(ws: Workspace, built: BuildResult,
     report.sibling_verdicts = _sibling_verdicts(built, states, present)
 
     if ws.shipped_module is not None:
-        shipped = inspection.inspect_module(ws.shipped_module)
-        report.shipped = ModuleReport.from_info(shipped, ws.shipped_module)
+        inspect_shipped(ws, report)
         fixed_side = built.after.ko if report.source_state == "fixed" else None
         if fixed_side is not None:
             report.shipped_same_as_after = inspection.same_function(

@@ -156,7 +156,7 @@ def fetch_target(cache: Cache, target: Target, progress: Progress = silent) -> F
 def host_tools(ws: Workspace, through: Through = "inspect") -> list[hostpkg.Tool]:
     """What this target's stages need on the host: its compiler and make, or the chroot tools
     when it builds in a chroot of its own suite (the chroot brings the compiler)."""
-    if through == "classify":
+    if through == "classify" or ws.target.judge_only:
         return []
     if ws.target.build_env:
         return list(chroot.TOOLS)
@@ -223,6 +223,14 @@ def _stages(cache: Cache, prepared: Prepared, options: Options, progress: Progre
     report.timings_detail = dict(ws.timings)
     report.notes.extend(ws.notes)
     report.from_cache["fetch"] = ws.from_cache
+    if ws.target.judge_only:  # the image alone is served: Debian's module, nothing to build
+        report.source_state = "not-served"
+        if ws.changelog is not None:
+            _expect_from_changelog(ws.changelog, report)
+        with timer.stage("inspect"):
+            progress("inspect")
+            inspect.inspect_shipped(ws, report)
+        return
 
     with timer.stage("classify"):
         progress("classify")

@@ -167,7 +167,24 @@ class TargetReport:
             checks.append(Check("Debian's module", self.shipped.verdict == shipped_should,
                                 f"Debian's shipped smc.ko is {self.shipped.verdict}, source says "
                                 f"{shipped_should}"))
-        return checks[:1] if self.error is not None else checks
+        if self.error is not None:
+            return checks[:1]
+        if self.source_state == "not-served":
+            return [checks[0], *self._judged_only_checks()]
+        return checks
+
+    def _judged_only_checks(self) -> list[Check]:
+        """A kernel whose sources the mirrors do not serve: Debian's module judged, nothing
+        verified (ok is false: no fixed module of ours exists for it)."""
+        checks = [Check("sources served", False,
+                        f"the mirrors serve {self.release}'s image but not its sources or "
+                        "headers: Debian's module was judged, no fix was built or verified")]
+        if self.shipped is not None and self.expect is not None:
+            checks.append(Check("Debian's changelog agrees with its module",
+                                self.shipped.verdict == self.expect,
+                                f"Debian's shipped smc.ko is {self.shipped.verdict}, "
+                                f"{self.expect_from} says {self.expect}"))
+        return checks
 
     def finish(self) -> None:
         """Decide `ok` from checks that can each fail; list every failed one in problems."""
@@ -182,7 +199,8 @@ class TargetReport:
     @property
     def answer(self) -> str:
         """The two answers in words, never one for the other."""
-        ours = ("verified" if self.ok else "not verified" if self.error is None
+        ours = ("verified" if self.ok else "not built (sources not served)"
+                if self.source_state == "not-served" else "not verified" if self.error is None
                 else "not built")
         whose = "Debian's module" if self.shipped is not None else "your source"
         return f"{whose}: {self.shipped_state} · our fix: {ours}"
