@@ -360,7 +360,9 @@ def inspect(c: Context, module: str | None = None, json: bool = False,
 
 @task(iterable=["fix"], auto_shortflags=False, help={
     "kernel": KERNEL_HELP + " (one)",
-    "out": "directory for the DKMS source package (new, empty, or an earlier package of ours)",
+    "out": "write a DKMS package here whose sources dkms patches at build time (new, empty, or "
+           "an earlier package of ours); default: module_src/<release>, the verified fixed "
+           "sources themselves, built by DKMS or a plain `make -C KDIR M=$PWD`",
     "arch": ARCH_HELP + " (one; the package itself serves every arch)",
     "flavour": "the headers --check builds against (the package serves every flavour)",
     "suite": SUITE_HELP,
@@ -380,15 +382,18 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, arch: st
          sign_key: str | None = None, sign_cert: str | None = None, json: bool = False,
          jobs: str | None = None, fix: list[str] | None = None, cache: str | None = None,
          matrix: str | None = None, patches: str | None = None) -> None:
-    """Write a DKMS source package of the fixed module for one kernel.
+    """Write the fixed module's sources for one kernel: module_src/ or a DKMS package.
 
-    `dkms add OUT` takes it. Exit 0 when written (with --check: dkms built a module inspected
-    fixed), 1 when the checked module is not fixed, 2 on bad input.
+    By default module_src/<release>/: our verified fixed net/smc with a dkms.conf and a Makefile
+    (`make -C /lib/modules/<release>/build M=$PWD`, or `dkms add`). With --out: a DKMS package of
+    Debian's sources whose PATCH lines dkms applies.
+    Exit 0 when written (with --check: dkms built a module inspected fixed), 1 when the checked
+    module is not fixed, 2 on bad input.
     """
     from .commands import dkms as dkms_cmd
 
     with reported_errors():
-        out_dir = Path(_required(out, "--out DIR")).expanduser()
+        out_dir = Path(out).expanduser() if out else None
         request = dkms_cmd.DkmsRequest(
             kernels=_kernel_request([_required(kernel, "--kernel")], [arch] if arch else None,
                                     flavour, suite, matrix),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +16,10 @@ from smcpatch.errors import BadInput
 from smcpatch.inspection import signature
 from smcpatch.packaging import dkms, signing
 from smcpatch.pipeline.fetch import Workspace
+from smcpatch.plumbing.cache import Cache
 from tests.packaging.test_dkms import MAIN_PATCH, _nothing_outside, needs_root, states_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.integration
@@ -123,3 +128,24 @@ def test_dkms_command_check_signed(workspace_for: Callable[[str], Workspace],
     assert check["signature"]["signer"] == "smcpatch check key"
     assert check["signature_text"].startswith("signed by smcpatch check key (sha256, ")
     assert not list((test_cache.root / "tmp").iterdir())  # the check's work dir is gone
+
+
+@pytest.mark.integration
+def test_module_src_builds_with_a_plain_make(test_cache: Cache, tmp_path: Path) -> None:
+    """`smcpatch dkms --kernel K` without --out: module_src/<release>/ in the current directory,
+    the verified fixed sources, which a plain out-of-tree make builds into a fixed smc.ko."""
+    proc = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "dkms", "--kernel",
+                           "6.1.176", "--cache", str(test_cache.root), "--json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    package = tmp_path / "module_src" / "6.1.0-50-amd64"
+    assert Path(summary["package"]) == package and summary["fixed_sources"] is True
+    assert "PATCH[" not in (package / "dkms.conf").read_text()
+    kdir = next(test_cache.root.glob("kdir/6.1.176-1_amd64/root/usr/src/linux-headers-*"))
+    make = subprocess.run(["make", "-C", str(kdir), f"M={package}", "-j2"],
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert make.returncode == 0, make.stdout[-2000:] + make.stderr[-2000:]
+    built = inspection.inspect_module(package / "net" / "smc" / "smc.ko")
+    assert built.evidence.verdict == "fixed"
+    assert built.vermagic is not None and built.vermagic.startswith("6.1.0-50-amd64 ")

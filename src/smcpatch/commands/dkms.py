@@ -13,18 +13,20 @@ from ..errors import BadInput
 from ..kernels.resolve import KernelRequest, resolve
 from ..kernels.targets import HOST_ARCH, Target
 from ..packaging import dkms, signing
+from ..pipeline import variants
 from ..pipeline.prepare import Options, Prepared, prepare
 from ..plumbing.cache import Cache
 from ..plumbing.progress import QUIET, Display
 from . import EXIT_FAIL, EXIT_OK
 
 SCHEMA = "smcpatch-dkms/1"
+MODULE_SRC = Path("module_src")  # the default --out: module_src/<release>, in the current dir
 
 
 @dataclass
 class DkmsRequest:
     kernels: KernelRequest  # one kernel
-    out_dir: Path
+    out_dir: Path | None = None  # None: module_src/<release>, the fixed sources themselves
     cache_dir: Path | None = None
     fixes: list[str] | None = None
     patches: Path | None = None
@@ -61,6 +63,7 @@ class DkmsResult:
     release_regex: str
     fixes: list[dict[str, str | None]] = field(default_factory=list)
     check: DkmsCheck | None = None
+    fixed_sources: bool = False  # module_src: the fix is in the sources, no PATCH lines
 
     @property
     def exit_code(self) -> int:
@@ -70,6 +73,7 @@ class DkmsResult:
         return {"schema": SCHEMA, "tool_version": __version__, "package": str(self.package),
                 "name": dkms.PACKAGE_NAME, "version": self.version, "kernel": self.kernel,
                 "release_regex": self.release_regex, "fixes": [dict(f) for f in self.fixes],
+                "fixed_sources": self.fixed_sources,
                 "check": self.check.to_json() if self.check else None}
 
 
@@ -81,7 +85,8 @@ def check_request(request: DkmsRequest) -> None:
         if not request.check:
             raise BadInput("--sign-key/--sign-cert sign the module dkms builds: add --check")
         signing.check_key_matches_cert(request.sign_key, request.sign_cert)
-    dkms.check_out_dir(request.out_dir.expanduser().absolute())
+    if request.out_dir is not None:
+        dkms.check_out_dir(request.out_dir.expanduser().absolute())
     if len(request.kernels.kernels) != 1 or request.kernels.kernels[0] == "all":
         raise BadInput("dkms writes the package of one kernel: give one --kernel")
     if len(request.kernels.arches) > 1 or "all" in request.kernels.arches:
@@ -93,7 +98,9 @@ def run(request: DkmsRequest, display: Display = QUIET) -> DkmsResult:
     (in a temp dir under the cache, removed after) and judge the result."""
     check_request(request)
     cache = Cache.open(request.cache_dir)
-    options = Options(fixes=request.fixes or ["default"], jobs=request.jobs, through="classify")
+    export = request.out_dir is None  # module_src/<release>: our verified fixed sources
+    options = Options(fixes=request.fixes or ["default"], jobs=request.jobs,
+                      through="inspect" if export else "classify")
     if request.patches is not None:
         options.patches_dir = request.patches
     options.selected_fixes  # noqa: B018 - a bad --fix: before any download
@@ -103,18 +110,26 @@ def run(request: DkmsRequest, display: Display = QUIET) -> DkmsResult:
                        "its sources: no DKMS package can be written (`smcpatch verify` judges "
                        "Debian's module)")
     _check_can_build_here(target, request.check)
+    out_dir = (request.out_dir or MODULE_SRC / target.release).expanduser().absolute()
+    dkms.check_out_dir(out_dir)
     tools = dkms.TOOLS if request.check else ()
     prepared = prepare(cache, [target], options, display, tools=tools)[0]
     if prepared.report.error or prepared.workspace is None:
         raise BadInput(f"kernel {prepared.label}: {prepared.report.error}")
     ws = prepared.workspace
-    package = dkms.write_package(ws, prepared.states, request.out_dir)
+    fixed_sources = None
+    if export:
+        if not prepared.report.ok or prepared.variants is None:
+            raise BadInput(f"kernel {prepared.label}: our fix is not verified "
+                           f"({'; '.join(prepared.report.problems)}): nothing exported")
+        fixed_sources = variants.smc_dir(prepared.variants.after)
+    package = dkms.write_package(ws, prepared.states, out_dir, fixed_sources)
     result = DkmsResult(
         package=package, version=dkms.package_version(ws), kernel=ws.target.package_version,
         release_regex=dkms.release_regex(ws),
         fixes=[{"id": s.fix_id, "state": s.state, "variant": s.variant.name,
                 "patch": s.variant.path.name if s.state == "vulnerable" else None}
-               for s in prepared.states])
+               for s in prepared.states], fixed_sources=export)
     if request.check:
         display.say(f"dkms build of {package.name} for {ws.target.release} ...")
         result.check = _dkms_check(cache, prepared, package, request)

@@ -264,11 +264,17 @@ def print_race(result: Any, console: Console) -> None:
 
 
 def print_dkms(summary: dict[str, Any], console: Console) -> None:
-    console.print(f"DKMS package {summary['name']} {summary['version']} for kernels "
+    kind = "fixed sources" if summary.get("fixed_sources") else "DKMS package"
+    console.print(f"{kind} {summary['name']} {summary['version']} for kernels "
                   f"{summary['release_regex']}: {summary['package']}")
     for f in summary["fixes"]:
-        console.print(f"  {f['id']}: {f['state']} in the source -> "
-                      + (f"PATCH {f['patch']}" if f["patch"] else "no patch needed"))
+        done = ("applied in the sources (patches/" + f["patch"] + ")"
+                if summary.get("fixed_sources") else "PATCH " + f["patch"]) if f["patch"] \
+            else "no patch needed"
+        console.print(f"  {f['id']}: {f['state']} in Debian's source -> {done}")
+    if summary.get("fixed_sources"):
+        console.print(f"  build: cd {summary['package']} && make -C /lib/modules/<release>/build "
+                      "M=$PWD   (or dkms add $PWD)")
     if summary["check"]:
         ck = summary["check"]
         console.print(f"  dkms build ({ck['dkms']}, {ck['seconds']} s) for "

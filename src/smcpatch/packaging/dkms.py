@@ -97,12 +97,18 @@ def make_command() -> str:
 
 
 # -- writing the package -----------------------------------------------------------------------
-def write_package(ws: Workspace, states: list[FixState], out_dir: Path) -> Path:
+def write_package(ws: Workspace, states: list[FixState], out_dir: Path,
+                  fixed_sources: Path | None = None) -> Path:
     """Write the DKMS source package for ``ws``'s kernel into ``out_dir`` (atomically).
 
     ``states`` are the classified fixes (patching.classify on ws.source_tree): a vulnerable fix
     becomes PATCH[n]/PATCH_MATCH[n], a fixed one is only named in the README. An unknown state is
     refused (PatchError). ``out_dir`` must be absent, empty, or a package written by us earlier.
+
+    With ``fixed_sources`` (the verified after variant's net/smc) the package carries the fixed
+    sources themselves (module_src/<release>): no PATCH lines, the patches under patches/ for
+    reference, and a top-level Makefile so that `make -C /lib/modules/<release>/build M=$PWD`
+    builds it as well as DKMS does.
     """
     smc = ws.source_tree / "net" / "smc"
     if not (smc / "smc_clc.c").is_file() or not (smc / "Makefile").is_file():
@@ -120,13 +126,16 @@ def write_package(ws: Workspace, states: list[FixState], out_dir: Path) -> Path:
     to_apply = [s for s in states if s.state == "vulnerable"]
     with publish_dir(out_dir) as tmp:
         (tmp / "net" / "smc").mkdir(parents=True)
-        for path in sorted(smc.iterdir()):
+        for path in sorted((fixed_sources or smc).iterdir()):
             if path.is_file() and not path.is_symlink():
                 shutil.copy2(path, tmp / "net" / "smc" / path.name)
-        patch_names = _copy_patches(to_apply, tmp / "patches")
+        copied = _copy_patches(to_apply, tmp / "patches")
+        patch_names = [] if fixed_sources else copied
         _check_patches_apply(tmp, patch_names)
-        (tmp / "dkms.conf").write_text(dkms_conf(ws, states, patch_names))
-        (tmp / README).write_text(_readme(ws, states, patch_names))
+        (tmp / "dkms.conf").write_text(dkms_conf(ws, states, patch_names, bool(fixed_sources)))
+        (tmp / README).write_text(_readme(ws, states, patch_names, bool(fixed_sources)))
+        if fixed_sources:
+            (tmp / "Makefile").write_text(TOP_MAKEFILE)
         marker = {"format": FORMAT, "tool": f"smcpatch {__version__}", "package": PACKAGE_NAME,
                   "version": package_version(ws), "kernel": ws.target.package_version,
                   "abi": ws.target.abi, "release_regex": release_regex(ws),
@@ -197,14 +206,25 @@ def _check_patches_apply(package: Path, patch_names: list[str]) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def dkms_conf(ws: Workspace, states: list[FixState], patch_names: list[str]) -> str:
+TOP_MAKEFILE = """\
+# The fixed SMC module, out of tree: make -C /lib/modules/<release>/build M=$PWD
+# (the kernel's own CONFIG_SMC decides what is built, as in its tree). Written by smcpatch.
+obj-m += net/smc/
+"""
+
+
+def dkms_conf(ws: Workspace, states: list[FixState], patch_names: list[str],
+              fixed: bool = False) -> str:
     """The text of dkms.conf (bash, sourced by dkms)."""
     t = ws.target
     regex = release_regex(ws)
+    how = ("# The sources carry the fix already (verified by smcpatch); patches/ shows it."
+           if fixed else
+           "# The sources are Debian's, unpatched; dkms applies the PATCH lines at build time.")
     lines = [
         f"# DKMS package of the SMC module (net/smc) of Debian linux {t.package_version}",
         f"# (kernel ABI {t.abi}, every flavour), written by smcpatch {__version__}.",
-        "# The sources are Debian's, unpatched; dkms applies the PATCH lines at build time.",
+        how,
         f'PACKAGE_NAME="{PACKAGE_NAME}"',
         f'PACKAGE_VERSION="{package_version(ws)}"',
     ]
@@ -234,28 +254,38 @@ def dkms_conf(ws: Workspace, states: list[FixState], patch_names: list[str]) -> 
     return "\n".join(lines)
 
 
+_PLAIN_MAKE = """
+Build it without DKMS (the kernel's linux-headers package installed):
+
+    make -C /lib/modules/{release}/build M=$PWD
+"""
 _NOTHING_TO_PATCH = ("\nThis kernel's source already has every selected fix: the package has no "
                      "PATCH line and\nrebuilds the module as Debian ships it.\n")
 
 
-def _readme(ws: Workspace, states: list[FixState], patch_names: list[str]) -> str:
+def _readme(ws: Workspace, states: list[FixState], patch_names: list[str],
+            fixed: bool = False) -> str:
     t = ws.target
     version = package_version(ws)
     rows = []
+    applied = ("applied in these sources (verified by smcpatch): patches/" if fixed else
+               "patched by dkms at build time: patches/")
     for st in states:
-        what = ("patched by dkms at build time: patches/" + st.variant.path.name
+        what = (applied + st.variant.path.name
                 if st.state == "vulnerable" else "already fixed in Debian's source: no patch")
         rows.append(f"- {st.fix_id} ({', '.join(st.variant.functions)}): {what}")
     return f"""\
 {PACKAGE_NAME} {version}: the SMC module of Debian linux {t.package_version}, with the fix
 for CVE-2025-40168 (smc_clc_prfx_match() use-after-free). Written by smcpatch {__version__}.
 
-Sources: net/smc of linux-source-{t.series} {t.package_version}, exactly as Debian ships them.
+Sources: net/smc of linux-source-{t.series} {t.package_version}, {"with the fix applied"
+if fixed else "exactly as Debian ships them"}.
 Built only for kernel releases matching {release_regex(ws)} (e.g. {t.release}).
 
 Fixes:
 {chr(10).join(rows)}
-{"" if patch_names else _NOTHING_TO_PATCH}
+{"" if patch_names or fixed else _NOTHING_TO_PATCH}{_PLAIN_MAKE.format(release=t.release)
+if fixed else ""}
 Use (as root; DKMS needs the kernel's linux-headers package installed):
 
     dkms add /path/to/this/directory
