@@ -119,7 +119,7 @@ def _quiet_broken_pipe() -> NoReturn:
 
 # -- the one validation pass: every option read before any work ----------------------------------
 def _int(value: str | None, option: str, default: int, low: int, high: int) -> int:
-    if value in (None, ""):
+    if value is None:
         return default
     try:
         number = int(str(value), 10)
@@ -131,7 +131,7 @@ def _int(value: str | None, option: str, default: int, low: int, high: int) -> i
 
 
 def _float(value: str | None, option: str, default: float, low: float, high: float) -> float:
-    if value in (None, ""):
+    if value is None:
         return default
     try:
         number = float(str(value))

@@ -1,0 +1,5 @@
+"""`python -m smcpatch`: the console script."""
+
+from .cli import main
+
+main()
