@@ -273,7 +273,7 @@ def verify(c: Context, kernel: list[str] | None = None, arch: list[str] | None =
             parallel=_int(parallel, "--parallel", 0, 0, 64) or None,
             sign_key=_input(sign_key, "--sign-key", "private key", KEY_LIMIT),
             sign_cert=_input(sign_cert, "--sign-cert", "certificate", KEY_LIMIT),
-            patches=_input_dir(patches, "--patches", "patches (a series file and its patches)"),
+            patches=_path(patches),  # its series is read (and checked) before any download
             load=load, fail_on_vulnerable=fail_on_vulnerable)
         with render.progress_display(console) as display:
             result = verify_cmd.run(request, display)
@@ -398,7 +398,7 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, arch: st
             kernels=_kernel_request([_required(kernel, "--kernel")], [arch] if arch else None,
                                     flavour, suite, matrix),
             out_dir=out_dir, cache_dir=_path(cache), fixes=fix or None,
-            patches=_input_dir(patches, "--patches", "patches"), check=check,
+            patches=_path(patches), check=check,
             jobs=_int(jobs, "--jobs", 0, 0, 256) or None,
             sign_key=_input(sign_key, "--sign-key", "private key", KEY_LIMIT),
             sign_cert=_input(sign_cert, "--sign-cert", "certificate", KEY_LIMIT))

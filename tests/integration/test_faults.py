@@ -261,3 +261,22 @@ def test_missing_build_tool_is_named_with_its_install_command(
     path = fake_path(tmp_path, lambda n: hidden in n or n == "apt-get")
     proc = inv("verify", "--kernel", version, "--cache", str(shared), env=cli_env(path))
     assert_one_line_error(proc, "missing build tools", install)
+
+
+@pytest.mark.integration
+def test_a_copied_cache_builds_against_its_own_headers(tmp_path: Path) -> None:
+    """The headers' Makefile names its cache entry by absolute path: a copy of the cache must
+    not build against the original's headers (it is pointed at its own place, and stays warm)."""
+    shared = warm_test_cache().root
+    cache_root = seeded_cache(tmp_path / "cache")
+    target = target_of()
+    (cache_root / "kdir").mkdir(exist_ok=True)
+    for entry in (shared / "kdir").glob(f"*{target.package_version}*"):
+        subprocess.run(["cp", "-al", str(entry), str(cache_root / "kdir" / entry.name)],
+                       check=True, capture_output=True)
+    ws = sources.fetch(Cache.open(cache_root), target)
+    makefile = (ws.kdir / "Makefile").read_text()
+    assert f"{cache_root}/kdir/" in makefile and f"{shared}/kdir/" not in makefile
+    shared_makefile = next((shared / "kdir").glob(f"{target.key}/root/usr/src/*/Makefile"))
+    assert f"{shared}/kdir/" in shared_makefile.read_text()  # the original is untouched
+    assert sources.fetch(Cache.open(cache_root), target).from_cache

@@ -16,6 +16,7 @@ import pytest
 from smcpatch import inspection
 from smcpatch.kernels.resolve import KernelRequest, resolve
 from smcpatch.kernels.targets import Target
+from smcpatch.outputs import jsonreport
 from smcpatch.pipeline import prepare as pipeline
 from smcpatch.pipeline import report
 from smcpatch.pipeline.fetch import Workspace
@@ -127,7 +128,7 @@ def test_inv_inspect_classifies_debians_shipped_module(
 def test_json_report_schema(verified: tuple[Target, report.TargetReport], tmp_path: Path) -> None:
     _, r = verified
     path = tmp_path / "report.json"
-    report.write_json(path, report.document([r]))
+    jsonreport.write_json(path, jsonreport.document([r]))
     doc = json.loads(path.read_text())
     assert doc["schema"] == "smcpatch-report/1" and doc["ok"] is True
     entry = doc["targets"][0]

@@ -7,6 +7,7 @@ atomically, so a warm run touches neither apt nor the network.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -19,7 +20,16 @@ from ..errors import BadInput, ExtractError, FetchError
 from ..kernels.targets import Target
 from ..plumbing import hostpkg, proc, unpack
 from ..plumbing.apt import Apt, PackageRecord
-from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
+from ..plumbing.cache import (
+    MANIFEST,
+    Cache,
+    atomic_dir,
+    entry_is_current,
+    hash_inputs,
+    read_manifest,
+    tree_fingerprint,
+)
+from ..plumbing.files import write_atomic
 from ..plumbing.progress import Progress, silent
 from . import images
 
@@ -117,12 +127,11 @@ def _substitute_kbuild(apt: Apt, name: str) -> PackageRecord | None:
     return None
 
 
-def _keys(target: Target, kdir_entry: Path) -> dict[str, str]:
+def _keys(target: Target) -> dict[str, str]:
     ident = (target.package_version, target.abi, target.series, target.kbuild, EXTRACT_RECIPE)
     return {
         "source": hash_inputs("source", target.source_package, *ident),
-        # the headers' Makefile names the entry's own path: a moved cache makes it again
-        "kdir": hash_inputs("kdir", KDIR_RECIPE, target.flavour, str(kdir_entry), *ident),
+        "kdir": hash_inputs("kdir", KDIR_RECIPE, target.flavour, *ident),
         "shipped": hash_inputs("shipped", SHIPPED_RECIPE, target.flavour, *ident),
     }
 
@@ -145,13 +154,15 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
     entries = _entries(cache, target)
     if target.judge_only:  # only the image is served: Debian's module is all there is to judge
         entries = {"shipped": entries["shipped"]}
-    keys = _keys(target, cache.dir("kdir", target.key))
+    keys = _keys(target)
     with cache.lock(f"fetch-{target.key}", wait_message=f"waiting for another run fetching "
                                                        f"{target.key} ..."):
         timings: dict[str, float] = {"download": 0.0, "extract": 0.0}
         downloaded = 0
         missing = [name for name, path in entries.items()
                    if not entry_is_current(path, keys[name], CONTENT_CHECK[name])]
+        if "kdir" in entries and "kdir" not in missing:
+            _follow_a_moved_cache(entries["kdir"], target)
         if missing:
             _check_tools()
             started = time.monotonic()
@@ -264,6 +275,24 @@ def _extract_kdir(target: Target, debs: dict[str, Path], entry: Path, key: str) 
         _drop_host_links(root)
         unpack.check_links_inside(root)
         _relocate_headers(root, target, final_root=entry / "root")
+
+
+def _follow_a_moved_cache(entry: Path, target: Target) -> None:
+    """A cache copied or moved elsewhere: its headers' Makefile still names the old place, and
+    a build would use the old cache's headers. Point it here again (and record the entry's new
+    fingerprint), a few milliseconds instead of extracting anew."""
+    makefile = entry / "root" / "usr" / "src" / f"linux-headers-{target.release}" / "Makefile"
+    text = makefile.read_text()
+    here = f"{entry / 'root'}/usr/src/"
+    if here in text:
+        return
+    fixed = re.sub(r"(?m)^(include |KBUILD_OUTPUT\s*:?=\s*)\S*?/root/usr/src/",
+                   lambda m: f"{m.group(1)}{here}", text)
+    write_atomic(makefile, fixed)
+    manifest = read_manifest(entry) or {}
+    manifest["content"] = {"mode": CONTENT_CHECK["kdir"],
+                           "digest": tree_fingerprint(entry, CONTENT_CHECK["kdir"])}
+    write_atomic(entry / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def _relocate_headers(root: Path, target: Target, final_root: Path) -> None:
