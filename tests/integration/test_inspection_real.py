@@ -358,32 +358,37 @@ KNOWN_RELEASES = {
 
 
 
-def _real_modules() -> list[Path]:
-    """SMCPATCH_TEST_MODULES_DIR, else the modules already in the integration tests' cache
-    (Debian's shipped ones and our builds; none on a machine that never ran them)."""
-    from tests.conftest import cache_root_for_tests
-
+def _modules_dir() -> list[Path]:
+    """The modules of SMCPATCH_TEST_MODULES_DIR, when a user points the test at their own."""
     root = os.environ.get("SMCPATCH_TEST_MODULES_DIR")
-    if not root:
-        cache = cache_root_for_tests()
-        found = sorted(cache.glob("shipped/*/smc.ko*")) + sorted(
-            cache.glob("builds/*/out/*/smc.ko"))
-        return found
     found: list[Path] = []
     for pattern in ("smc.ko", "smc.ko.xz", "smc.ko.zst", "smc.ko.gz"):
-        found.extend(Path(root).rglob(pattern))
+        found.extend(Path(root).rglob(pattern) if root else [])
     return sorted(found)
 
 
+@pytest.mark.parametrize("version", ["6.1.176", "6.1.192", "6.12.107", "6.12.117"])
+def test_real_modules_of_the_matrix(version: str) -> None:
+    """Debian's shipped module and our before/after builds of each default kernel: the test
+    makes what it needs (fetch and build into the test cache), so a fresh machine runs it."""
+    from smcpatch.pipeline.prepare import verify_target
+    from tests.conftest import cache_root_for_tests, real_workspace
 
-@pytest.mark.parametrize(
-    "module",
-    _real_modules()
-    or [pytest.param(None, marks=pytest.mark.skip(
-        reason="no real modules yet: set SMCPATCH_TEST_MODULES_DIR or run the integration tests"))],
-    ids=str,
-)
-def test_real_module(module: Path) -> None:
+    ws = real_workspace(version)
+    report = verify_target(Cache.open(cache_root_for_tests()), ws.target, workspace=ws)
+    assert ws.shipped_module is not None and report.before and report.after
+    for module in (ws.shipped_module, Path(report.before.path), Path(report.after.path)):
+        check_real_module(module)
+
+
+@pytest.mark.parametrize("module", _modules_dir() or [
+    pytest.param(None, marks=pytest.mark.skip(reason="SMCPATCH_TEST_MODULES_DIR is not set"))],
+    ids=str)
+def test_modules_of_a_directory(module: Path) -> None:
+    check_real_module(module)
+
+
+def check_real_module(module: Path) -> None:
     t0 = time.perf_counter()
     info: ModuleInfo = inspect_module(module)
     elapsed = time.perf_counter() - t0

@@ -27,6 +27,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -65,6 +66,15 @@ def decline_name(code: int) -> str:
 
 def log(msg: str) -> None:
     print(f"[guest {time.monotonic() - T0:7.2f}s] {msg}", flush=True)
+
+
+def local_copy(path: str) -> str:
+    """A copy of a file of the 9p share in the guest's tmpfs (TMPDIR=/run/smcb/tmp)."""
+    dest = Path(os.environ.get("TMPDIR", "/run/smcb/tmp")) / "local" / Path(path).parent.name
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / Path(path).name
+    shutil.copy2(path, target)
+    return str(target)
 
 
 def run(*cmd: str, check: bool = True, timeout: float = 120) -> str:
@@ -304,8 +314,12 @@ class Guest:
     def __init__(self, cfg: dict) -> None:  # type: ignore[type-arg]
         self.cfg = cfg
         self.out = Path(cfg["results_dir"])
-        self.helper = cfg["helper"]
-        self.lib = ctypes.CDLL(cfg["helper_lib"])
+        # the helper, its library and the modules run from the guest's own tmpfs: pages faulted
+        # in from the 9p share mid-measurement make the guest wait on a (busy) host, and under
+        # -icount sleep=off an idle guest's clock jumps to its next timer meanwhile
+        self.helper = local_copy(cfg["helper"])
+        self.lib = ctypes.CDLL(local_copy(cfg["helper_lib"]))
+        cfg["modules"] = {v: local_copy(p) for v, p in cfg["modules"].items()}
         self.lib.smcb_run.restype = ctypes.c_int64
         self.lib.smcb_run.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
                                       ctypes.c_char_p, ctypes.c_int]
@@ -379,7 +393,13 @@ class Guest:
     @staticmethod
     def stop_server(srv: subprocess.Popen[str]) -> tuple[int, int]:
         srv.terminate()
-        out, err = srv.communicate(timeout=60)
+        try:
+            out, err = srv.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            out, err = srv.communicate()
+            raise Fail(f"the server did not stop within 60 s of SIGTERM (killed): {out} {err}\n"
+                       f"dmesg tail:\n{dmesg_tail(15)}") from None
         m = re.search(r"served (\d+) failed (\d+)", out)
         if not m:
             raise Fail(f"server gave no count: {out} {err}")
@@ -400,8 +420,13 @@ class Guest:
         before = self.nl.stats()
         try:
             result, expected = fn()
-        finally:
-            served, failed = self.stop_server(srv)
+        except BaseException as exc:  # the client's error is what went wrong: keep it
+            try:
+                self.stop_server(srv)
+            except Fail as stop:
+                raise Fail(f"{exc}; then: {stop}") from exc
+            raise
+        served, failed = self.stop_server(srv)
         delta = stats_delta(before, self.nl.stats())
         if served != expected or failed:
             raise Fail(f"{mode}: client made {expected} connections, server served {served} "

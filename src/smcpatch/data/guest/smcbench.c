@@ -332,6 +332,21 @@ static int parse_mode(const char *s)
 	exit(2);
 }
 
+/* The server's read of a client's ping: like read_full, but SIGTERM ends it (a client that never
+ * sends its byte must not keep the server from stopping). */
+static int read_ping(int fd, char *c)
+{
+	for (;;) {
+		ssize_t n = read(fd, c, 1);
+
+		if (n == 1)
+			return 0;
+		if (n < 0 && errno == EINTR && !stop)
+			continue;
+		return -1;
+	}
+}
+
 /* Serve until SIGTERM; print "ready" once listening and "served N" at the end. */
 static int serve(int mode, int port)
 {
@@ -380,7 +395,7 @@ static int serve(int mode, int port)
 
 			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		}
-		if (read_full(fd, &c, 1) == 0 && write_full(fd, &c, 1) == 0)
+		if (read_ping(fd, &c) == 0 && write_full(fd, &c, 1) == 0)
 			served++;
 		else
 			failed++;
