@@ -1,18 +1,21 @@
 """The README's two commands on a fresh machine: a clean bookworm chroot with Python, nothing else.
 
-    sudo python bench/fresh_machine.py [--kernel 6.1.176] [--skip-tests] [--keep]
+    sudo python bench/fresh_machine.py [--kernel 6.1.176] [--skip-tests] [--keep] [--load]
 
 Makes a minimal bookworm chroot with mmdebstrap from the host's own mirrors (python3, pip and venv:
 Debian's system Python refuses `pip install` outside a venv, PEP 668, so the commands run in an
 activated venv, as the README says), clones this checkout's committed HEAD into it, and runs the
 README's Quick start commands exactly as written there, the main job with `--kernel K` appended (one
 vulnerable kernel, to keep it short). It records how long each took and which Debian packages the
-run installed, and writes results/fresh-machine.json. Not part of CI: it takes a while.
+run installed, and writes results/fresh-machine.json. With --load, a load generator (stress-ng:
+every core, 1 GiB of memory, the disk) runs the whole time: the machine is busy, as CI's may be.
+Not part of CI: it takes a while.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -29,6 +32,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from smcpatch.kernels import chroot  # noqa: E402
 from smcpatch.plumbing import hostpkg  # noqa: E402
 from smcpatch.plumbing.apt import host_sources, mirror_lines  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from loadgen import load_generator  # noqa: E402
 
 SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
 PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates")
@@ -113,6 +119,8 @@ def main() -> int:
     parser.add_argument("--skip-tests", action="store_true", help="only the main job")
     parser.add_argument("--keep", action="store_true", help="keep the chroot afterwards")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "fresh-machine")
+    parser.add_argument("--load", action="store_true",
+                        help="keep a load generator (stress-ng) running the whole time")
     args = parser.parse_args()
     main_job, test_job = quick_start_commands(ROOT / "README.md")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +128,9 @@ def main() -> int:
     root = work / "root"
     result: dict[str, object] = {"kernel": args.kernel, "main_command": main_job,
                                  "test_command": test_job}
+    busy = load_generator(work / "stress") if args.load else contextlib.nullcontext([])
     try:
+        result["load_generator"] = " ".join(busy.__enter__()) or None
         result["chroot_seconds"] = round(make_chroot(root, args.out / "mmdebstrap.log"), 1)
         subprocess.run(["git", "clone", "-q", "--no-local", str(ROOT), str(root / "root/smcpatch")],
                        check=True)
@@ -143,6 +153,7 @@ def main() -> int:
                                "summary": summary[-1:] or last_lines(args.out / "tests.log")}
             print(f"test suite: exit {code} in {seconds:.0f} s: {summary[-1:] or '?'}")
     finally:
+        busy.__exit__(None, None, None)
         (args.out / "fresh-machine.json").write_text(json.dumps(result, indent=2) + "\n")
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
