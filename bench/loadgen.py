@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,9 @@ def load_generator(workdir: Path) -> Iterator[list[str]]:
     try:
         yield STRESS
     finally:
+        stress.terminate()  # stress-ng stops its workers and removes its files on SIGTERM
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            stress.wait(timeout=20)
         proc.kill_group(stress)
         for leftover in workdir.glob("tmp-stress-ng-*"):
             shutil.rmtree(leftover, ignore_errors=True)
