@@ -103,3 +103,66 @@ def test_every_task_shows_its_help(task: str) -> None:
 ])
 def test_a_missing_required_option_is_one_line(args: tuple[str, ...], text: str) -> None:
     assert_one_line_error(inv(*args), 2, text)
+
+
+INVOKE_ONLY = ("--pty", "--dry", "--echo", "--warn-only", "--prompt-for-sudo-password",
+               "--complete", "--collection", "--search-root", "--command-timeout")
+
+
+def smcpatch(*args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": str(columns)}
+    return subprocess.run([sys.executable, "-m", "smcpatch", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_console_script_shows_only_its_own_tasks_and_options() -> None:
+    proc = smcpatch("--help")
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: smcpatch")
+    assert not any(option in proc.stdout for option in INVOKE_ONLY)
+    tasks = [ln.split()[0] for ln in proc.stdout.split("tasks:\n", 1)[1].split("\n\n", 1)[0]
+             .splitlines()]
+    assert tasks == list(cli.namespace.tasks)
+    for line in proc.stdout.splitlines():  # summaries whole: sentences that fit 80 columns
+        assert len(line) <= 80, line
+    assert smcpatch("-h").stdout == proc.stdout
+    assert smcpatch("--version").stdout.startswith("smcpatch ")
+
+
+@pytest.mark.parametrize("task", list(cli.namespace.tasks))
+def test_every_tasks_help_is_help_with_defaults_and_exit_codes(task: str) -> None:
+    for flag in ("-h", "--help"):
+        proc = smcpatch(task, flag)
+        assert proc.returncode == 0, proc.stderr
+        text = proc.stdout
+        assert text.startswith(f"usage: smcpatch {task} [options]")
+        assert "Exit 0" in text, text  # the task's exit codes
+        assert not any(option in text for option in INVOKE_ONLY)
+        assert all(len(line) <= 80 for line in text.splitlines()), text
+    options = cli._options(cli.namespace.tasks[task])
+    summary = cli._summary(cli.namespace.tasks[task])
+    assert summary.endswith(".") and len(summary) <= 70, summary
+    for option, (param, default) in options.items():
+        help_text = cli.namespace.tasks[task].help.get(param, "")
+        assert help_text, f"{task} {option} has no help"
+        if default not in (None, False, "", []) and not isinstance(default, bool):
+            assert "default" in help_text, f"{task} {option}: its default is not said"
+
+
+def test_no_short_flag_means_two_things() -> None:
+    """smcpatch has no short flags but -h (help), -V and -l at the top."""
+    for task in cli.namespace.tasks.values():
+        assert not any(len(name) == 1 for arg in task.get_arguments() for name in arg.names)
+
+
+def test_a_closed_pipe_is_a_quiet_exit(tmp_path: Path) -> None:
+    """`smcpatch kernels | head -1`: no traceback, no internal error, nothing on stderr."""
+    reader = subprocess.Popen(["head", "-c", "10"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL)
+    proc = subprocess.run([sys.executable, "-m", "smcpatch", "matrix", "--format", "json"],
+                          cwd=ROOT, stdout=reader.stdin, stderr=subprocess.PIPE, text=True,
+                          timeout=120, check=False,
+                          env={**os.environ, "SMCPATCH_TEST_PIPE_PAD": "1"})
+    assert reader.stdin is not None
+    reader.stdin.close()
+    reader.wait()
+    assert proc.returncode in (0, 141) and proc.stderr == "", proc.stderr

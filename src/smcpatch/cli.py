@@ -13,8 +13,10 @@ import inspect as pyinspect
 import json as json_module
 import math
 import os
+import shutil
 import signal
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -259,6 +261,7 @@ def verify(c: Context, kernel: list[str] | None = None, arch: list[str] | None =
 
     Two answers per kernel, never one for the other: what Debian's own module is (vulnerable or
     fixed: what machines run) and whether our fixed module is verified (every check passed).
+
     Exit 0 when our fix is verified for every target (with --fail-on-vulnerable: and Debian's
     module is fixed), 1 otherwise, 2 on bad input.
     """
@@ -382,11 +385,12 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, arch: st
          sign_key: str | None = None, sign_cert: str | None = None, json: bool = False,
          jobs: str | None = None, fix: list[str] | None = None, cache: str | None = None,
          matrix: str | None = None, patches: str | None = None) -> None:
-    """Write the fixed module's sources for one kernel: module_src/ or a DKMS package.
+    """Write the fixed module's sources for one kernel (module_src/ or DKMS).
 
     By default module_src/<release>/: our verified fixed net/smc with a dkms.conf and a Makefile
     (`make -C /lib/modules/<release>/build M=$PWD`, or `dkms add`). With --out: a DKMS package of
     Debian's sources whose PATCH lines dkms applies.
+
     Exit 0 when written (with --check: dkms built a module inspected fixed), 1 when the checked
     module is not fixed, 2 on bad input.
     """
@@ -585,8 +589,7 @@ def _summary(t: Task[Any]) -> str:
 def print_help() -> None:
     width = max(len(name) for name in namespace.tasks)
     print("usage: smcpatch <task> [options]     smcpatch <task> -h: the task's options\n")
-    print("Is this kernel's SMC module fixed against CVE-2025-40168, and what does the fix "
-          "cost?\n")
+    print("Is this kernel's SMC module fixed against CVE-2025-40168, and at what cost?\n")
     print("tasks:")
     for name, t in namespace.tasks.items():
         print(f"  {name:<{width}}  {_summary(t)}")
@@ -595,19 +598,34 @@ def print_help() -> None:
     print(EXIT_CODES)
 
 
+_PATHS = {"json", "vex", "junit", "out", "results", "module", "symvers", "matrix", "patches",
+          "source", "kdir", "cache", "merge", "sign_key", "sign_cert", "root"}
+_NUMBERS = {"parallel", "jobs", "runs", "connections", "timeout", "seconds", "attempts",
+            "threshold"}
+
+
+def _metavar(param: str) -> str:
+    if param in _PATHS:
+        return "PATH" if param not in ("merge", "results", "out", "source", "kdir", "cache",
+                                       "patches", "root") else "DIR"
+    return "N" if param in _NUMBERS else param.upper().replace("_", "-")
+
+
 def print_task_help(name: str) -> None:
     t = namespace.tasks[name]
+    width = min(100, max(60, shutil.get_terminal_size((80, 24)).columns))
     print(f"usage: smcpatch {name} [options]\n")
-    doc = pyinspect.getdoc(t.body) or ""
-    print(doc + "\n")
+    for paragraph in (pyinspect.getdoc(t.body) or "").split("\n\n"):
+        print(textwrap.fill(" ".join(paragraph.split()), width=width) + "\n")
     print("options:")
     for option, (param, default) in _options(t).items():
-        kind = "" if isinstance(default, bool) else " " + param.upper().replace("_", "-")
+        kind = "" if isinstance(default, bool) else " " + _metavar(param)
         text = t.help.get(param, "")
         if param in t.iterable and "repeatable" not in text:
             text += "; repeatable"
         print(f"  {option}{kind}")
-        print(f"      {text}")
+        print(textwrap.fill(text, width=width, initial_indent=" " * 6,
+                            subsequent_indent=" " * 6))
     print("  -h, --help\n      this help")
 
 
