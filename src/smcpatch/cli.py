@@ -385,7 +385,7 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, arch: st
          sign_key: str | None = None, sign_cert: str | None = None, json: bool = False,
          jobs: str | None = None, fix: list[str] | None = None, cache: str | None = None,
          matrix: str | None = None, patches: str | None = None) -> None:
-    """Write the fixed module's sources for one kernel (module_src/ or DKMS).
+    """Write the fixed module's sources for a kernel (module_src/ or DKMS).
 
     By default module_src/<release>/: our verified fixed net/smc with a dkms.conf and a Makefile
     (`make -C /lib/modules/<release>/build M=$PWD`, or `dkms add`). With --out: a DKMS package of
