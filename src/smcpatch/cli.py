@@ -438,7 +438,7 @@ def bench(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
           modes: str = "smcr,clcv1,tcp", results: str | None = None, host_clock: bool = False,
           timeout: str | None = None, junit: str | None = None, cache: str | None = None,
           matrix: str | None = None) -> None:
-    """Measure SMC handshake latency before vs after the fix in a QEMU guest.
+    """Measure SMC handshake latency before vs after the fix, in QEMU.
 
     The real Debian kernel boots under QEMU with Soft-RoCE; pyperf measures; every run is proven
     from the kernel's SMC counters. Results (pyperf JSON per mode and variant, compare_to.txt,
