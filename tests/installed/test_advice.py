@@ -3,11 +3,26 @@ newest headers package's changelog), whether the suites offer a fixed image; off
 
 from __future__ import annotations
 
+import gzip
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from smcpatch.errors import FetchError
-from smcpatch.installed.advice import advise, carries, series_of
-from smcpatch.plumbing.apt import Offer
+from smcpatch.installed.advice import (
+    OFFLINE,
+    AptIndex,
+    ArchiveAdvisor,
+    advise,
+    carries,
+    series_of,
+)
+from smcpatch.installed.root import Root
+from smcpatch.plumbing.apt import Offer, PackageRecord
+from smcpatch.plumbing.cache import Cache
 from smcpatch.plumbing.debmeta import ChangelogMention
 
 
@@ -92,10 +107,96 @@ def test_suites_without_a_fixed_image() -> None:
 def test_offline_and_unknown_series_are_said_not_raised() -> None:
     offline = advise(Index([], unreachable="the archive is unreachable: E: no network"),
                      "6.1.0-50-amd64")
-    assert offline.error == "advice not fetched (the archive is unreachable: E: no network)"
+    assert offline.error == "advice not fetched: the archive is unreachable (see the note)"
     stale = advise(Index(BOOKWORM, unreachable="the archive is unreachable: x", fail=True),
                    "6.1.0-50-amd64")
-    assert stale.error == "advice not fetched (the archive is unreachable: x)"
+    assert stale.error == offline.error
+    failed = advise(Index(BOOKWORM, fail=True), "6.1.0-50-amd64")
+    assert failed.error == "advice not fetched: apt-get download failed: 404"
     assert "no Debian series" in (advise(Index(BOOKWORM), "6.18.44-custom").error or "")
     assert "offer no 6.12.*+deb12-amd64" in (advise(Index(BOOKWORM),
                                                     "6.12.107+deb12-amd64").error or "")
+
+
+# -- the archive through apt: a fake apt serving one real .deb built here ------------------------
+CHANGELOG = """linux (6.1.192-3) bookworm-security; urgency=high
+
+  * New upstream stable update
+
+ -- Debian Kernel Team <debian-kernel@lists.debian.org>  Sun, 16 Nov 2025 10:17:00 +0000
+
+linux (6.1.187-1) bookworm-security; urgency=high
+
+  * [x86] smc: Use __sk_dst_get() and dst_dev_rcu() in smc_clc_prfx_match().
+    (CVE-2025-40168)
+
+ -- Debian Kernel Team <debian-kernel@lists.debian.org>  Sun, 7 Sep 2025 19:33:00 +0000
+"""
+
+
+class FakeApt:
+    """What AptIndex uses of plumbing.apt.Apt; `download` hands out a deb built with dpkg-deb."""
+
+    def __init__(self, deb: Path, reachable: bool = True) -> None:
+        self.deb, self.reachable, self.downloads = deb, reachable, 0
+
+    def update(self) -> None:
+        if not self.reachable:
+            raise FetchError("apt-get update failed: the archive is unreachable (test)")
+
+    def cache_command(self, *args: str) -> list[str]:
+        names = [o.name for o in BOOKWORM if o.name.startswith(args[-1])]
+        return ["echo", *names] if self.reachable else ["true"]
+
+    def env(self) -> dict[str, str]:
+        return {"PATH": os.environ["PATH"]}
+
+    def offers(self, names: list[str]) -> list[Offer]:
+        return [o for o in BOOKWORM if o.name in names]
+
+    def show(self, name: str, version: str) -> PackageRecord:
+        return PackageRecord(name, version, f"pool/{self.deb.name}", 0, "")
+
+    def download(self, records: list[PackageRecord], dest: Path) -> list[Path]:
+        self.downloads += 1
+        return [Path(shutil.copy(self.deb, dest / self.deb.name))]
+
+
+@pytest.fixture
+def headers_deb(tmp_path: Path) -> Path:
+    tree = tmp_path / "pkg"
+    doc = tree / "usr/share/doc/linux-headers-6.1.0-57-amd64"
+    doc.mkdir(parents=True)
+    (doc / "changelog.Debian.gz").write_bytes(gzip.compress(CHANGELOG.encode()))
+    (tree / "DEBIAN").mkdir()
+    (tree / "DEBIAN/control").write_text(
+        "Package: linux-headers-6.1.0-57-amd64\nVersion: 6.1.192-3\nArchitecture: amd64\n"
+        "Maintainer: test <t@example.org>\nDescription: test\n")
+    deb = tmp_path / "linux-headers-6.1.0-57-amd64_6.1.192-3_amd64.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(tree), str(deb)], check=True,
+                   capture_output=True)
+    return deb
+
+
+def test_the_headers_changelog_is_read_once_then_cached(tmp_path: Path, headers_deb: Path) -> None:
+    cache = Cache.open(tmp_path / "cache")
+    apt = FakeApt(headers_deb)
+    index = AptIndex(cache, apt)  # type: ignore[arg-type]
+    advice = advise(index, "6.1.0-50-amd64")
+    assert (advice.fixed_in, advice.offered_fixed) == ("6.1.187-1", True)
+    assert "smc_clc_prfx_match" in advice.fix_line and apt.downloads == 1
+    assert advise(index, "6.1.0-50-amd64") == advice and apt.downloads == 1
+    [entry] = (cache.root / "host-advice").iterdir()
+    entry.write_text(entry.read_text().replace("6.1.187-1", "6.1.100-1"))  # damaged: redone
+    assert advise(index, "6.1.0-50-amd64").fixed_in == "6.1.187-1" and apt.downloads == 2
+    assert list((cache.root / "tmp").iterdir()) == []
+
+
+def test_an_unreachable_archive_is_one_note(tmp_path: Path, headers_deb: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    advisor = ArchiveAdvisor(Root.at(tmp_path), tmp_path / "cache")
+    monkeypatch.setattr(advisor, "_apt", lambda cache: FakeApt(headers_deb, reachable=False))
+    first, second = advisor.advise("6.1.0-50-amd64"), advisor.advise("6.12.107+deb12-amd64")
+    assert first.error == second.error == OFFLINE
+    assert advisor.notes == ["advice could not be fetched: apt-get update failed: the archive "
+                             "is unreachable (test)"]

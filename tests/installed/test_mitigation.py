@@ -28,7 +28,7 @@ def test_mitigate_writes_once_and_blocks_every_load(tmp_path: Path) -> None:
     assert "smcpatch host --unmitigate" in text and oct(path.stat().st_mode & 0o777) == "0o644"
     decision = decide(read_config(root))
     assert not decision.loadable and decision.every_load is not None
-    assert decision.every_load.source == f"/{OURS}:8"
+    assert decision.every_load.source == f"/{OURS}:9"
     before = path.stat()
     assert mitigation.apply(root, "mitigate").outcome == "unchanged"
     assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_ino == before.st_ino

@@ -262,19 +262,36 @@ def summary(result: HostResult) -> str:
     """One line: the machine's verdict."""
     exposed = [s for s in result.kernels if s.exposed]
     if exposed:
-        names = ", ".join(s.kernel.release + (" (running" + (", smc loaded)" if s.loaded
-                                                              else ")") if s.running else "")
-                          for s in exposed)
-        return (f"EXPOSED: a vulnerable smc.ko can load in {names}: upgrade (see advice), or "
-                "block smc now with `smcpatch host --mitigate`")
+        return "EXPOSED: " + _exposure(exposed)
     bad = [s for s in result.kernels if s.verdict in BAD and s.smc == "module"]
     if bad:
-        block = bad[0].blocks[0] if bad[0].blocks else None
-        return (f"not exposed: {', '.join(s.kernel.release for s in bad)} ship a vulnerable "
-                f"smc.ko, but no load is possible ({block}); upgrading is still advised")
+        names = ", ".join(s.kernel.release for s in bad)
+        block = bad[0].blocks[0] if bad[0].blocks else "not loadable"
+        return (f"not exposed: {names} {'has' if len(bad) == 1 else 'have'} a vulnerable "
+                f"smc.ko, but every load is blocked by {block}; upgrading is still advised")
     if not result.kernels:
         return "not exposed: no kernel is installed under this root"
     return "not exposed: no installed kernel has a vulnerable smc.ko"
+
+
+def _exposure(exposed: list[KernelState]) -> str:
+    """What is exposed and the steps out: block or upgrade what can load, unload what is."""
+    module = ("a vulnerable or undecided" if any(s.verdict == "unknown" for s in exposed)
+              else "a vulnerable")
+
+    def names(states: list[KernelState]) -> str:
+        return ", ".join(s.kernel.release + (" (running)" if s.running else "") for s in states)
+
+    loaded = [s for s in exposed if s.loaded]
+    maybe = [s for s in exposed if s.running and s.loaded is None and not s.loadable]
+    loadable = [s for s in exposed if s.loadable and not s.loaded]
+    said = ([f"{module} smc is loaded in {names(loaded)}"] if loaded else []) + \
+        ([f"smc may be loaded in {names(maybe)} (/proc/modules unreadable)"] if maybe else []) + \
+        ([f"{module} smc.ko can load in {names(loadable)}"] if loadable else [])
+    steps = (["upgrade (see advice) or block smc now with `smcpatch host --mitigate`"]
+             if any(s.loadable for s in exposed) else []) + \
+        (["unload it with `rmmod smc` or reboot"] if loaded else [])
+    return "; ".join(said) + ": " + ", then ".join(steps) if steps else "; ".join(said)
 
 
 # -- outputs -------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from ..plumbing.files import temp_name, write_atomic
 from .root import Root
 
 ADVICE_RECIPE = 1  # bump when what a cached answer holds changes
+OFFLINE = "advice not fetched: the archive is unreachable (see the note)"
 
 
 @dataclass(frozen=True)
@@ -141,15 +142,15 @@ def advise(index: Index, release: str) -> Advice:
     headers = newest(index.offers([n for n in index.names(f"linux-headers-{prefix}")
                                    if series.matches(n, "headers")]))
     if headers is None:
-        why = (f"advice not fetched ({index.unreachable})" if index.unreachable else
+        why = (OFFLINE if index.unreachable else
                f"the machine's apt sources offer no {series.shown} kernel: Debian's fix "
                "version unknown here")
         return Advice(series.shown, error=why)
     try:
         mention = index.mention(headers.name, headers.version)
     except SmcpatchError as exc:
-        return Advice(series.shown, error="advice not fetched ("
-                      + (index.unreachable or exc.one_line()) + ")")
+        return Advice(series.shown, error=OFFLINE if index.unreachable else
+                      f"advice not fetched: {exc.one_line()}")
     image = newest(index.offers([n for n in index.names(f"linux-image-{prefix}")
                                  if series.matches(n, "image")]))
     return Advice(series.shown, fixed_in=mention.version, fix_line=mention.line,
@@ -173,7 +174,7 @@ class AptIndex:
         try:
             apt.update()
         except SmcpatchError as exc:
-            self.unreachable = f"the archive is unreachable: {exc.one_line()}"
+            self.unreachable = exc.one_line()
 
     def names(self, prefix: str) -> list[str]:
         proc = subprocess.run(self.apt.cache_command("pkgnames", prefix), env=self.apt.env(),
@@ -234,10 +235,11 @@ class ArchiveAdvisor:
     def advise(self, release: str) -> Advice:
         index = self._open()
         if index is None:
-            return Advice(release, error=f"advice not fetched ({self._failed})")
+            return Advice(release, error="advice not fetched (see the note)")
         advice = advise(index, release)
-        if index.unreachable and advice.error and index.unreachable not in self.notes:
-            self.notes.append(f"advice could not be fetched: {index.unreachable}")
+        note = f"advice could not be fetched: {index.unreachable}"
+        if index.unreachable and advice.error and note not in self.notes:
+            self.notes.append(note)
         return advice
 
     def _open(self) -> AptIndex | None:

@@ -22,7 +22,8 @@ from .root import Root
 
 PATH = "/etc/modprobe.d/smcpatch-cve-2025-40168.conf"
 MARKER = f"# smcpatch: {CVE} mitigation"
-CONTENT = f"""{MARKER} (written by `smcpatch host --mitigate`; its first line marks it as ours)
+CONTENT = f"""{MARKER} (written by `smcpatch host --mitigate`)
+# smcpatch rewrites or removes this file only while its first line says so.
 # {CVE}: {TITLE}.
 # Every load of the SMC module (smc) through modprobe is stopped until a fixed Debian kernel
 # runs: `install` runs /bin/false instead of loading smc (by name, through the net-pf-43 alias
