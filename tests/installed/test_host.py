@@ -199,7 +199,9 @@ def test_json_and_openvex(machine: Machine, tmp_path: Path) -> None:
     assert product["@id"] == f"pkg:deb/debian/linux-image-{vulnerable}@6.1.176-1?arch=amd64"
     assert product["subcomponents"][0]["@id"].endswith(
         f"#lib/modules/{vulnerable}/kernel/net/smc/smc.ko")
-    assert "every load of smc is blocked" in statements[0]["status_notes"]
+    assert statements[0]["status_notes"].endswith(
+        "On this machine: every load of smc is blocked by install smc /bin/false "
+        "(/etc/modprobe.d/cis.conf:1)")
     assert "6.1.187-1" in statements[0]["action_statement"]
     assert statements[2]["justification"] == "component_not_present"
 

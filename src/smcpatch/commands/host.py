@@ -322,15 +322,17 @@ def vex_statements(result: HostResult) -> list[dict[str, Any]]:
 
 def _vex_notes(state: KernelState) -> str:
     k = state.kernel
-    words = [f"smcpatch host inspected {k.module or k.directory} of {k.package} {k.version}: "
-             + "; ".join(state.reasons[-1:])]
-    if state.verdict in BAD:
-        words.append("on this machine: " + ("exposed (" + ("loaded" if state.loaded else
-                                                           "loadable") + ")"
-                                            if state.exposed else
-                     f"every load of smc is blocked ({state.blocks[0]})" if state.blocks
-                     else "not loadable"))
-    return " ".join(words)
+    seen = (f"smcpatch host inspected {k.module or k.directory} of {k.package} {k.version}: "
+            + "; ".join(state.reasons[-1:]))
+    if state.verdict not in BAD:
+        return seen
+    if state.exposed:
+        here = "exposed (" + ("loaded" if state.loaded else "loadable") + ")"
+    elif state.blocks:
+        here = f"every load of smc is blocked by {state.blocks[0]}"
+    else:
+        here = "not loadable"
+    return f"{seen}. On this machine: {here}"
 
 
 def _arch(release: str) -> str:
