@@ -99,6 +99,19 @@ def test_a_module_that_cannot_be_judged_counts_as_vulnerable(machine: Machine) -
     assert state.verdict == "unknown" and state.exposed and state.reasons
 
 
+def test_smc_built_into_a_kernel_is_undecided_and_out_of_modprobes_reach(
+        machine: Machine) -> None:
+    machine.file("/lib/modules/6.1.0-9-custom/modules.builtin", "kernel/net/smc/smc.ko\n")
+    machine.modprobe("/etc/modprobe.d/cis.conf", "install smc /bin/false\n")
+    advisor = FakeAdvisor()
+    result = host(machine, None, advisor)
+    [state] = result.kernels
+    assert (state.smc, state.verdict, state.loadable, state.exposed) == (
+        "builtin", "unknown", True, True)
+    assert result.exit_code == 1 and "undecided" in result.summary
+    assert advisor.asked == ["6.1.0-9-custom"]
+
+
 def test_fixed_kernels_and_no_smc_are_not_exposed(machine: Machine) -> None:
     fixed_61 = machine.kernel("6.1.192-2")
     machine.kernel("6.12.117-1~deb12u1")

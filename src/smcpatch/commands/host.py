@@ -181,7 +181,8 @@ def _state(root: Root, kernel: InstalledKernel, runtime: Runtime, decision: Deci
     every = [b for b in (used.every_load, *(_runtime_blocks(runtime) if running else ()))
              if b is not None]
     state.blocks = every + ([used.autoload] if used.autoload else [])
-    state.loadable = state.smc == "module" and not every
+    # built in: always in the kernel, out of modprobe's reach
+    state.loadable = (state.smc == "module" and not every) or state.smc == "builtin"
     state.autoloads = state.loadable and used.autoload is None
     if state.loadable and used.autoload is not None and kernel.has_smc_diag:
         state.notes.append(f"{used.autoload.text} stops net-pf-43 only: `modprobe smc` loads "

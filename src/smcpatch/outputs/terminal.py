@@ -281,7 +281,9 @@ def host_rows(result: Any) -> tuple[list[str], list[list[str]]]:
         package = f"{k.package} {k.version}" if k.package else "(not from a package)"
         loaded = {True: "[red]yes[/]", False: "no", None: "?" if s.running else "-"}[s.loaded]
         is_running = "[bold]yes[/]" if s.running else "no" if result.runtime.release else "-"
-        if s.smc != "module":
+        if s.smc == "builtin":
+            loadable = "[red]yes[/] (built in)"
+        elif s.smc != "module":
             loadable = "-"
         elif s.loadable:
             loadable = ("[red]yes[/]" + ("" if s.autoloads else
