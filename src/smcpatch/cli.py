@@ -33,6 +33,7 @@ from .commands import inspect as inspect_cmd
 from .commands import kernels as kernels_cmd
 from .commands import report as report_cmd
 from .errors import BadInput, SmcpatchError
+from .installed.mitigation import PATH as HOST_MITIGATION
 from .kernels.matrix import GUEST_KERNEL
 from .kernels.resolve import KernelRequest
 from .outputs import terminal as render
@@ -569,7 +570,46 @@ def race(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
     _fail(result.exit_code)
 
 
-namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench, scan, race)
+@task(auto_shortflags=False, help={
+    "root": "the machine's root directory: / (default) or a mounted image; the running kernel, "
+            "/proc and the kernel command line count only for /",
+    "json": "write the result here (schema smcpatch-host/1)",
+    "vex": "write an OpenVEX 0.2.0 document here: one statement per installed kernel package "
+           "(its smc.ko by purl subpath and SHA256)",
+    "mitigate": f"first write {HOST_MITIGATION} under --root (install smc /bin/false, "
+                "blacklist smc): "
+                "every modprobe of smc stopped; a loaded smc stays until rmmod or reboot",
+    "unmitigate": f"first remove {HOST_MITIGATION} (only smcpatch's own)",
+    "cache": CACHE_HELP + "; Debian's advice is cached there",
+})
+def host(c: Context, root: str = "/", json: str | None = None, vex: str | None = None,
+         mitigate: bool = False, unmitigate: bool = False, cache: str | None = None) -> None:
+    """Say whether this machine is exposed to CVE-2025-40168 and what to do now.
+
+    Per installed kernel: Debian's smc.ko judged, the package that owns it, whether smc is
+    loaded and whether it can load (modprobe.d, the kernel command line), and for a vulnerable
+    one the Debian version that fixed it and whether the machine's suites offer it. Exit 0 when
+    no vulnerable (or undecided) smc.ko is loaded or can load, 1 when one is, 2 on bad input.
+    """
+    from .commands import host as host_cmd
+
+    with reported_errors():
+        if mitigate and unmitigate:
+            raise BadInput("--mitigate and --unmitigate together: choose one")
+        request = host_cmd.HostRequest(
+            root=Path(root or "/").expanduser(), json_path=_output(json, "--json"),
+            vex_path=_output(vex, "--vex"), cache_dir=_path(cache),
+            action="mitigate" if mitigate else "unmitigate" if unmitigate else None)
+        host_cmd.check_request(request)
+        result = host_cmd.run(request)
+        render.print_host(result, console)
+        for path, what in ((json, "JSON"), (vex, "OpenVEX")):
+            if path:
+                console.print(f"{what}: {path}")
+    _fail(result.exit_code)
+
+
+namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench, scan, race, host)
 
 
 # -- the console script: smcpatch's own tasks and options, nothing of invoke's --------------------

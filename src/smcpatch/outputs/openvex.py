@@ -150,3 +150,17 @@ def document(statements: list[dict[str, Any]], timestamp: str) -> dict[str, Any]
 
 def write(path: Path, statements: list[dict[str, Any]], timestamp: str) -> None:
     write_json(path, document(statements, timestamp))
+
+
+# -- host: the kernel packages installed on one machine ------------------------------------------
+def installed_statement(package: str, version: str, arch: str, module_path: str,
+                        module_sha256: str, verdict: str, notes: str, action: str,
+                        timestamp: str) -> dict[str, Any]:
+    """One installed kernel package (`smcpatch host`): its smc.ko judged; a package without
+    one is not affected (component_not_present); Debian's advice as the action."""
+    product = _product(package_purl(package, version, arch), "", module_path, module_sha256)
+    statement = _statement(product, verdict, notes, timestamp,
+                           "component_not_present" if verdict == "not_affected" else "")
+    if action and statement["status"] == "affected":
+        statement["action_statement"] = action
+    return statement

@@ -284,3 +284,50 @@ def print_dkms(summary: dict[str, Any], console: Console) -> None:
                       f"Debian's: {', '.join(ck['changed_vs_shipped'] or []) or 'none'}; "
                       f"{ck['signature_text']}")
 
+
+
+# -- host ---------------------------------------------------------------------------------------
+_SMC = {"none": "[green]no SMC[/]", "no_modules": "no modules", "builtin": "[yellow]built in[/]"}
+
+
+def host_rows(result: Any) -> tuple[list[str], list[list[str]]]:
+    """`host`: commands.host.HostResult, one row per installed kernel."""
+    columns = ["kernel", "running", "package", "smc.ko", "loaded", "loadable", "advice"]
+    rows = []
+    for s in result.kernels:
+        k = s.kernel
+        verdict = _SMC.get(s.smc) or (_state(s.verdict) if s.verdict != "unknown"
+                                      else "[yellow]undecided[/]")
+        package = f"{k.package} {k.version}" if k.package else "(not from a package)"
+        loaded = {True: "[red]yes[/]", False: "no", None: "?" if s.running else "-"}[s.loaded]
+        is_running = "[bold]yes[/]" if s.running else "no" if result.runtime.release else "-"
+        if s.smc == "builtin":
+            loadable = "[red]yes[/] (built in)"
+        elif s.smc != "module":
+            loadable = "-"
+        elif s.loadable:
+            loadable = ("[red]yes[/]" + ("" if s.autoloads else
+                                         f" (autoload stopped: {escape(s.blocks[-1].text)})"))
+        else:
+            loadable = f"[green]no[/]: {escape(str(s.blocks[0]))}"
+        advice = escape(s.advice.describe()) if s.advice else "-"
+        rows.append([k.release, is_running, escape(package), verdict,
+                     loaded, loadable, advice])
+    return columns, rows
+
+
+def print_host(result: Any, console: Console) -> None:
+    columns, rows = host_rows(result)
+    title = ("CVE-2025-40168 on this machine" if result.root == "/" else
+             f"CVE-2025-40168 on the machine at {result.root}")
+    if rows:
+        print_rows(title, columns, rows, console)
+    else:
+        console.print(f"[bold]{escape(title)}[/]: no kernels installed")
+    for s in result.kernels:
+        for note in s.notes:
+            console.print(f"[dim]note {s.kernel.release}: {escape(note)}[/]", soft_wrap=True)
+    for note in result.notes:
+        console.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
+    colour = "red" if result.exit_code else "green"
+    console.print(f"[{colour}]{escape(result.summary)}[/]", soft_wrap=True)

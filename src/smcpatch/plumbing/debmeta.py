@@ -74,6 +74,40 @@ def packages_named(path: Path, pattern: re.Pattern[str]) -> Iterator[Packages]:
 
 
 @dataclass(frozen=True)
+class InstalledPackage:
+    """One package as dpkg's status file records it."""
+
+    name: str
+    version: str
+    arch: str
+    status: str  # "install ok installed", "deinstall ok config-files", ...
+
+    @property
+    def installed(self) -> bool:
+        return self.status.split()[-1:] in (["installed"], ["half-configured"],
+                                            ["unpacked"], ["triggers-pending"],
+                                            ["triggers-awaited"])
+
+
+def dpkg_status(text: str, names: set[str]) -> dict[str, InstalledPackage]:
+    """The stanzas of dpkg's status file (/var/lib/dpkg/status) for these package names, parsed
+    by python-debian; the other thousands of stanzas cost a string test. Where a name has
+    several architectures the installed one wins."""
+    found: dict[str, InstalledPackage] = {}
+    for chunk in text.split("\n\n"):
+        name = chunk[9:chunk.find("\n")] if chunk.startswith("Package: ") else ""
+        if name.strip() not in names:
+            continue
+        fields = first_stanza(chunk)
+        package = InstalledPackage(fields.get("Package", ""), fields.get("Version", ""),
+                                   fields.get("Architecture", ""), fields.get("Status", ""))
+        if package.name not in found or (package.installed and
+                                          not found[package.name].installed):
+            found[package.name] = package
+    return found
+
+
+@dataclass(frozen=True)
 class ChangelogMention:
     """What a Debian changelog says about a CVE: the entry (version) that names it, if any."""
 
