@@ -11,7 +11,7 @@ from ..errors import BadInput
 from ..kernels import targets
 from ..outputs import junit
 from ..outputs import openvex as vex
-from ..outputs.jsonreport import write_json
+from ..outputs.jsonreport import scan_document, write_json
 from ..pipeline import fetch as sources
 from ..pipeline import scan
 from ..plumbing import hostpkg
@@ -20,8 +20,6 @@ from ..plumbing.cache import Cache
 from ..plumbing.progress import QUIET, Display
 from ..plumbing.suites import host_releases, served_suites
 from . import EXIT_FAIL, EXIT_OK
-
-SCHEMA = "smcpatch-scan/1"
 
 
 @dataclass
@@ -86,9 +84,7 @@ def run(request: ScanRequest, display: Display = QUIET) -> ScanResult:
     rows = scan.scan_all(cache, apt, images, request.parallel, progress)
     timestamp = vex.now()
     if request.json_path:
-        write_json(request.json_path, {"schema": SCHEMA, "generated": timestamp,
-                                       "suites": list(suites), "arches": list(arches),
-                                       "images": [r.to_json() for r in rows]})
+        write_json(request.json_path, scan_document(rows, suites, arches, timestamp))
     if request.vex_path:
         vex.write(request.vex_path, vex.scan_statements(rows, timestamp), timestamp)
     if request.junit_path:

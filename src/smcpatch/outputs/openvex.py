@@ -14,12 +14,12 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from .. import __version__
 from ..pipeline.report import ModuleReport, TargetReport
-from ..pipeline.scan import ScanRow, package_purl
+from ..pipeline.scan import ScanRow
 from .jsonreport import write_json
+from .purl import purl as make_purl
 
 CONTEXT = "https://openvex.dev/ns/v0.2.0"
 CVE = "CVE-2025-40168"
@@ -42,13 +42,14 @@ def _hashes(sha256: str) -> dict[str, str]:
     return {"sha-256": sha256} if sha256 else {}
 
 
-def _product(purl: str, sha256: str, module_path: str = "",
+def _product(package: str, version: str, arch: str, sha256: str, module_path: str = "",
              module_sha256: str = "") -> dict[str, Any]:
+    purl = make_purl("debian", package, version, arch)
     product: dict[str, Any] = {"@id": purl, "identifiers": {"purl": purl}}
     if sha256:
         product["hashes"] = _hashes(sha256)
-    if module_path:
-        sub = f"{purl}#{module_path.lstrip('/')}"  # purl subpath: the file in the package
+    if module_path:  # purl subpath: the file in the package
+        sub = make_purl("debian", package, version, arch, module_path)
         product["subcomponents"] = [{"@id": sub, "hashes": _hashes(module_sha256)}]
     return product
 
@@ -71,7 +72,7 @@ def scan_statements(rows: list[ScanRow], timestamp: str) -> list[dict[str, Any]]
     for row in rows:
         if row.error is not None:
             continue
-        product = _product(package_purl(row.package, row.version, row.arch), row.deb_sha256,
+        product = _product(row.package, row.version, row.arch, row.deb_sha256,
                            row.module_path, row.module_sha256)
         notes = (f"smcpatch inspected {row.module_path or 'the package'} of {row.package} "
                  f"{row.version} ({row.suite}): {row.evidence}. "
@@ -94,16 +95,16 @@ def verify_statements(reports: list[TargetReport], timestamp: str) -> list[dict[
     for report in reports:
         if report.shipped is not None:
             image = f"linux-image-{report.release}"
-            product = _product(package_purl(image, report.package_version, report.arch), "",
+            product = _product(image, report.package_version, report.arch, "",
                                _module_subpath(report.release, report.shipped),
                                _file_sha256(report.shipped.path))
             out.append(_statement(product, report.shipped.verdict,
                                   f"Debian's shipped smc.ko of {image} {report.package_version}: "
                                   + _reason(report.shipped), timestamp))
         if report.after is not None and report.ok:
-            purl = (f"pkg:generic/smcpatch/smc.ko@{quote(report.release, safe='.-~')}"
-                    f"?arch={report.arch}")
-            product = _product(purl, _file_sha256(report.after.path))
+            purl = make_purl("smcpatch", "smc.ko", report.release, report.arch)
+            product = {"@id": purl, "identifiers": {"purl": purl},
+                       "hashes": _hashes(_file_sha256(report.after.path))}
             out.append(_statement(product, report.after.verdict,
                                   f"smc.ko rebuilt by smcpatch {__version__} with the RCU fix for "
                                   f"{report.release} ({report.package_version}), all checks "
