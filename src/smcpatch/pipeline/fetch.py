@@ -19,7 +19,14 @@ from ..errors import BadInput, ExtractError, FetchError
 from ..kernels.targets import Target
 from ..plumbing import hostpkg, proc, unpack
 from ..plumbing.apt import Apt, PackageRecord
-from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
+from ..plumbing.cache import (
+    Cache,
+    atomic_dir,
+    entry_is_current,
+    hash_file,
+    hash_inputs,
+    read_manifest,
+)
 from ..plumbing.progress import Progress, silent
 from . import images
 
@@ -31,6 +38,7 @@ SHIPPED_RECIPE = 2  # 2: the image's changelog beside smc.ko (what Debian says o
 # How each entry's files are checked on use (cache.tree_fingerprint): the small ones by content,
 # the big headers tree (17k files) by its names and directory mtimes, which costs ~30 ms.
 CONTENT_CHECK = {"source": "full", "kdir": "listing", "shipped": "full"}
+SHIPPED_FACTS = {"deb_sha256", "module_path"}  # what a shipped entry's manifest says of the image
 
 
 
@@ -44,6 +52,9 @@ class Workspace:
     shipped_module: Path | None  # Debian's own smc.ko / smc.ko.xz, the reference
     image_deb: Path | None  # the linux-image package (for the VM stage)
     changelog: Path | None = None  # the image's Debian changelog (gz), as shipped
+    image_package: str = ""  # the package Debian's module came from (maybe the -unsigned twin)
+    image_sha256: str = ""  # that package's SHA256, as the archive's index says (VEX products)
+    image_module_path: str = ""  # where Debian's smc.ko lives in it (lib/modules/...)
     kdir_root: Path | None = None  # the extracted packages' root, bind-mounted for chroot builds
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -148,7 +159,7 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
         timings: dict[str, float] = {"download": 0.0, "extract": 0.0}
         downloaded = 0
         missing = [name for name, path in entries.items()
-                   if not entry_is_current(path, keys[name], CONTENT_CHECK[name])]
+                   if not _entry_current(name, path, keys[name])]
         if missing:
             _check_tools()
             started = time.monotonic()
@@ -169,7 +180,8 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
             _extract_parallel(cache, target, debs, {n: (entries[n], keys[n]) for n in missing})
             timings["extract"] = time.monotonic() - started
         notes = _kbuild_note(entries["kdir"], target)
-        image = _image_deb_name(entries["shipped"])
+        shipped_manifest = read_manifest(entries["shipped"]) or {}
+        image = str(shipped_manifest.get("deb", "-"))
         if "-unsigned_" in image and not target.image_package.endswith("-unsigned"):
             notes.append(f"the archive has no signed {target.image_package} "
                          f"{target.package_version}: Debian's module is taken from {image}")
@@ -182,12 +194,24 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
             shipped_module=shipped,
             image_deb=image_deb if image_deb.is_file() else None,
             changelog=next(iter(sorted(entries["shipped"].glob("changelog*"))), None),
+            image_package=image.split("_", 1)[0] if image != "-" else "",
+            image_sha256=str(shipped_manifest.get("deb_sha256", "")),
+            image_module_path=str(shipped_manifest.get("module_path", "")),
             kdir_root=entries["kdir"] / "root",
             timings=timings,
             downloaded_bytes=downloaded,
             from_cache=not missing,
             notes=notes,
         )
+
+
+def _entry_current(name: str, entry: Path, key: str) -> bool:
+    """Complete with this key and unchanged files; a shipped entry also names its package's
+    SHA256 and the module's path in it (one extracted before it did is extracted again, once:
+    apt checks the deb)."""
+    if not entry_is_current(entry, key, CONTENT_CHECK[name]):
+        return False
+    return name != "shipped" or set(read_manifest(entry) or {}) >= SHIPPED_FACTS
 
 
 def _target_apt(cache: Cache, target: Target) -> Apt:
@@ -278,18 +302,16 @@ def _relocate_headers(root: Path, target: Target, final_root: Path) -> None:
 
 def _extract_shipped(target: Target, debs: dict[str, Path], entry: Path, key: str) -> None:
     deb = debs[target.image_package]
-    with atomic_dir(entry, key, {"deb": deb.name}, CONTENT_CHECK["shipped"]) as tmp:
-        images.extract_module(deb, tmp)
+    # the deb was just checked against the archive's SHA256 (Apt.download): this is that hash
+    facts = {"deb": deb.name, "deb_sha256": hash_file(deb)}
+    with atomic_dir(entry, key, facts, CONTENT_CHECK["shipped"]) as tmp:
+        # where smc.ko lives in the package ("": none); the manifest is written after this
+        facts["module_path"] = images.extract_module(deb, tmp).module_path
 
 
 def _shipped_module(entry: Path) -> Path | None:
     found = sorted(entry.glob("smc.ko*"))
     return found[0] if found else None
-
-
-def _image_deb_name(entry: Path) -> str:
-    manifest = read_manifest(entry) or {}
-    return str(manifest.get("deb", "-"))
 
 
 _EXTRACTORS = {"source": _extract_source, "kdir": _extract_kdir, "shipped": _extract_shipped}
@@ -302,7 +324,7 @@ def _extract_parallel(cache: Cache, target: Target, debs: dict[str, Path],
     def extract(name: str, entry: Path, key: str) -> None:
         # the source entry is shared by every flavour: lock the entry itself, then look again
         with cache.lock(f"entry-{entry.parent.name}-{entry.name}"):
-            if not entry_is_current(entry, key, CONTENT_CHECK[name]):
+            if not _entry_current(name, entry, key):
                 _EXTRACTORS[name](target, debs, entry, key)
 
     with ThreadPoolExecutor(max_workers=len(wanted)) as pool, proc.stopped_on_interrupt():
