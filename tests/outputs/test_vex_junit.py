@@ -62,7 +62,7 @@ def test_scan_statements_one_per_product_and_valid() -> None:
                                                        "net/smc/smc.ko")
     assert "calls dst_release" in affected["status_notes"]
     assert "6.1.187-1 or later" in affected["action_statement"]  # Debian's fix of the series
-    assert "smcpatch dkms --kernel 6.1.176-1" in affected["action_statement"]
+    assert "smcpatch dkms --kernel 6.1.0-50-amd64 --out DIR" in affected["action_statement"]
     assert "@6.1.192-2~x%2B1?" in fixed["products"][0]["@id"]  # "+" percent-encoded
     assert "6.1.187-1" in fixed["status_notes"] and "action_statement" not in fixed
     assert absent["justification"] == "component_not_present"

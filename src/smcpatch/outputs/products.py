@@ -222,13 +222,13 @@ class VexDocument:
 # -- from scan's rows ----------------------------------------------------------------------------
 NO_LOAD = ("or keep smc from loading where SMC is not used (install smc /bin/false in "
            "/etc/modprobe.d)")
-REBUILD = ("Until then, load an smc.ko rebuilt with the fix for this exact kernel (smcpatch "
-           "verify --kernel {version} builds and checks one; smcpatch dkms --kernel {version} "
+REBUILD = ("Workaround: load an smc.ko rebuilt with the fix for this exact kernel (smcpatch "
+           "verify --kernel {release} builds and checks one; smcpatch dkms --kernel {release} "
            "--out DIR packages it for DKMS), " + NO_LOAD + ".")
-VERIFIED = ("Until then, load the smc.ko smcpatch rebuilt with the fix for this kernel and "
-            "verified ({purl}, SHA256 {sha256}; smcpatch dkms --kernel {version} --out DIR "
+VERIFIED = ("Workaround: load the smc.ko smcpatch rebuilt with the fix for this kernel and "
+            "verified ({purl}, SHA256 {sha256}; smcpatch dkms --kernel {release} --out DIR "
             "packages it for DKMS), " + NO_LOAD + ".")
-UNDECIDED = ("The binary alone did not settle it: run smcpatch verify --kernel {version}, which "
+UNDECIDED = ("The binary alone did not settle it: run smcpatch verify --kernel {release}, which "
              "also builds the module with and without the fix and compares.")
 
 
@@ -241,12 +241,12 @@ def _scan_statement(row: ScanRow) -> ProductStatement:
     status = status_of(row.verdict)
     notes = (f"smcpatch inspected {row.module_path or 'the package'} of {row.package} "
              f"{row.version} ({row.suite}): {row.evidence}. {_changelog_note(row)} "
-             + " ".join(row.reasons[-1:]))
+             + " ".join(_sentence(r) for r in row.reasons[-1:]))
     module = File(row.module_path, row.module_sha256) if row.module_sha256 else None
     return ProductStatement.debian(
         row.package, row.version, row.arch, status, notes.strip(), row.deb_sha256, module,
         Justification.COMPONENT_NOT_PRESENT if status is Status.NOT_AFFECTED else None,
-        _action(status, row.version))
+        _action(status, row.release))
 
 
 def _changelog_note(row: ScanRow) -> str:
@@ -256,11 +256,13 @@ def _changelog_note(row: ScanRow) -> str:
     return f"Debian's changelog of this package does not name {CVE}."
 
 
-def _action(status: Status, version: str) -> str | None:
+def _action(status: Status, release: str) -> str | None:
+    """What to do, for the kernel release (uname -r) the package holds: --kernel takes it and
+    names the flavour too."""
     if status is Status.AFFECTED:
-        return REBUILD.format(version=version)
+        return REBUILD.format(release=release)
     if status is Status.UNDER_INVESTIGATION:
-        return UNDECIDED.format(version=version)
+        return UNDECIDED.format(release=release)
     return None
 
 
@@ -285,10 +287,10 @@ def _image(report: TargetReport, shipped: ModuleReport,
     sha256 = _file_sha256(shipped.path)
     inside = report.image_module_path or (f"lib/modules/{report.release}/kernel/net/smc/"
                                           f"{Path(shipped.path).name}")
-    action = _action(status, report.package_version)
+    action = _action(status, report.release)
     if status is Status.AFFECTED and rebuilt is not None and rebuilt.file is not None:
         action = VERIFIED.format(purl=rebuilt.purl, sha256=rebuilt.file.sha256,
-                                 version=report.package_version)
+                                 release=report.release)
     return ProductStatement.debian(
         package, report.package_version, report.arch, status,
         f"Debian's shipped smc.ko of {package} {report.package_version}: {_reason(shipped)}",
@@ -307,6 +309,11 @@ def _rebuilt(report: TargetReport) -> ProductStatement | None:
         f"({report.package_version}), all checks passed (vermagic, modversions, only the patched "
         f"function changed): {_reason(report.after)}. It replaces the smc.ko of "
         f"{report.image_package or 'linux-image-' + report.release}; it is not Debian's.")
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def _reason(module: ModuleReport) -> str:
