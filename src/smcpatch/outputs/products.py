@@ -162,7 +162,10 @@ class ProductStatement:
     @property
     def advice(self) -> str | None:
         """Everything to do, in one text (formats with one field for it)."""
-        return " ".join(x for x in (self.upgrade, self.action) if x) or None
+        action = self.action
+        if action and self.status is Status.AFFECTED:
+            action = f"Workaround: {action[:1].lower()}{action[1:]}"
+        return " ".join(x for x in (self.upgrade, action) if x) or None
 
     def facts(self) -> dict[str, Any]:
         return asdict(self)
@@ -222,10 +225,10 @@ class VexDocument:
 # -- from scan's rows ----------------------------------------------------------------------------
 NO_LOAD = ("or keep smc from loading where SMC is not used (install smc /bin/false in "
            "/etc/modprobe.d)")
-REBUILD = ("Workaround: load an smc.ko rebuilt with the fix for this exact kernel (smcpatch "
+REBUILD = ("Load an smc.ko rebuilt with the fix for this exact kernel (smcpatch "
            "verify --kernel {release} builds and checks one; smcpatch dkms --kernel {release} "
            "--out DIR packages it for DKMS), " + NO_LOAD + ".")
-VERIFIED = ("Workaround: load the smc.ko smcpatch rebuilt with the fix for this kernel and "
+VERIFIED = ("Load the smc.ko smcpatch rebuilt with the fix for this kernel and "
             "verified ({purl}, SHA256 {sha256}; smcpatch dkms --kernel {release} --out DIR "
             "packages it for DKMS), " + NO_LOAD + ".")
 UNDECIDED = ("The binary alone did not settle it: run smcpatch verify --kernel {release}, which "
