@@ -242,6 +242,20 @@ def test_the_formats_agree_with_verifys_report(tmp_path: Path) -> None:
         assert said[ours].status == "fixed" and said[ours].sha256 is not None
 
 
+def test_verify_without_debians_module_or_a_loadable_one(tmp_path: Path) -> None:
+    """A kernel whose image ships no smc.ko (SMC off, Debian's >= 6.18): the image is not
+    affected (no component), and the module built there only to be inspected is not stated."""
+    report = _target_report(tmp_path, compile_only=True)
+    report.shipped, report.image_module_path = None, ""
+    [image] = products.from_verify([report])
+    assert (image.status, image.justification) == (Status.NOT_AFFECTED,
+                                                   products.Justification.COMPONENT_NOT_PRESENT)
+    assert image.name == "linux-image-6.1.0-50-amd64" and image.module is None
+    read = readings(documents([image]))
+    assert not disagreements(read)
+    assert {s.status for r in read.values() for s in r.values()} == {"not_affected"}
+
+
 def test_a_disagreement_is_seen() -> None:
     """The agreement check can fail: one format saying another status of one product."""
     texts = documents(scan_statements())

@@ -222,7 +222,7 @@ class VexDocument:
         return [s for s in self.statements if s.status is status]
 
 
-# -- from scan's rows ----------------------------------------------------------------------------
+# -- what to do; statements from scan's rows -----------------------------------------------------
 NO_LOAD = ("or keep smc from loading where SMC is not used (install smc /bin/false in "
            "/etc/modprobe.d)")
 REBUILD = ("Load an smc.ko rebuilt with the fix for this exact kernel (smcpatch "
@@ -271,16 +271,27 @@ def _action(status: Status, release: str) -> str | None:
 
 # -- from verify's reports -------------------------------------------------------------------------
 def from_verify(reports: Iterable[TargetReport]) -> list[ProductStatement]:
-    """Per target: Debian's image (its shipped module judged) and our rebuilt module, when every
-    check of it passed."""
+    """Per target: Debian's image (its shipped module judged, or its having none) and our
+    rebuilt module, when every check of it passed and it can load into that kernel."""
     out: list[ProductStatement] = []
     for report in reports:
         rebuilt = _rebuilt(report)
         if report.shipped is not None:
             out.append(_image(report, report.shipped, rebuilt))
+        elif report.image_package and not report.image_module_path and report.error is None:
+            out.append(_image_without_module(report))
         if rebuilt is not None:
             out.append(rebuilt)
     return out
+
+
+def _image_without_module(report: TargetReport) -> ProductStatement:
+    """Fetched, and no smc.ko in it: SMC is not built in that kernel (Debian's >= 6.18)."""
+    return ProductStatement.debian(
+        report.image_package, report.package_version, report.arch, Status.NOT_AFFECTED,
+        f"Debian's {report.image_package} {report.package_version} ships no smc.ko: SMC is not "
+        "built in this kernel.", report.image_sha256,
+        justification=Justification.COMPONENT_NOT_PRESENT)
 
 
 def _image(report: TargetReport, shipped: ModuleReport,
@@ -301,7 +312,7 @@ def _image(report: TargetReport, shipped: ModuleReport,
 
 
 def _rebuilt(report: TargetReport) -> ProductStatement | None:
-    if report.after is None or not report.ok:
+    if report.after is None or not report.ok or report.compile_only:  # compile_only: no load
         return None
     sha256 = _file_sha256(report.after.path)
     if not sha256:  # nothing to name the module by
