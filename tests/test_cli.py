@@ -63,6 +63,14 @@ def test_kernels_lists_the_matrix() -> None:
         (("verify", "--source", "/tmp"), "--source and --kdir go together"),
         (("verify", "--fix", "CVE-0000-0000", "--kernel", "6.1.176"), "unknown fix"),
         (("inspect", "--module", "/nonexistent/smc.ko"), "no such file"),
+        (("scan", "--vex-format", "csaf"), "--vex-format, --vex-publisher and --vex-namespace "
+                                           "go with --vex PATH"),
+        (("verify", "--vex", "/dev/null", "--vex-format", "spdx"),
+         "--vex-format 'spdx': choose openvex, csaf, cyclonedx"),
+        (("scan", "--vex", "/dev/null", "--vex-format", "csaf", "--vex-format", "cyclonedx"),
+         "not into a device or pipe"),
+        (("verify", "--vex", "/dev/null", "--vex-namespace", "smcpatch.invalid"),
+         "--vex-namespace 'smcpatch.invalid': an http(s) URL"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: tuple[str, ...],

@@ -19,7 +19,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -40,6 +40,9 @@ from .outputs import terminal as render
 from .plumbing import files, proc
 from .plumbing.cache import Cache
 
+if TYPE_CHECKING:
+    from .outputs.vex import VexOutput
+
 
 def _console_width() -> int | None:
     """A terminal's own width; piped output honours COLUMNS, else 80 (CI logs read it)."""
@@ -56,8 +59,14 @@ errors = Console(stderr=True, highlight=False, width=_console_width())
 CACHE_HELP = "cache directory (default: $SMCPATCH_CACHE or ~/.cache/smcpatch)"
 SUITE_HELP = ("take the kernel from this suite when several have it, e.g. bookworm-backports, "
               "trixie, bullseye-security (default: the host's release first)")
-VEX_HELP = ("write an OpenVEX 0.2.0 document here: one statement per product (Debian's image "
-            "by purl with its smc.ko; verify's rebuilt after-modules)")
+VEX_HELP = ("write VEX here, one statement per product (Debian's image by purl with its smc.ko; "
+            "verify's rebuilt after-modules): OpenVEX 0.2.0, or each --vex-format (several: "
+            "PATH's .json becomes .openvex.json, .csaf.json, .cdx.json)")
+VEX_FORMAT_HELP = ("openvex (default) | csaf (CSAF 2.0, VEX profile) | cyclonedx (CycloneDX 1.6 "
+                   "VEX); repeatable")
+VEX_PUBLISHER_HELP = "the publisher named in the VEX documents (default: smcpatch's own name)"
+VEX_NAMESPACE_HELP = ("a URL the publisher controls, for CSAF's publisher namespace (default: "
+                      "https://smcpatch.invalid, a reserved name)")
 JUNIT_HELP = "write JUnit XML here (one test case per target and check) for CI systems"
 ARCH_HELP = "amd64 | arm64 | s390x | all (default: amd64, or the arch --flavour names)"
 FLAVOUR_HELP = ("the arch's plain flavour (default), cloud, rt, a full name (cloud-arm64) or "
@@ -173,6 +182,27 @@ def _output(value: str | None, option: str) -> Path | None:
     return files.check_output(Path(value), option) if value else None
 
 
+def _vex(path: str | None, formats: list[str] | None, publisher: str | None,
+         namespace: str | None) -> VexOutput | None:
+    """--vex and the options that shape it, all checked now (the files too)."""
+    from .outputs import vex
+
+    chosen = vex.check_formats(formats or [])
+    who = vex.check_publisher(publisher, namespace)
+    if not path:
+        if formats or publisher is not None or namespace is not None:
+            raise BadInput("--vex-format, --vex-publisher and --vex-namespace go with --vex PATH")
+        return None
+    return vex.check_output(vex.VexOutput(Path(path), chosen, who))
+
+
+def _say_vex(output: VexOutput | None) -> None:
+    from .outputs.vex import FORMATS
+
+    for fmt, path in (output.paths() if output else {}).items():
+        console.print(f"{FORMATS[fmt]}: {path}")
+
+
 def _required(value: str | None, option: str) -> str:
     """Required values are options, not positionals, so `-h` is always help."""
     if not value:
@@ -225,7 +255,7 @@ def kernels(c: Context, flavour: str = "", arch: list[str] | None = None,
 
 
 @task(
-    iterable=["kernel", "fix", "arch"], auto_shortflags=False,
+    iterable=["kernel", "fix", "arch", "vex_format"], auto_shortflags=False,
     help={
         "kernel": KERNEL_HELP + "; repeatable; all = every matrix entry (default: the matrix)",
         "arch": ARCH_HELP + "; repeatable; a foreign arch is cross-built with Debian's cross gcc",
@@ -233,6 +263,9 @@ def kernels(c: Context, flavour: str = "", arch: list[str] | None = None,
         "suite": SUITE_HELP,
         "json": "write the JSON report here (schema smcpatch-report/1)",
         "vex": VEX_HELP,
+        "vex_format": VEX_FORMAT_HELP,
+        "vex_publisher": VEX_PUBLISHER_HELP,
+        "vex_namespace": VEX_NAMESPACE_HELP,
         "junit": JUNIT_HELP,
         "fail_on_vulnerable": "exit 1 also when Debian's own module of a target is vulnerable "
                               "(or undecided), not only when our fix is not verified: for CI "
@@ -253,7 +286,9 @@ def kernels(c: Context, flavour: str = "", arch: list[str] | None = None,
 )
 def verify(c: Context, kernel: list[str] | None = None, arch: list[str] | None = None,
            flavour: str = "", suite: str | None = None, json: str | None = None,
-           vex: str | None = None, junit: str | None = None, fail_on_vulnerable: bool = False,
+           vex: str | None = None, vex_format: list[str] | None = None,
+           vex_publisher: str | None = None, vex_namespace: str | None = None,
+           junit: str | None = None, fail_on_vulnerable: bool = False,
            load: bool = False, parallel: str | None = None, jobs: str | None = None,
            cache: str | None = None, fix: list[str] | None = None, source: str | None = None,
            kdir: str | None = None, sign_key: str | None = None, sign_cert: str | None = None,
@@ -272,8 +307,9 @@ def verify(c: Context, kernel: list[str] | None = None, arch: list[str] | None =
         request = verify_cmd.VerifyRequest(
             kernels=_kernel_request(kernel, arch, flavour, suite, matrix, source, kdir),
             cache_dir=_path(cache), json_path=_output(json, "--json"),
-            vex_path=_output(vex, "--vex"), junit_path=_output(junit, "--junit"),
-            fixes=fix or None, jobs=_int(jobs, "--jobs", 0, 0, 256) or None,
+            vex=_vex(vex, vex_format, vex_publisher, vex_namespace),
+            junit_path=_output(junit, "--junit"), fixes=fix or None,
+            jobs=_int(jobs, "--jobs", 0, 0, 256) or None,
             parallel=_int(parallel, "--parallel", 0, 0, 64) or None,
             sign_key=_input(sign_key, "--sign-key", "private key", KEY_LIMIT),
             sign_cert=_input(sign_cert, "--sign-cert", "certificate", KEY_LIMIT),
@@ -282,9 +318,10 @@ def verify(c: Context, kernel: list[str] | None = None, arch: list[str] | None =
         with render.progress_display(console) as display:
             result = verify_cmd.run(request, display)
         render.print_summary(result.reports, console)
-        for path, what in ((json, "JSON report"), (vex, "OpenVEX"), (junit, "JUnit")):
+        for path, what in ((json, "JSON report"), (junit, "JUnit")):
             if path:
                 console.print(f"{what}: {path}")
+        _say_vex(request.vex)
         failed = [f"{r.package_version} {r.flavour}: {r.error}" for r in result.reports
                   if r.error]
         if failed:  # a target that could not be verified: one line on stderr for build farms
@@ -488,21 +525,25 @@ def _output_dir(value: str | None, option: str) -> Path | None:
     return files.check_own_dir(Path(value), option, RESULTS_MARKER)
 
 
-@task(iterable=["suite", "arch"], auto_shortflags=False, help={
+@task(iterable=["suite", "arch", "vex_format"], auto_shortflags=False, help={
     "suite": "a suite to scan (repeatable; default: the host's release and its -security)",
     "arch": ARCH_HELP + "; repeatable",
     "flavour": FLAVOUR_HELP.replace("plain flavour (default)", "plain flavour") +
                " (default: all)",
     "json": "write every image's result here (schema smcpatch-scan/1)",
     "vex": VEX_HELP.replace("verify's rebuilt after-modules", "its module's SHA256"),
+    "vex_format": VEX_FORMAT_HELP,
+    "vex_publisher": VEX_PUBLISHER_HELP,
+    "vex_namespace": VEX_NAMESPACE_HELP,
     "junit": "write JUnit XML here (one test case per image: a vulnerable one fails)",
     "parallel": "downloads at once (default: 4)",
     "cache": CACHE_HELP,
 })
 def scan(c: Context, suite: list[str] | None = None, arch: list[str] | None = None,
          flavour: str = "all", json: str | None = None, vex: str | None = None,
-         junit: str | None = None, parallel: str | None = None,
-         cache: str | None = None) -> None:
+         vex_format: list[str] | None = None, vex_publisher: str | None = None,
+         vex_namespace: str | None = None, junit: str | None = None,
+         parallel: str | None = None, cache: str | None = None) -> None:
     """Judge every published Debian kernel image from its own smc.ko.
 
     Only the image debs are downloaded; results are cached by package SHA256; what Debian's
@@ -515,16 +556,18 @@ def scan(c: Context, suite: list[str] | None = None, arch: list[str] | None = No
     with reported_errors():
         request = scan_cmd.ScanRequest(
             suites=suite or [], arches=arch or [], flavour=flavour, cache_dir=_path(cache),
-            json_path=_output(json, "--json"), vex_path=_output(vex, "--vex"),
+            json_path=_output(json, "--json"),
+            vex=_vex(vex, vex_format, vex_publisher, vex_namespace),
             junit_path=_output(junit, "--junit"),
             parallel=_int(parallel, "--parallel", 4, 1, 16))
         scan_cmd.check_request(request)
         with render.progress_display(console) as display:
             result = scan_cmd.run(request, display)
         render.print_scan(result, console)
-        for path, what in ((json, "JSON"), (vex, "OpenVEX"), (junit, "JUnit")):
+        for path, what in ((json, "JSON"), (junit, "JUnit")):
             if path:
                 console.print(f"{what}: {path}")
+        _say_vex(request.vex)
         failed = [f"{r.package} {r.version}: {r.error}" for r in result.rows if r.error]
         if failed:
             errors.print(f"[red]error:[/] {escape('; '.join(failed))}", soft_wrap=True)
@@ -570,12 +613,15 @@ def race(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
     _fail(result.exit_code)
 
 
-@task(auto_shortflags=False, help={
+@task(iterable=["vex_format"], auto_shortflags=False, help={
     "root": "the machine's root directory: / (default) or a mounted image; the running kernel, "
             "/proc and the kernel command line count only for /",
     "json": "write the result here (schema smcpatch-host/1)",
-    "vex": "write an OpenVEX 0.2.0 document here: one statement per installed kernel package "
-           "(its smc.ko by purl subpath and SHA256)",
+    "vex": "write VEX here: one statement per installed kernel package (its smc.ko by purl "
+           "subpath and SHA256): OpenVEX 0.2.0, or each --vex-format",
+    "vex_format": VEX_FORMAT_HELP,
+    "vex_publisher": VEX_PUBLISHER_HELP,
+    "vex_namespace": VEX_NAMESPACE_HELP,
     "mitigate": f"first write {HOST_MITIGATION} under --root (install smc /bin/false, "
                 "blacklist smc): "
                 "every modprobe of smc stopped; a loaded smc stays until rmmod or reboot",
@@ -583,13 +629,17 @@ def race(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
     "cache": CACHE_HELP + "; Debian's advice is cached there",
 })
 def host(c: Context, root: str = "/", json: str | None = None, vex: str | None = None,
-         mitigate: bool = False, unmitigate: bool = False, cache: str | None = None) -> None:
+         vex_format: list[str] | None = None, vex_publisher: str | None = None,
+         vex_namespace: str | None = None, mitigate: bool = False, unmitigate: bool = False,
+         cache: str | None = None) -> None:
     """Say whether this machine is exposed to CVE-2025-40168 and what to do now.
 
     Per installed kernel: Debian's smc.ko judged, the package that owns it, whether smc is
     loaded and whether it can load (modprobe.d, the kernel command line), and for a vulnerable
-    one the Debian version that fixed it and whether the machine's suites offer it. Exit 0 when
-    no vulnerable (or undecided) smc.ko is loaded or can load, 1 when one is, 2 on bad input.
+    one the Debian version that fixed it and whether the machine's suites offer it.
+
+    Exit 0 when no vulnerable (or undecided) smc.ko is loaded or can load, 1 when one is, 2 on
+    bad input.
     """
     from .commands import host as host_cmd
 
@@ -598,14 +648,14 @@ def host(c: Context, root: str = "/", json: str | None = None, vex: str | None =
             raise BadInput("--mitigate and --unmitigate together: choose one")
         request = host_cmd.HostRequest(
             root=Path(root or "/").expanduser(), json_path=_output(json, "--json"),
-            vex_path=_output(vex, "--vex"), cache_dir=_path(cache),
+            vex=_vex(vex, vex_format, vex_publisher, vex_namespace), cache_dir=_path(cache),
             action="mitigate" if mitigate else "unmitigate" if unmitigate else None)
         host_cmd.check_request(request)
         result = host_cmd.run(request)
         render.print_host(result, console)
-        for path, what in ((json, "JSON"), (vex, "OpenVEX")):
-            if path:
-                console.print(f"{what}: {path}")
+        if json:
+            console.print(f"JSON: {json}")
+        _say_vex(request.vex)
     _fail(result.exit_code)
 
 

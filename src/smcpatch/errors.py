@@ -65,6 +65,12 @@ class InspectError(SmcpatchError):
     """The module is not an ELF file, is truncated, is not smc.ko or lacks the function."""
 
 
+class NothingToState(SmcpatchError):
+    """A VEX document was asked for but no product was judged (it needs one statement)."""
+
+    exit_code = 1
+
+
 class VmError(SmcpatchError):
     """The QEMU guest failed: panic, hang, module load failure, or an unexpected fallback."""
 

@@ -1,54 +1,30 @@
-"""features.vex and features.junit: what security teams' tools and CI systems read.
+"""outputs.openvex and outputs.junit: what scanners and CI systems read.
 
-OpenVEX documents are checked by vexipy (an OpenVEX implementation on PyPI) and, where a copy of
-the official OpenVEX 0.2.0 JSON schema is at hand, by jsonschema against it: this machine reaches
-neither GitHub nor openvex.dev, so the schema is looked for in $SMCPATCH_OPENVEX_SCHEMA or the
-test cache's schemas/ (see tests/README in the README's Development section).
+OpenVEX documents are checked by vexipy and the official schema (tests/vexcheck.py); the other
+VEX formats, and the three agreeing, are tests/outputs/test_vex_formats.py's.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from junitparser import JUnitXml
 
-from smcpatch.outputs import junit
-from smcpatch.outputs import openvex as vex
+from smcpatch.outputs import junit, openvex, products
+from smcpatch.outputs.products import ProductStatement, VexDocument
 from smcpatch.pipeline.report import TargetReport
 from smcpatch.pipeline.scan import ScanRow
-from tests.conftest import cache_root_for_tests
 from tests.pipeline.test_report import _module, _report
+from tests.vexcheck import openvex_problems, openvex_schema
 
-TIME = "2026-12-03T09:00:00Z"
-
-
-def official_schema() -> dict[str, Any] | None:
-    env = os.environ.get("SMCPATCH_OPENVEX_SCHEMA")
-    path = Path(env) if env else (cache_root_for_tests() / "schemas"
-                                  / "openvex_json_schema_0.2.0.json")
-    return json.loads(path.read_text()) if path.is_file() else None
+TIME = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 
 
-def validate(document: dict[str, Any]) -> None:
-    """Raise unless both validators accept the document."""
-    from vexipy import Document
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # vexipy warns about impact statements without a reason
-        Document.model_validate(document)
-    schema = official_schema()
-    if schema is not None:
-        import jsonschema
-
-        validator = jsonschema.Draft202012Validator(
-            schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
-        errors = [e.message for e in validator.iter_errors(document)]
-        assert not errors, errors
+def openvex_of(statements: list[ProductStatement]) -> dict[str, Any]:
+    return openvex.build(VexDocument.of(statements, TIME))
 
 
 def _row(verdict: str, changelog: str = "silent", **extra: Any) -> ScanRow:
@@ -73,49 +49,66 @@ ROWS = [
 
 
 def test_scan_statements_one_per_product_and_valid() -> None:
-    statements = vex.scan_statements(ROWS, TIME)
-    assert [s["status"] for s in statements] == ["affected", "fixed", "not_affected",
-                                                 "under_investigation"]  # the error: none
-    affected, fixed, absent, _ = statements
+    document = openvex_of(products.from_scan(ROWS))
+    statements = {s["status"]: s for s in document["statements"]}  # ordered by purl
+    assert len(document["statements"]) == 4 and set(statements) == {
+        "affected", "fixed", "not_affected", "under_investigation"}  # the error: none
+    affected, fixed, absent = (statements[k] for k in ("affected", "fixed", "not_affected"))
     product = affected["products"][0]
     assert product["@id"] == "pkg:deb/debian/linux-image-6.1.0-50-amd64@6.1.176-1?arch=amd64"
     assert product["hashes"] == {"sha-256": "ab" * 32}
     assert product["subcomponents"][0]["hashes"] == {"sha-256": "cd" * 32}
     assert product["subcomponents"][0]["@id"].endswith("#lib/modules/6.1.0-50-amd64/kernel/"
                                                        "net/smc/smc.ko")
-    assert "action_statement" in affected and "calls dst_release" in affected["status_notes"]
+    assert "calls dst_release" in affected["status_notes"]
+    assert "6.1.187-1 or later" in affected["action_statement"]  # Debian's fix of the series
+    assert "smcpatch dkms --kernel 6.1.0-50-amd64 --out DIR" in affected["action_statement"]
     assert "@6.1.192-2~x%2B1?" in fixed["products"][0]["@id"]  # "+" percent-encoded
-    assert "6.1.187-1" in fixed["status_notes"]
+    assert "6.1.187-1" in fixed["status_notes"] and "action_statement" not in fixed
     assert absent["justification"] == "component_not_present"
     assert "impact_statement" not in absent  # the schema allows one of the two, not both
-    document = vex.document(statements, TIME)
-    validate(document)
+    assert not openvex_problems(document)
     assert document["@context"] == "https://openvex.dev/ns/v0.2.0"
-    assert vex.document(statements, TIME)["@id"] == document["@id"]  # same facts, same id
+    again = openvex_of(products.from_scan(list(reversed(ROWS))))
+    assert again["@id"] == document["@id"]  # same facts, same id, whatever the order
+    assert again["statements"] == document["statements"]
 
 
 def test_an_invalid_document_is_refused() -> None:
     """The validators can fail: an affected statement without its action statement."""
-    statements = vex.scan_statements(ROWS[:1], TIME)
-    del statements[0]["action_statement"]
-    with pytest.raises(Exception, match="action"):
-        validate(vex.document(statements, TIME))
+    document = openvex_of(products.from_scan(ROWS[:1]))
+    del document["statements"][0]["action_statement"]
+    problems = openvex_problems(document)
+    assert any("vexipy" in p and "action" in p for p in problems), problems
+    if openvex_schema() is not None:
+        assert any(p.startswith("schema: 'action_statement'") for p in problems), problems
 
 
-def _target_report(**changes: Any) -> TargetReport:
-    """test_report's verified 6.1.176 target, with Debian's (vulnerable) module judged too."""
-    return _report(**{"shipped": _module("vulnerable"), **changes})
+def _target_report(modules: Path | None = None, **changes: Any) -> TargetReport:
+    """test_report's verified 6.1.176 target, with Debian's (vulnerable) module judged too;
+    given a directory, its modules are real files there (the VEX names them by SHA256)."""
+    report = _report(**{"shipped": _module("vulnerable"), **changes})
+    report.image_package, report.image_sha256 = "linux-image-6.1.0-50-amd64", "ef" * 32
+    if modules is not None:
+        for side in ("shipped", "after"):
+            module = getattr(report, side)
+            module.path = str(modules / f"{side}-smc.ko")
+            Path(module.path).write_bytes(f"{side} module".encode())
+    return report
 
 
-def test_verify_statements_debians_image_and_our_module() -> None:
-    statements = vex.verify_statements([_target_report()], TIME)
-    assert [s["status"] for s in statements] == ["affected", "fixed"]
-    assert statements[0]["products"][0]["@id"].startswith(
+def test_verify_statements_debians_image_and_our_module(tmp_path: Path) -> None:
+    document = openvex_of(products.from_verify([_target_report(tmp_path)]))
+    image, ours = document["statements"]
+    assert (image["status"], ours["status"]) == ("affected", "fixed")
+    assert image["products"][0]["@id"] == (
         "pkg:deb/debian/linux-image-6.1.0-50-amd64@6.1.176-1?arch=amd64")
-    assert statements[1]["products"][0]["@id"].startswith("pkg:generic/smcpatch/smc.ko@")
-    validate(vex.document(statements, TIME))
-    failed = vex.verify_statements([_target_report(vermagic_ok=False)], TIME)
-    assert [s["status"] for s in failed] == ["affected"]  # a module that failed a check: none
+    assert image["products"][0]["hashes"] == {"sha-256": "ef" * 32}  # the image's, from fetch
+    assert ours["products"][0]["@id"] == "pkg:generic/smcpatch/smc.ko@6.1.0-50-amd64?arch=amd64"
+    assert ours["products"][0]["@id"] in image["action_statement"]  # the verified workaround
+    assert not openvex_problems(document)
+    failed = products.from_verify([_target_report(tmp_path, vermagic_ok=False)])
+    assert [s.status for s in failed] == ["affected"]  # a module that failed a check: none
 
 
 def test_junit_verify_one_case_per_check(tmp_path: Path) -> None:
@@ -148,14 +141,12 @@ def test_junit_scan_fails_vulnerable_images(tmp_path: Path) -> None:
 def test_the_official_schema_refuses_what_it_should() -> None:
     """Says visibly (a skip) when no copy of the official schema is at hand; with one, checks
     it can fail: a not_affected statement with both a justification and an impact statement."""
-    schema = official_schema()
+    schema = openvex_schema()
     if schema is None:
         pytest.skip("no copy of the official OpenVEX 0.2.0 JSON schema: set "
                     "SMCPATCH_OPENVEX_SCHEMA (vexipy still validated the documents)")
     import jsonschema
 
-    statements = vex.scan_statements([ROWS[2]], TIME)
-    statements[0]["impact_statement"] = "no smc.ko"
-    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(
-        vex.document(statements, TIME)))
-    assert errors
+    document = openvex_of(products.from_scan([ROWS[2]]))
+    document["statements"][0]["impact_statement"] = "no smc.ko"
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(document))

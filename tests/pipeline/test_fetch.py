@@ -4,6 +4,7 @@ missing unpacking tools named.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from smcpatch.errors import ExtractError
 from smcpatch.pipeline import fetch as sources
-from smcpatch.plumbing.cache import Cache, entry_is_current
+from smcpatch.plumbing.cache import MANIFEST, Cache, entry_is_current, hash_file, read_manifest
 from tests.faults import (
     HOSTILE,
     KERNEL,
@@ -100,6 +101,26 @@ def test_benign_handmade_source_deb_still_extracts(tmp_path: Path) -> None:
     sources._extract_source(target, debs, entry, "k")
     assert (entry / "tree" / "net" / "smc" / "smc_clc.c").read_text() == "int x;\n"
     assert entry_is_current(entry, "k", sources.CONTENT_CHECK["source"])
+
+
+def test_shipped_entry_names_its_package_sha256(tmp_path: Path) -> None:
+    """The image's SHA256 and the module's path in it ride in the shipped entry's manifest
+    (verify's VEX products carry them); an entry made before they did is not current, so the
+    next fetch makes it again."""
+    target = target_of()
+    cache = Cache.open(tmp_path / "cache")
+    prefix = f"./lib/modules/{target.release}/kernel/net/smc/"
+    deb = _deb(tmp_path / "image.deb", _tar([("file", f"{prefix}smc.ko", b"\x7fELF")]))
+    entry = cache.dir("shipped", target.key)
+    sources._extract_shipped(target, {target.image_package: deb}, entry, "k")
+    manifest = read_manifest(entry)
+    assert manifest is not None and manifest["deb_sha256"] == hash_file(deb)
+    assert manifest["module_path"] == f"lib/modules/{target.release}/kernel/net/smc/smc.ko"
+    assert sources._entry_current("shipped", entry, "k")
+    del manifest["deb_sha256"]
+    (entry / MANIFEST).write_text(json.dumps(manifest))
+    assert entry_is_current(entry, "k", sources.CONTENT_CHECK["shipped"])  # as older code saw it
+    assert not sources._entry_current("shipped", entry, "k")
 
 
 @pytest.mark.parametrize(("tool", "package"), [("xz", "xz-utils"), ("dpkg-deb", "dpkg")])

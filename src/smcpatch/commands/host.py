@@ -31,8 +31,17 @@ from ..installed.root import Root
 from ..installed.runtime import Runtime
 from ..kernels import versions
 from ..kernels.targets import arch_of
-from ..outputs import openvex as vex
+from ..outputs import vex
 from ..outputs.jsonreport import write_json
+from ..outputs.products import (
+    REBUILD,
+    File,
+    Justification,
+    ProductStatement,
+    Status,
+    status_of,
+)
+from ..outputs.vex import VexOutput
 from ..plumbing import files
 from . import EXIT_FAIL, EXIT_OK
 
@@ -44,7 +53,7 @@ BAD = ("vulnerable", "unknown")  # a module that is vulnerable or cannot be judg
 class HostRequest:
     root: Path = Path("/")
     json_path: Path | None = None
-    vex_path: Path | None = None
+    vex: VexOutput | None = None  # --vex, --vex-format: one document per format
     action: Action | None = None
     cache_dir: Path | None = None
 
@@ -161,7 +170,7 @@ def run(request: HostRequest, runtime: Runtime | None = None,
             state.advice = advisor.advise(state.kernel.release)
     notes = _notes(runtime, root, decision, change, states) + advisor.notes
     result = HostResult(str(root.path), runtime, states, config, decision, change, notes,
-                        vex.now())
+                        jsonreport.now())
     result.summary = summary(result)
     _write(request, result)
     return result
@@ -299,25 +308,31 @@ def _exposure(exposed: list[KernelState]) -> str:
 def _write(request: HostRequest, result: HostResult) -> None:
     if request.json_path:
         write_json(request.json_path, result.to_json())
-    if request.vex_path:
-        vex.write(request.vex_path, vex_statements(result), result.generated)
+    if request.vex:
+        statements = vex_statements(result)
+        if statements:
+            vex.write(request.vex, statements)
 
 
-def vex_statements(result: HostResult) -> list[dict[str, Any]]:
-    """One OpenVEX statement per installed kernel package (what its smc.ko is), with what this
-    machine does about it in the notes: a block is a fact of this machine, not of the package,
-    so a vulnerable package stays `affected`."""
+def vex_statements(result: HostResult) -> list[ProductStatement]:
+    """One statement per installed kernel package (what its smc.ko is), with what this machine
+    does about it in the evidence: a block is a fact of this machine, not of the package, so a
+    vulnerable package stays `affected`."""
     out = []
     for state in result.kernels:
         k = state.kernel
         if not (k.package and k.version) or state.smc == "no_modules":
             continue
-        out.append(vex.installed_statement(
-            package=k.package, version=k.version, arch=k.arch or _arch(k.release),
-            module_path=(k.module or "").lstrip("/"), module_sha256=state.module_sha256,
-            verdict=state.verdict, notes=_vex_notes(state),
-            action=state.advice.describe() if state.advice else "",
-            timestamp=result.generated))
+        status = status_of(state.verdict)
+        module = (File((k.module or "").lstrip("/"), state.module_sha256)
+                  if state.module_sha256 else None)
+        action = state.advice.describe() if state.advice and status is Status.AFFECTED else None
+        out.append(ProductStatement.debian(
+            k.package, k.version, k.arch or _arch(k.release), status, _vex_notes(state),
+            module=module, action=action or (REBUILD.format(release=k.release)
+                                             if status is Status.AFFECTED else None),
+            justification=(Justification.COMPONENT_NOT_PRESENT
+                           if status is Status.NOT_AFFECTED else None)))
     return out
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import BadInput
 from ..kernels import targets
-from ..outputs import junit
-from ..outputs import openvex as vex
-from ..outputs.jsonreport import write_json
+from ..outputs import junit, vex
+from ..outputs.jsonreport import scan_document, write_json
 from ..pipeline import fetch as sources
 from ..pipeline import scan
 from ..plumbing import hostpkg
@@ -21,8 +21,6 @@ from ..plumbing.progress import QUIET, Display
 from ..plumbing.suites import host_releases, served_suites
 from . import EXIT_FAIL, EXIT_OK
 
-SCHEMA = "smcpatch-scan/1"
-
 
 @dataclass
 class ScanRequest:
@@ -31,7 +29,7 @@ class ScanRequest:
     flavour: str = "all"
     cache_dir: Path | None = None
     json_path: Path | None = None
-    vex_path: Path | None = None
+    vex: vex.VexOutput | None = None  # --vex, --vex-format: one document per format
     junit_path: Path | None = None
     parallel: int = 4
 
@@ -84,13 +82,14 @@ def run(request: ScanRequest, display: Display = QUIET) -> ScanResult:
         raise BadInput(f"no linux-image packages of {', '.join(flavours)} in "
                        f"{', '.join(suites)} ({', '.join(arches)}): is the suite served?")
     rows = scan.scan_all(cache, apt, images, request.parallel, progress)
-    timestamp = vex.now()
+    generated = datetime.now(UTC).replace(microsecond=0)
     if request.json_path:
-        write_json(request.json_path, {"schema": SCHEMA, "generated": timestamp,
-                                       "suites": list(suites), "arches": list(arches),
-                                       "images": [r.to_json() for r in rows]})
-    if request.vex_path:
-        vex.write(request.vex_path, vex.scan_statements(rows, timestamp), timestamp)
+        write_json(request.json_path, scan_document(rows, suites, arches,
+                                                    generated.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    if request.vex:
+        from ..outputs import products
+
+        vex.write(request.vex, products.from_scan(rows), generated)
     if request.junit_path:
         junit.write(request.junit_path, junit.scan_suite(rows))
     # the scan's own failure: an image it could not judge, or a changelog the binary contradicts

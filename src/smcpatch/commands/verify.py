@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import BadInput, SmcpatchError
 from ..kernels.resolve import KernelRequest
 from ..outputs import jsonreport
+from ..outputs.vex import VexOutput
 from ..packaging import signing
 from ..pipeline import report
 from ..pipeline.prepare import Options, Prepared, prepare
@@ -28,7 +29,7 @@ class VerifyRequest:
     sign_cert: Path | None = None
     patches: Path | None = None  # --patches: a patch series of the user's (default: ours)
     load: bool = False  # --load: insmod each after-module into its kernel in a QEMU guest
-    vex_path: Path | None = None  # --vex: OpenVEX statements of Debian's images and our modules
+    vex: VexOutput | None = None  # --vex, --vex-format: Debian's images and our modules
     junit_path: Path | None = None  # --junit: one test case per target and check
     fail_on_vulnerable: bool = False  # exit 1 also for a vulnerable (or undecided) shipped module
 
@@ -60,11 +61,10 @@ def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
                           request.sign_key, request.sign_cert)
     if request.json_path:
         jsonreport.write_json(request.json_path, jsonreport.document(reports))
-    if request.vex_path:
-        from ..outputs import openvex
+    if request.vex:
+        from ..outputs import products, vex
 
-        timestamp = openvex.now()
-        openvex.write(request.vex_path, openvex.verify_statements(reports, timestamp), timestamp)
+        vex.write(request.vex, products.from_verify(reports))
     if request.junit_path:
         from ..outputs import junit
 

@@ -1,6 +1,7 @@
 """The JSON files smcpatch writes for machines: the verify report (schema smcpatch-report/1, a
-list of TargetReport.to_json() objects), its merge (report --merge), and the one writer every
-JSON output goes through (plumbing.files.write_output: a regular file replaced atomically, a
+list of TargetReport.to_json() objects), its merge (report --merge), the scan's results (schema
+smcpatch-scan/1, one ScanRow per image with its purl), and the one writer every JSON output goes
+through (plumbing.files.write_output: a regular file replaced atomically, a
 device or pipe written through)."""
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from typing import Any
 from .. import __version__
 from ..errors import BadInput
 from ..pipeline.report import TargetReport
+from ..pipeline.scan import ScanRow
 from ..plumbing.files import read_input_text, write_output
+from .purl import purl
 
 SCHEMA = "smcpatch-report/1"
+SCAN_SCHEMA = "smcpatch-scan/1"
 REPORT_LIMIT = 64 * 1024 * 1024  # a report of thousands of targets is a few MB
 
 
@@ -31,6 +35,14 @@ def document(reports: list[TargetReport]) -> dict[str, Any]:
         "ok": bool(reports) and all(r.ok for r in reports),
         "targets": [r.to_json() for r in reports],
     }
+
+
+def scan_document(rows: list[ScanRow], suites: tuple[str, ...], arches: tuple[str, ...],
+                  generated: str) -> dict[str, Any]:
+    return {"schema": SCAN_SCHEMA, "generated": generated, "suites": list(suites),
+            "arches": list(arches),
+            "images": [{**r.to_json(), "purl": purl("debian", r.package, r.version, r.arch)}
+                       for r in rows]}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from ..plumbing.cache import (
     Cache,
     atomic_dir,
     entry_is_current,
+    hash_file,
     hash_inputs,
     read_manifest,
     tree_fingerprint,
@@ -41,6 +42,7 @@ SHIPPED_RECIPE = 2  # 2: the image's changelog beside smc.ko (what Debian says o
 # How each entry's files are checked on use (cache.tree_fingerprint): the small ones by content,
 # the big headers tree (17k files) by its names and directory mtimes, which costs ~30 ms.
 CONTENT_CHECK = {"source": "full", "kdir": "listing", "shipped": "full"}
+SHIPPED_FACTS = {"deb_sha256", "module_path"}  # what a shipped entry's manifest says of the image
 
 
 
@@ -54,6 +56,9 @@ class Workspace:
     shipped_module: Path | None  # Debian's own smc.ko / smc.ko.xz, the reference
     image_deb: Path | None  # the linux-image package (for the VM stage)
     changelog: Path | None = None  # the image's Debian changelog (gz), as shipped
+    image_package: str = ""  # the package Debian's module came from (maybe the -unsigned twin)
+    image_sha256: str = ""  # that package's SHA256, as the archive's index says (VEX products)
+    image_module_path: str = ""  # where Debian's smc.ko lives in it (lib/modules/...)
     kdir_root: Path | None = None  # the extracted packages' root, bind-mounted for chroot builds
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -160,7 +165,7 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
         timings: dict[str, float] = {"download": 0.0, "extract": 0.0}
         downloaded = 0
         missing = [name for name, path in entries.items()
-                   if not entry_is_current(path, keys[name], CONTENT_CHECK[name])]
+                   if not _entry_current(name, path, keys[name])]
         if "kdir" in entries and "kdir" not in missing:
             _follow_a_moved_cache(entries["kdir"], target)
         if missing:
@@ -183,7 +188,8 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
             _extract_parallel(cache, target, debs, {n: (entries[n], keys[n]) for n in missing})
             timings["extract"] = time.monotonic() - started
         notes = [] if target.judge_only else _kbuild_note(entries["kdir"], target)
-        image = _image_deb_name(entries["shipped"])
+        shipped_manifest = read_manifest(entries["shipped"]) or {}
+        image = str(shipped_manifest.get("deb", "-"))
         if "-unsigned_" in image and not target.image_package.endswith("-unsigned"):
             notes.append(f"the archive has no signed {target.image_package} "
                          f"{target.package_version}: Debian's module is taken from {image}")
@@ -198,12 +204,24 @@ def fetch(cache: Cache, target: Target, progress: Progress = silent,
             shipped_module=shipped,
             image_deb=image_deb if image_deb.is_file() else None,
             changelog=next(iter(sorted(entries["shipped"].glob("changelog*"))), None),
+            image_package=image.split("_", 1)[0] if image != "-" else "",
+            image_sha256=str(shipped_manifest.get("deb_sha256", "")),
+            image_module_path=str(shipped_manifest.get("module_path", "")),
             kdir_root=None if target.judge_only else cache.dir("kdir", target.key) / "root",
             timings=timings,
             downloaded_bytes=downloaded,
             from_cache=not missing,
             notes=notes,
         )
+
+
+def _entry_current(name: str, entry: Path, key: str) -> bool:
+    """Complete with this key and unchanged files; a shipped entry also names its package's
+    SHA256 and the module's path in it (one extracted before it did is extracted again, once:
+    apt checks the deb)."""
+    if not entry_is_current(entry, key, CONTENT_CHECK[name]):
+        return False
+    return name != "shipped" or set(read_manifest(entry) or {}) >= SHIPPED_FACTS
 
 
 def _target_apt(cache: Cache, target: Target) -> Apt:
@@ -312,18 +330,16 @@ def _relocate_headers(root: Path, target: Target, final_root: Path) -> None:
 
 def _extract_shipped(target: Target, debs: dict[str, Path], entry: Path, key: str) -> None:
     deb = debs[target.image_package]
-    with atomic_dir(entry, key, {"deb": deb.name}, CONTENT_CHECK["shipped"]) as tmp:
-        images.extract_module(deb, tmp)
+    # the deb was just checked against the archive's SHA256 (Apt.download): this is that hash
+    facts = {"deb": deb.name, "deb_sha256": hash_file(deb)}
+    with atomic_dir(entry, key, facts, CONTENT_CHECK["shipped"]) as tmp:
+        # where smc.ko lives in the package ("": none); the manifest is written after this
+        facts["module_path"] = images.extract_module(deb, tmp).module_path
 
 
 def _shipped_module(entry: Path) -> Path | None:
     found = sorted(entry.glob("smc.ko*"))
     return found[0] if found else None
-
-
-def _image_deb_name(entry: Path) -> str:
-    manifest = read_manifest(entry) or {}
-    return str(manifest.get("deb", "-"))
 
 
 _EXTRACTORS = {"source": _extract_source, "kdir": _extract_kdir, "shipped": _extract_shipped}
@@ -336,7 +352,7 @@ def _extract_parallel(cache: Cache, target: Target, debs: dict[str, Path],
     def extract(name: str, entry: Path, key: str) -> None:
         # the source entry is shared by every flavour: lock the entry itself, then look again
         with cache.lock(f"entry-{entry.parent.name}-{entry.name}"):
-            if not entry_is_current(entry, key, CONTENT_CHECK[name]):
+            if not _entry_current(name, entry, key):
                 _EXTRACTORS[name](target, debs, entry, key)
 
     with ThreadPoolExecutor(max_workers=len(wanted)) as pool, proc.stopped_on_interrupt():

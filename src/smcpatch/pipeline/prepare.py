@@ -223,6 +223,8 @@ def _stages(cache: Cache, prepared: Prepared, options: Options, progress: Progre
     report.timings_detail = dict(ws.timings)
     report.notes.extend(ws.notes)
     report.from_cache["fetch"] = ws.from_cache
+    report.image_package, report.image_sha256 = ws.image_package, ws.image_sha256
+    report.image_module_path = ws.image_module_path
     if ws.target.judge_only:  # the image alone is served: Debian's module, nothing to build
         report.source_state = "not-served"
         if ws.changelog is not None:

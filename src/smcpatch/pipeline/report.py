@@ -69,6 +69,12 @@ class TargetReport:
     expect: str | None
     arch: str = "amd64"  # the kernel's Debian architecture (amd64, arm64, s390x)
     expect_from: str = "kernels.toml"  # or Debian's changelog (kernels resolved from the archive)
+    # the linux-image package Debian's module came from (the -unsigned twin when the signed one
+    # is absent), its SHA256 from the archive's index and the module's path in it: how VEX
+    # names Debian's product
+    image_package: str = ""
+    image_sha256: str = ""
+    image_module_path: str = ""
     source_state: str = "unknown"
     fixes: list[dict[str, str]] = field(default_factory=list)
     patch: str | None = None  # applied | already-present

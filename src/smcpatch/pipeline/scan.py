@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from .. import inspection
 from ..errors import InspectError, SmcpatchError
@@ -79,17 +78,8 @@ class ScanRow:
     also_in: list[str] = field(default_factory=list)
     error: str | None = None
 
-    @property
-    def purl(self) -> str:
-        return package_purl(self.package, self.version, self.arch)
-
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "purl": self.purl}
-
-
-def package_purl(package: str, version: str, arch: str) -> str:
-    """pkg:deb/debian/<package>@<version>?arch=<arch> ('+' and ':' percent-encoded)."""
-    return f"pkg:deb/debian/{package}@{quote(version, safe='.-~')}?arch={arch}"
+        return asdict(self)
 
 
 # -- the listing -------------------------------------------------------------------------------
@@ -187,7 +177,7 @@ def _cached_row(entry: Path, image: Image) -> ScanRow | None:
         claimed = data.pop("digest", None)
         if claimed != _digest(data) or data.pop("recipe", None) != RESULT_RECIPE:
             return None
-        data.pop("purl", None)
+        data.pop("purl", None)  # results saved before the purl left the row
         row = ScanRow(**data)
     except (OSError, ValueError, TypeError, AttributeError):
         return None

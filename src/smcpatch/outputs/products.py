@@ -1,0 +1,341 @@
+"""What smcpatch knows about each product, stated once for every VEX format.
+
+A ProductStatement is one product with one status and the evidence behind it: a Debian package
+(its smc.ko judged from the binary), or an smc.ko smcpatch rebuilt for a kernel and verified.
+A VexDocument is the statements plus what holds for the whole document (when, which tool, who
+publishes). The writers (openvex, csaf, cyclonedx) only spell these facts in their format, so a
+fourth format is one more small module over this one.
+
+Statements come from verify's TargetReport and scan's ScanRow here; any other command makes them
+with ProductStatement.debian() / .rebuilt() and hands them to outputs.vex.write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..cve import CVE, DEBIAN_FIXED
+from ..kernels.versions import series_of, upstream_of
+from ..pipeline.report import ModuleReport, TargetReport
+from ..pipeline.scan import ScanRow
+from .purl import Origin, purl
+
+
+class Status(StrEnum):
+    """The VEX statuses (OpenVEX's words; each writer maps them to its own)."""
+
+    FIXED = "fixed"
+    AFFECTED = "affected"
+    NOT_AFFECTED = "not_affected"
+    UNDER_INVESTIGATION = "under_investigation"
+
+
+class Justification(StrEnum):
+    """Why a product is not affected: OpenVEX's vocabulary, which CSAF's flags share."""
+
+    COMPONENT_NOT_PRESENT = "component_not_present"
+    VULNERABLE_CODE_NOT_PRESENT = "vulnerable_code_not_present"
+    VULNERABLE_CODE_NOT_IN_EXECUTE_PATH = "vulnerable_code_not_in_execute_path"
+    VULNERABLE_CODE_CANNOT_BE_CONTROLLED_BY_ADVERSARY = (
+        "vulnerable_code_cannot_be_controlled_by_adversary")
+    INLINE_MITIGATIONS_ALREADY_EXIST = "inline_mitigations_already_exist"
+
+
+# the inspector's verdicts; scan adds not_affected (the package ships no smc.ko)
+_STATUS_OF_VERDICT = {"fixed": Status.FIXED, "vulnerable": Status.AFFECTED,
+                      "not_affected": Status.NOT_AFFECTED,
+                      "unknown": Status.UNDER_INVESTIGATION}
+
+
+def status_of(verdict: str) -> Status:
+    """A verdict as a VEX status; anything undecided is under investigation."""
+    return _STATUS_OF_VERDICT.get(verdict, Status.UNDER_INVESTIGATION)
+
+
+def debian_fix_after(version: str) -> str | None:
+    """Debian's first fixed version of this version's series, when it is a later one (a kernel
+    at or past it that is still not fixed has no upgrade we know of)."""
+    upstream = upstream_of(version.split(":", 1)[-1])
+    fixed = DEBIAN_FIXED.get(series_of(upstream))
+    if fixed is None or _numbers(upstream) >= _numbers(upstream_of(fixed)):
+        return None
+    return fixed
+
+
+def _numbers(upstream: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", upstream.split("~", 1)[0])[:3])
+
+
+@dataclass(frozen=True)
+class File:
+    """A file by name (a .deb) or by its path inside a package (smc.ko), and its SHA256."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ProductStatement:
+    origin: Origin  # debian: Debian's package; smcpatch: a module we rebuilt
+    name: str  # the package, or smc.ko
+    version: str  # the Debian version, or the kernel release a module was rebuilt for
+    arch: str
+    status: Status
+    evidence: str  # what the binary showed, in a sentence or two
+    file: File | None = None  # the product's own file: the .deb, or the rebuilt smc.ko
+    module: File | None = None  # smc.ko inside the package
+    justification: Justification | None = None  # not_affected only
+    fixed_in: str | None = None  # the Debian version that fixed the series (affected: upgrade)
+    action: str | None = None  # what to do short of upgrading (a workaround)
+
+    def __post_init__(self) -> None:
+        if (self.status is Status.NOT_AFFECTED) != (self.justification is not None):
+            raise ValueError(f"{self.purl}: a justification goes with not_affected, only")
+        if self.status is Status.AFFECTED and not (self.action or self.fixed_in):
+            raise ValueError(f"{self.purl}: affected needs an upgrade or an action")
+        if not self.evidence.strip():
+            raise ValueError(f"{self.purl}: no evidence")
+        for f in (self.file, self.module):
+            if f is not None and not re.fullmatch(r"[0-9a-f]{64}", f.sha256):
+                raise ValueError(f"{self.purl}: {f.path}: not a SHA256: {f.sha256!r}")
+
+    @classmethod
+    def debian(cls, package: str, version: str, arch: str, status: Status, evidence: str,
+               deb_sha256: str = "", module: File | None = None,
+               justification: Justification | None = None,
+               action: str | None = None) -> ProductStatement:
+        """A Debian package; Debian's fixed version of its series is looked up (cve.py)."""
+        pool_version = version.split(":", 1)[-1]  # the pool's file name drops an epoch
+        deb = File(f"{package}_{pool_version}_{arch}.deb", deb_sha256) if deb_sha256 else None
+        return cls("debian", package, version, arch, status, evidence, deb, module,
+                   justification, debian_fix_after(version), action)
+
+    @classmethod
+    def rebuilt(cls, release: str, arch: str, module_sha256: str,
+                evidence: str) -> ProductStatement:
+        """An smc.ko smcpatch rebuilt with the fix for one kernel release and verified."""
+        return cls("smcpatch", "smc.ko", release, arch, Status.FIXED, evidence,
+                   File("smc.ko", module_sha256))
+
+    @property
+    def purl(self) -> str:
+        return purl(self.origin, self.name, self.version, self.arch)
+
+    @property
+    def module_purl(self) -> str | None:
+        """The module inside the package: the package's purl with its path as subpath."""
+        if self.module is None:
+            return None
+        return purl(self.origin, self.name, self.version, self.arch, self.module.path)
+
+    @property
+    def product_id(self) -> str:
+        """A short id unique in a document as the purl is (CSAF product_id)."""
+        return f"{self.origin}:{self.name}:{self.version}:{self.arch}"
+
+    @property
+    def title(self) -> str:
+        vendor = "Debian" if self.origin == "debian" else "smcpatch"
+        return f"{vendor} {self.name} {self.version} ({self.arch})"
+
+    @property
+    def upgrade(self) -> str | None:
+        """The vendor's fix, for a product affected (or perhaps affected) whose series Debian
+        fixed: a kernel Debian fixed settles an undecided binary too."""
+        if self.status not in (Status.AFFECTED, Status.UNDER_INVESTIGATION) or not self.fixed_in:
+            return None
+        # a stable release's own build carries a suffix (6.12.107-1~deb12u1): name the pattern
+        suffix = re.search(r"-[^-~]+(~.+)$", self.version)
+        such = f" (in this release, a build such as {self.fixed_in}{suffix[1]})" if suffix else ""
+        return (f"Upgrade to a Debian kernel built from linux {self.fixed_in} or later{such} and "
+                "reboot into it.")
+
+    @property
+    def advice(self) -> str | None:
+        """Everything to do, in one text (formats with one field for it)."""
+        action = self.action
+        if action and self.status is Status.AFFECTED:
+            action = f"Workaround: {action[:1].lower()}{action[1:]}"
+        return " ".join(x for x in (self.upgrade, action) if x) or None
+
+    def facts(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """Who issues the documents. The default namespace is a reserved name (RFC 2606 .invalid):
+    a valid URL that can never point at someone else; a deployment sets its own."""
+
+    name: str = "smcpatch (automated binary analysis)"
+    namespace: str = "https://smcpatch.invalid"
+
+
+@dataclass(frozen=True)
+class VexDocument:
+    statements: tuple[ProductStatement, ...]
+    generated: datetime
+    publisher: Publisher = field(default_factory=Publisher)
+    tool_version: str = __version__
+
+    def __post_init__(self) -> None:
+        if self.generated.tzinfo is None:
+            raise ValueError("generated must be timezone-aware")
+        purls = [s.purl for s in self.statements]
+        if len(set(purls)) != len(purls):
+            raise ValueError(f"two statements for one product: {sorted(purls)}")
+
+    @classmethod
+    def of(cls, statements: Iterable[ProductStatement], generated: datetime | None = None,
+           publisher: Publisher | None = None) -> VexDocument:
+        """Ordered by purl: the same facts make the same document whatever their order."""
+        return cls(tuple(sorted(statements, key=lambda s: s.purl)),
+                   generated or datetime.now(UTC).replace(microsecond=0),
+                   publisher or Publisher())
+
+    @property
+    def timestamp(self) -> str:
+        return self.generated.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    @property
+    def digest(self) -> str:
+        """Of the facts only (not the time, the tool or the publisher): same facts, same id."""
+        facts = [s.facts() for s in self.statements]
+        return hashlib.sha256(json.dumps([CVE, facts], sort_keys=True).encode()).hexdigest()
+
+    @property
+    def tracking_id(self) -> str:
+        """A stateless tool cannot bump a document's version: each set of facts is its own
+        document (version 1), and the same facts give the same id."""
+        return f"SMCPATCH-{CVE}-{self.digest[:16].upper()}"
+
+    def with_status(self, status: Status) -> list[ProductStatement]:
+        return [s for s in self.statements if s.status is status]
+
+
+# -- what to do; statements from scan's rows -----------------------------------------------------
+NO_LOAD = ("or keep smc from loading where SMC is not used (install smc /bin/false in "
+           "/etc/modprobe.d)")
+REBUILD = ("Load an smc.ko rebuilt with the fix for this exact kernel (smcpatch "
+           "verify --kernel {release} builds and checks one; smcpatch dkms --kernel {release} "
+           "--out DIR packages it for DKMS), " + NO_LOAD + ".")
+VERIFIED = ("Load the smc.ko smcpatch rebuilt with the fix for this kernel and "
+            "verified ({purl}, SHA256 {sha256}; smcpatch dkms --kernel {release} --out DIR "
+            "packages it for DKMS), " + NO_LOAD + ".")
+UNDECIDED = ("The binary alone did not settle it: run smcpatch verify --kernel {release}, which "
+             "also builds the module with and without the fix and compares.")
+
+
+def from_scan(rows: Iterable[ScanRow]) -> list[ProductStatement]:
+    """One statement per image judged (a row that failed says nothing)."""
+    return [_scan_statement(row) for row in rows if row.error is None]
+
+
+def _scan_statement(row: ScanRow) -> ProductStatement:
+    status = status_of(row.verdict)
+    notes = (f"smcpatch inspected {row.module_path or 'the package'} of {row.package} "
+             f"{row.version} ({row.suite}): {row.evidence}. {_changelog_note(row)} "
+             + " ".join(_sentence(r) for r in row.reasons[-1:]))
+    module = File(row.module_path, row.module_sha256) if row.module_sha256 else None
+    return ProductStatement.debian(
+        row.package, row.version, row.arch, status, notes.strip(), row.deb_sha256, module,
+        Justification.COMPONENT_NOT_PRESENT if status is Status.NOT_AFFECTED else None,
+        _action(status, row.release))
+
+
+def _changelog_note(row: ScanRow) -> str:
+    if row.changelog_fixed_in:
+        return (f"Debian's changelog names {CVE} in {row.changelog_fixed_in} "
+                f"({row.changelog}s with the binary).")
+    return f"Debian's changelog of this package does not name {CVE}."
+
+
+def _action(status: Status, release: str) -> str | None:
+    """What to do, for the kernel release (uname -r) the package holds: --kernel takes it and
+    names the flavour too."""
+    if status is Status.AFFECTED:
+        return REBUILD.format(release=release)
+    if status is Status.UNDER_INVESTIGATION:
+        return UNDECIDED.format(release=release)
+    return None
+
+
+# -- from verify's reports -------------------------------------------------------------------------
+def from_verify(reports: Iterable[TargetReport]) -> list[ProductStatement]:
+    """Per target: Debian's image (its shipped module judged, or its having none) and our
+    rebuilt module, when every check of it passed and it can load into that kernel."""
+    out: list[ProductStatement] = []
+    for report in reports:
+        rebuilt = _rebuilt(report)
+        if report.shipped is not None:
+            out.append(_image(report, report.shipped, rebuilt))
+        elif report.image_package and not report.image_module_path and report.error is None:
+            out.append(_image_without_module(report))
+        if rebuilt is not None:
+            out.append(rebuilt)
+    return out
+
+
+def _image_without_module(report: TargetReport) -> ProductStatement:
+    """Fetched, and no smc.ko in it: SMC is not built in that kernel (Debian's >= 6.18)."""
+    return ProductStatement.debian(
+        report.image_package, report.package_version, report.arch, Status.NOT_AFFECTED,
+        f"Debian's {report.image_package} {report.package_version} ships no smc.ko: SMC is not "
+        "built in this kernel.", report.image_sha256,
+        justification=Justification.COMPONENT_NOT_PRESENT)
+
+
+def _image(report: TargetReport, shipped: ModuleReport,
+           rebuilt: ProductStatement | None) -> ProductStatement:
+    package = report.image_package or f"linux-image-{report.release}"
+    status = status_of(shipped.verdict)
+    sha256 = _file_sha256(shipped.path)
+    inside = report.image_module_path or (f"lib/modules/{report.release}/kernel/net/smc/"
+                                          f"{Path(shipped.path).name}")
+    action = _action(status, report.release)
+    if status is Status.AFFECTED and rebuilt is not None and rebuilt.file is not None:
+        action = VERIFIED.format(purl=rebuilt.purl, sha256=rebuilt.file.sha256,
+                                 release=report.release)
+    return ProductStatement.debian(
+        package, report.package_version, report.arch, status,
+        f"Debian's shipped smc.ko of {package} {report.package_version}: {_reason(shipped)}",
+        report.image_sha256, File(inside, sha256) if sha256 else None, None, action)
+
+
+def _rebuilt(report: TargetReport) -> ProductStatement | None:
+    if report.after is None or not report.ok or report.compile_only:  # compile_only: no load
+        return None
+    sha256 = _file_sha256(report.after.path)
+    if not sha256:  # nothing to name the module by
+        return None
+    return ProductStatement.rebuilt(
+        report.release, report.arch, sha256,
+        f"smc.ko rebuilt by smcpatch {__version__} with the RCU fix for {report.release} "
+        f"({report.package_version}), all checks passed (vermagic, modversions, only the patched "
+        f"function changed): {_reason(report.after)}. It replaces the smc.ko of "
+        f"{report.image_package or 'linux-image-' + report.release}; it is not Debian's.")
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def _reason(module: ModuleReport) -> str:
+    return module.reasons[-1] if module.reasons else module.verdict
+
+
+def _file_sha256(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
