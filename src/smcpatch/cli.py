@@ -632,7 +632,7 @@ def host(c: Context, root: str = "/", json: str | None = None, vex: str | None =
          vex_format: list[str] | None = None, vex_publisher: str | None = None,
          vex_namespace: str | None = None, mitigate: bool = False, unmitigate: bool = False,
          cache: str | None = None) -> None:
-    """Say whether this machine is exposed to CVE-2025-40168 and what to do now.
+    """Say whether this machine is exposed, and what to do now.
 
     Per installed kernel: Debian's smc.ko judged, the package that owns it, whether smc is
     loaded and whether it can load (modprobe.d, the kernel command line), and for a vulnerable

@@ -12,6 +12,7 @@ import pytest
 
 from smcpatch.commands.host import HostRequest, run
 from smcpatch.errors import BadInput
+from smcpatch.outputs.vex import VexOutput
 from tests.installed.machine import FakeAdvisor, Machine, running
 
 OURS = "/etc/modprobe.d/smcpatch-cve-2025-40168.conf"
@@ -196,7 +197,7 @@ def test_json_and_openvex(machine: Machine, tmp_path: Path) -> None:
     machine.kernel_without_smc("7.3.4+bpo-amd64", "7.3.4-1~bpo13+1")
     machine.modprobe("/etc/modprobe.d/cis.conf", "install smc /bin/false\n")
     out, vex = tmp_path / "host.json", tmp_path / "host.vex.json"
-    result = host(machine, vulnerable, json_path=out, vex_path=vex)
+    result = host(machine, vulnerable, json_path=out, vex=VexOutput(vex))
     data = json.loads(out.read_text())
     assert data["schema"] == "smcpatch-host/1" and data["tool_version"]
     assert data["exit_code"] == result.exit_code == 0 and data["exposed"] is False

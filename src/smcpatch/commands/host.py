@@ -31,7 +31,7 @@ from ..installed.root import Root
 from ..installed.runtime import Runtime
 from ..kernels import versions
 from ..kernels.targets import arch_of
-from ..outputs import vex
+from ..outputs import jsonreport, vex
 from ..outputs.jsonreport import write_json
 from ..outputs.products import (
     REBUILD,
