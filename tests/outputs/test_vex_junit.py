@@ -3,7 +3,7 @@
 OpenVEX documents are checked by vexipy (an OpenVEX implementation on PyPI) and, where a copy of
 the official OpenVEX 0.2.0 JSON schema is at hand, by jsonschema against it: this machine reaches
 neither GitHub nor openvex.dev, so the schema is looked for in $SMCPATCH_OPENVEX_SCHEMA or the
-test cache's schemas/ (see tests/README in the README's Development section).
+test cache's schemas/ (see docs/vex.md).
 """
 
 from __future__ import annotations
