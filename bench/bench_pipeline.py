@@ -23,17 +23,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from smcpatch.commands import verify as verify_cmd  # noqa: E402
 from smcpatch.kernels import targets  # noqa: E402
-from smcpatch.kernels.targets import load_matrix, select  # noqa: E402
-from smcpatch.pipeline import flow as pipeline  # noqa: E402
+from smcpatch.kernels.resolve import KernelRequest, resolve  # noqa: E402
+from smcpatch.pipeline import prepare as pipeline  # noqa: E402
 from smcpatch.plumbing.cache import Cache  # noqa: E402
 
 
 def cold(kernel: str, cache_dir: str | None) -> None:
     root = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="smcpatch-cold-"))
     cache = Cache.open(root)
-    target = select(load_matrix(), [kernel], "amd64")[0]
+    [target] = resolve(cache, KernelRequest(kernels=(kernel,)))
     started = time.monotonic()
     result = pipeline.verify_target(cache, target, pipeline.Options())
     wall = time.monotonic() - started
@@ -62,10 +61,10 @@ def matrix(parallel: int, seed_debs: str | None) -> None:
     if seed_debs:
         shutil.copytree(seed_debs, root / "debs")
     cache = Cache.open(root)
-    plan = [(t, None) for t in targets.resolve(cache, [], "amd64")]
+    plan = resolve(cache, KernelRequest())
     started = time.monotonic()
-    reports = [rep for _, rep in verify_cmd.run_plan(cache, plan, pipeline.Options(),
-                                                     parallel=parallel)]
+    reports = [p.report for p in pipeline.prepare(cache, plan, pipeline.Options(),
+                                                  parallel=parallel)]
     wall = time.monotonic() - started
     print(json.dumps({"parallel": parallel, "targets": len(reports),
                       "ok": all(r.ok for r in reports), "wall_s": round(wall, 1),
@@ -87,11 +86,10 @@ def arches(kernel: str, warm_runs: int, load: bool) -> None:
     cache = Cache.open(root)
     rows = {}
     for arch in targets.ARCHES:
-        [target] = targets.resolve(cache, [kernel], "", arches=(arch,))
+        [target] = resolve(cache, KernelRequest(kernels=(kernel,), arches=(arch,)))
         started = time.monotonic()
-        ws = pipeline.fetch_target(cache, target)
-        verify_cmd.install_host_tools([ws])
-        cold = pipeline.verify_fetched(cache, ws, pipeline.Options())
+        [ws] = pipeline.install_host_tools([pipeline.fetch_target(cache, target)])
+        cold = pipeline.run_stages(cache, ws, pipeline.Options()).report
         cold_s = time.monotonic() - started
         warm = []
         for _ in range(warm_runs):
@@ -126,7 +124,7 @@ def arches(kernel: str, warm_runs: int, load: bool) -> None:
 
 def warm_once(cache_dir: str | None) -> None:
     cache = Cache.open(Path(cache_dir) if cache_dir else None)
-    for target in targets.resolve(cache, [], "amd64"):
+    for target in resolve(cache, KernelRequest()):
         result = pipeline.verify_target(cache, target, pipeline.Options())
         if not result.ok or not result.from_cache.get("build"):
             raise SystemExit(f"{target.package_version}: not a warm, ok run: {result.problems}")

@@ -1,6 +1,6 @@
 """Faults done for real on real kernels: interruptions, two runs at once, a corrupt cache, a
 full disk, a half-applied tree, missing build tools. Each test fails if the behaviour it covers
-regresses; the README's table "fault -> what the user sees -> what is kept" names them.
+regresses; the table "fault -> what the user sees -> what is kept" in docs/faults.md names them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`inv race`, short: Debian's vulnerable 6.12.107 and our fixed module, each in its own boot
 of the real kernel with the checkers on, under device churn for a few seconds. The fixed module
 must run (the kprobe counts its calls) and stay silent; the vulnerable one is reported as it is.
-The broad runs (minutes, --widen) are in the README with their figures.
+The broad runs (minutes, --widen) are in docs/race.md with their figures.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def test_a_warm_rescan_downloads_nothing_and_is_fast(scanned: tuple[Any, Path, f
     (_, again), _, seconds = scanned
     assert again.returncode == 0, again.stderr[-2000:]
     assert "downloaded 0 MB" in again.stdout
-    assert seconds < 10  # the README quotes the measured figure (under 2 s); this is a bound
+    assert seconds < 10  # docs/performance.md has the measured figures; this is a bound
     # for a loaded CI machine, where the command's own start-up is most of it
 
 

@@ -27,7 +27,7 @@ SCHEMA = "smcpatch-race/1"
 
 # What reading the real 6.1 and 6.12 code (net/smc/smc_clc.c, net/core/dst.c, net/core/dev.c,
 # net/ipv4/route.c, net/ipv4/fib_semantics.c of Debian's linux-source packages) and Debian's
-# own compiled smc_clc_prfx_match() show. The README has the long form with the code lines.
+# own compiled smc_clc_prfx_match() show. docs/race.md has the long form with the code lines.
 ANALYSIS = (
     "Where the window is. The vulnerable smc_clc_prfx_match() pins the dst with sk_dst_get() "
     "(a reference: the dst itself cannot be freed) and reads dst->dev twice: once outside RCU, "
