@@ -55,6 +55,7 @@ def _console_width() -> int | None:
 
 console = Console(stderr=False, highlight=False, width=_console_width())
 errors = Console(stderr=True, highlight=False, width=_console_width())
+console.on_broken_pipe = lambda: _quiet_broken_pipe()  # type: ignore[method-assign]
 
 CACHE_HELP = "cache directory (default: $SMCPATCH_CACHE or ~/.cache/smcpatch)"
 SUITE_HELP = ("take the kernel from this suite when several have it, e.g. bookworm-backports, "

@@ -1,7 +1,7 @@
 """What each command does, one module per task (`smcpatch <task>` / `inv <task>`): resolve the
 kernels, run the stages, return a typed result with its exit code. Nothing here prints: the
 CLI (smcpatch.cli) renders results with smcpatch.outputs.terminal, and a library user may call
-these with no rich at all (`display.Quiet`).
+these with no rich at all (`plumbing.progress.QUIET`, the default display).
 """
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2

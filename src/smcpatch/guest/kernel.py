@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import lzma
-import os
 import struct
 import subprocess
 from collections.abc import Sequence
@@ -14,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput, VmError
-from ..plumbing import hostpkg
+from ..plumbing import hostpkg, unpack
 from ..plumbing.cache import hash_file, publish_dir
+from ..plumbing.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,8 @@ def prepare_guest_kernel(image_deb: Path, cache_dir: Path) -> GuestKernel:
     dest = Path(cache_dir) / "guest-kernel" / f"{image_deb.stem}-{key}"
     if not dest.is_dir():
         with publish_dir(dest) as tmp:
-            proc = subprocess.run(["dpkg-deb", "-x", str(image_deb), str(tmp)],
-                                  capture_output=True, text=True)
-            if proc.returncode:
-                raise BadInput(f"cannot unpack {image_deb}: {proc.stderr.strip()}")
+            unpack.run(["dpkg-deb", "-x", str(image_deb), str(tmp)],
+                       what=f"unpack {image_deb.name}", where=tmp)
             release = _find_release(tmp, image_deb)
             proc = subprocess.run(["depmod", "-b", str(tmp), release],
                                   capture_output=True, text=True)
@@ -72,9 +70,7 @@ def prepare_guest_kernel(image_deb: Path, cache_dir: Path) -> GuestKernel:
     if not pvh.is_file():
         image = extract_pvh_vmlinux(vmlinuz)
         if image is not None:
-            tmp_pvh = pvh.with_name(f".{pvh.name}.{os.getpid()}")
-            tmp_pvh.write_bytes(image)
-            tmp_pvh.replace(pvh)
+            write_atomic(pvh, image)
     return GuestKernel(release=release, vmlinuz=vmlinuz, modules_root=dest,
                        pvh_vmlinux=pvh if pvh.is_file() else None)
 

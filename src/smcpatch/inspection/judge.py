@@ -1,4 +1,4 @@
-"""One module judged, the same way everywhere (inspect, dkms --check, the pipeline, scan, host):
+"""One module judged on its own, the same way for inspect, dkms --check and host:
 the verdict and its evidence, the appended signature, and, given the kernel, whether it would
 load (vermagic, modversions CRCs)."""
 

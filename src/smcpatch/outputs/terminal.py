@@ -47,8 +47,9 @@ class RichDisplay:
 
     def done(self, label: str, report: TargetReport) -> None:
         self.bars.remove_task(self.tasks.pop(label))
-        self.console.print(f"{'[green]OK[/]' if report.ok else '[red]FAIL[/]'} {label} "
-                           f"({report.timings.get('total', 0):.1f} s)"
+        judged = report.error or report.after is not None or report.shipped is not None
+        word = ("[green]OK[/]" if report.ok else "[red]FAIL[/]") if judged else "done"
+        self.console.print(f"{word} {label} ({report.timings.get('total', 0):.1f} s)"
                            + (f": {escape(report.error)}" if report.error else ""))
 
     def say(self, message: str) -> None:

@@ -28,6 +28,7 @@ from ..kernels.kconfig import KernelConfig
 from ..pipeline.fetch import Workspace
 from ..pipeline.report import TargetReport
 from ..plumbing.cache import Cache
+from ..plumbing.files import TMP_PREFIX
 
 OPENSSL_INSTALL = "apt-get install -y openssl"
 # Shared libraries sign-file links, and the Debian package that ships each (bookworm names).
@@ -149,7 +150,7 @@ def sign_module(ws: Workspace, module: Path, key: Path, cert: Path, out: Path,
         data = split[0]
     out = out.expanduser().absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".sign-", dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}sign-", dir=out.parent) as tmp:
         unsigned, signed = Path(tmp) / "unsigned.ko", Path(tmp) / "signed.ko"
         unsigned.write_bytes(data)
         env = {**os.environ, "KBUILD_SIGN_PIN": os.environ.get("KBUILD_SIGN_PIN", "")}

@@ -79,7 +79,8 @@ def _load_cached(entry: Path, key: str, report: TargetReport) -> bool:
     """The cached result, when its key and its content digest hold and it reads back whole; a
     damaged or edited one is inspected again (with a note), never trusted, never an error."""
     if not entry_is_current(entry, key, "full"):
-        if (entry / "inspect.json").exists() and read_manifest(entry) is not None:
+        manifest = read_manifest(entry)
+        if manifest is not None and manifest.get("key") == key:  # its inputs are the same
             report.notes.append("the cached inspection result did not match its digest: "
                                 "inspected again")
         return False
