@@ -29,13 +29,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
-from .commands import inspect as inspect_cmd
-from .commands import kernels as kernels_cmd
-from .commands import report as report_cmd
 from .errors import BadInput, SmcpatchError
 from .installed.mitigation import PATH as HOST_MITIGATION
 from .kernels.matrix import GUEST_KERNEL
-from .kernels.resolve import KernelRequest
+from .kernels.request import KernelRequest
 from .outputs import terminal as render
 from .plumbing import files, proc
 from .plumbing.cache import Cache
@@ -244,6 +241,8 @@ def kernels(c: Context, flavour: str = "", arch: list[str] | None = None,
     Default: the matrix (kernels.toml). --archive: every kernel Debian's archive serves here,
     its version, suite, release and state. Exit 0; 2 on bad input.
     """
+    from .commands import kernels as kernels_cmd  # each task imports only what it runs
+
     with reported_errors():
         request = _kernel_request(None, arch, flavour, None, matrix)
         if archive:
@@ -344,6 +343,8 @@ def matrix(c: Context, format: str = "text", flavour: str = "",
     each job writes its --json report and `smcpatch report --merge DIR` joins them. Exit 0; 2 on
     bad input.
     """
+    from .commands import kernels as kernels_cmd
+
     with reported_errors():
         _choice(format, "--format", ("github", "json", "text"))
         request = _kernel_request(None, arch, flavour, None, matrix)
@@ -364,6 +365,8 @@ def report(c: Context, merge: str | None = None, json: str | None = None,
     word `ok` is not taken). Exit 0 when every target's fix is verified, 1 otherwise, 2 on a
     malformed report or bad input.
     """
+    from .commands import report as report_cmd
+
     with reported_errors():
         directory = files.check_input_dir(Path(_required(merge, "--merge DIR")),
                                           "JSON reports")
@@ -385,6 +388,8 @@ def inspect(c: Context, module: str | None = None, json: bool = False,
     Exit 0 fixed, 1 vulnerable, 2 undecided or bad input, 4 fixed but the kernel named by
     --release/--symvers would refuse it (the reason is printed).
     """
+    from .commands import inspect as inspect_cmd
+
     with reported_errors():
         path = files.check_input(Path(_required(module, "--module PATH")), "kernel module",
                                  inspect_cmd.MODULE_LIMIT)

@@ -14,7 +14,8 @@ import pytest
 
 from smcpatch.errors import BadInput, FetchError
 from smcpatch.kernels.archive import Archive
-from smcpatch.kernels.resolve import KernelRequest, resolve
+from smcpatch.kernels.request import KernelRequest
+from smcpatch.kernels.resolve import resolve
 from smcpatch.pipeline import prepare as pipeline
 from smcpatch.plumbing.cache import Cache
 from smcpatch.plumbing.suites import served_suites

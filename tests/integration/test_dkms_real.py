@@ -111,7 +111,7 @@ def test_dkms_command_check_signed(workspace_for: Callable[[str], Workspace],
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=smcpatch check key", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    from smcpatch.kernels.resolve import KernelRequest
+    from smcpatch.kernels.request import KernelRequest
 
     summary = dkms_cmd.run(dkms_cmd.DkmsRequest(
         kernels=KernelRequest((ws.target.version,)), out_dir=tmp_path / "pkg",

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from smcpatch import inspection
-from smcpatch.kernels.resolve import KernelRequest, resolve
+from smcpatch.kernels.request import KernelRequest
+from smcpatch.kernels.resolve import resolve
 from smcpatch.kernels.targets import Target
 from smcpatch.outputs import jsonreport
 from smcpatch.pipeline import prepare as pipeline

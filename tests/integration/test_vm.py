@@ -38,7 +38,7 @@ VM_KERNEL = "6.12.107"
 def _pipeline_input(name: str) -> Path:
     """The input the VM tests need, made by the real pipeline in the test cache."""
     from smcpatch.commands.bench import build_canary
-    from smcpatch.kernels.resolve import KernelRequest
+    from smcpatch.kernels.request import KernelRequest
     from smcpatch.pipeline.fetch import image_deb
     from smcpatch.pipeline.prepare import prepare_one
     from smcpatch.plumbing.cache import Cache

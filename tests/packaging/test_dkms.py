@@ -240,7 +240,7 @@ def test_ensure_dkms_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_dkms_command_option_errors(tmp_path: Path) -> None:
 
-    from smcpatch.kernels.resolve import KernelRequest
+    from smcpatch.kernels.request import KernelRequest
 
     cache, target = tmp_path / "cache", KernelRequest(("6.1.176",))
 

@@ -4,6 +4,23 @@ CLI (smcpatch.cli) renders results with smcpatch.outputs.terminal, and a library
 these with no rich at all (`plumbing.progress.QUIET`, the default display).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..pipeline.report import TargetReport
+
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_INTERNAL = 3  # a bug: never reachable from the command line by design
 EXIT_WOULD_NOT_LOAD = 4  # inspect: a fixed module the named kernel would refuse
+
+
+def exit_code(reports: list[TargetReport], fail_on_vulnerable: bool = False) -> int:
+    """0 when our fix is verified for every target; with fail_on_vulnerable, also only when
+    Debian's own module of every target is fixed (what machines run)."""
+    if not reports or not all(r.ok for r in reports):
+        return EXIT_FAIL
+    if fail_on_vulnerable and any(r.shipped_state != "fixed" for r in reports):
+        return EXIT_FAIL
+    return EXIT_OK

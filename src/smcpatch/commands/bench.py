@@ -16,7 +16,7 @@ from ..errors import BadInput
 from ..guest import latency, machine, share
 from ..guest.kernel import prepare_guest_kernel
 from ..kernels.matrix import GUEST_KERNEL
-from ..kernels.resolve import KernelRequest
+from ..kernels.request import KernelRequest
 from ..pipeline import build, variants
 from ..pipeline.fetch import image_deb
 from ..pipeline.prepare import Prepared, prepare_one

@@ -10,7 +10,8 @@ from typing import Any
 
 from .. import __version__, inspection
 from ..errors import BadInput
-from ..kernels.resolve import KernelRequest, resolve
+from ..kernels.request import KernelRequest
+from ..kernels.resolve import resolve
 from ..kernels.targets import HOST_ARCH, Target
 from ..packaging import dkms, signing
 from ..pipeline import variants

@@ -14,7 +14,7 @@ from ..guest import initramfs, machine, race, share
 from ..guest.kernel import prepare_guest_kernel
 from ..kernels.kconfig import KernelConfig
 from ..kernels.matrix import GUEST_KERNEL
-from ..kernels.resolve import KernelRequest
+from ..kernels.request import KernelRequest
 from ..pipeline import build, variants
 from ..pipeline.fetch import image_deb
 from ..pipeline.prepare import Prepared, prepare_one

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..outputs import jsonreport
 from ..pipeline.report import TargetReport
-from .verify import exit_code
+from . import exit_code
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput, SmcpatchError
-from ..kernels.resolve import KernelRequest
+from ..kernels.request import KernelRequest
 from ..outputs import jsonreport
 from ..outputs.vex import VexOutput
 from ..packaging import signing
@@ -14,7 +14,7 @@ from ..pipeline import report
 from ..pipeline.prepare import Options, Prepared, prepare
 from ..plumbing.cache import Cache
 from ..plumbing.progress import QUIET, Display
-from . import EXIT_FAIL, EXIT_OK
+from . import exit_code
 
 
 @dataclass
@@ -70,16 +70,6 @@ def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
 
         junit.write(request.junit_path, junit.verify_suite(reports, request.fail_on_vulnerable))
     return VerifyResult(reports, exit_code(reports, request.fail_on_vulnerable))
-
-
-def exit_code(reports: list[report.TargetReport], fail_on_vulnerable: bool = False) -> int:
-    """0 when our fix is verified for every target; with fail_on_vulnerable, also only when
-    Debian's own module of every target is fixed (what machines run)."""
-    if not reports or not all(r.ok for r in reports):
-        return EXIT_FAIL
-    if fail_on_vulnerable and any(r.shipped_state != "fixed" for r in reports):
-        return EXIT_FAIL
-    return EXIT_OK
 
 
 def load_modules(cache: Cache, prepared: list[Prepared], display: Display = QUIET) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,9 +23,11 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from ..kernels.targets import Target
-from ..pipeline.report import ModuleReport, TargetReport
 from ..plumbing.progress import Progress as ProgressCallback
+
+if TYPE_CHECKING:  # annotations only: printing needs no pipeline imported
+    from ..kernels.targets import Target
+    from ..pipeline.report import ModuleReport, TargetReport
 
 
 # -- verify: progress while it runs, the table at the end -----------------------------------------

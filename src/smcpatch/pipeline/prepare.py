@@ -27,7 +27,8 @@ from ..data import DEFAULT_PATCHES
 from ..errors import BadInput, SmcpatchError, ToolMissing
 from ..kernels import chroot
 from ..kernels.kconfig import KernelConfig, toolchain_tools
-from ..kernels.resolve import KernelRequest, resolve
+from ..kernels.request import KernelRequest
+from ..kernels.resolve import resolve
 from ..kernels.targets import HOST_ARCH, Target
 from ..plumbing import debmeta, hostpkg, proc
 from ..plumbing.cache import Cache
