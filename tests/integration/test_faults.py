@@ -6,6 +6,7 @@ regresses; the table "fault -> what the user sees -> what is kept" in docs/fault
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -280,3 +281,36 @@ def test_a_copied_cache_builds_against_its_own_headers(tmp_path: Path) -> None:
     shared_makefile = next((shared / "kdir").glob(f"{target.key}/root/usr/src/*/Makefile"))
     assert f"{shared}/kdir/" in shared_makefile.read_text()  # the original is untouched
     assert sources.fetch(Cache.open(cache_root), target).from_cache
+
+
+@pytest.mark.integration
+def test_cached_results_are_checked_against_what_they_claim(tmp_path: Path) -> None:
+    """An edited or truncated inspection result is inspected again (with a note), never an
+    internal error or an edited verdict; a module corrupted in place with its size and mtime put
+    back is built again (its ctime gives it away)."""
+    from smcpatch.pipeline.prepare import verify_target
+
+    cache = Cache.open(seeded_cache(tmp_path / "cache"))
+    target = target_of()
+    first = verify_target(cache, target)
+    assert first.ok and first.after is not None and first.after.verdict == "fixed"
+
+    result = next(cache.root.glob(f"inspect/{target.key}/inspect.json"))
+    data = json.loads(result.read_text())
+    data["after"]["verdict"] = "vulnerable"
+    result.write_text(json.dumps(data))
+    again = verify_target(cache, target)
+    assert again.after is not None and again.after.verdict == "fixed" and again.ok
+    assert any("did not match its digest" in n for n in again.notes)
+
+    result.write_text(result.read_text()[:100])
+    assert verify_target(cache, target).after.verdict == "fixed"  # type: ignore[union-attr]
+
+    module = Path(again.after.path)
+    st = module.stat()
+    data = bytearray(module.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    module.write_bytes(bytes(data))
+    os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns))
+    rebuilt = verify_target(cache, target)
+    assert rebuilt.from_cache.get("build") is False and rebuilt.ok

@@ -107,3 +107,23 @@ def test_malformed_matrix_is_config_error(tmp_path: Path, text: str, message: st
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_matrix(path)
+
+
+def test_two_user_trees_of_one_release_never_share_a_work_dir(tmp_path: Path) -> None:
+    """Stale objects of one tree made another pass: the key names the tree."""
+    from smcpatch.kernels.resolve import local_target
+
+    keys = []
+    for name in ("a", "b"):
+        tree, kdir = tmp_path / name / "linux", tmp_path / name / "build"
+        (tree / "net" / "smc").mkdir(parents=True)
+        (tree / "net" / "smc" / "smc_clc.c").write_text("/* */\n")
+        (kdir / "include" / "generated").mkdir(parents=True)
+        (kdir / "include" / "generated" / "utsrelease.h").write_text(
+            '#define UTS_RELEASE "6.1.0-50-amd64"\n')
+        for needed in ("Makefile", ".config", "Module.symvers"):
+            (kdir / needed).write_text("")
+        target = local_target(tree, kdir)
+        assert target.release == "6.1.0-50-amd64"
+        keys.append(target.key)
+    assert keys[0] != keys[1]

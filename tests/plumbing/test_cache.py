@@ -174,3 +174,19 @@ def test_entry_without_fingerprint_is_trusted_once_and_then_checked(tmp_path: Pa
     assert entry_is_current(entry, "k", "full")  # records the fingerprint
     (entry / "f").write_text("2")
     assert not entry_is_current(entry, "k", "full")
+
+
+def test_a_killed_runs_temps_are_removed_when_the_cache_is_next_opened(tmp_path: Path) -> None:
+    """What a SIGKILLed run left (an 83 MB kdir temp, say) goes at the next run, whatever it
+    runs; a live run's temps and names that are not ours stay."""
+    dead = f"{TMP_PREFIX}6.1.176-1_amd64.{_dead_pid()}.1.0123abcd"
+    for where in ("kdir", "builds/6.1.176-1_amd64__x"):
+        (tmp_path / where / dead / "root").mkdir(parents=True)
+    live = tmp_path / "kdir" / temp_name("other")
+    live.mkdir()
+    theirs = tmp_path / "kdir" / ".tmp-mine.2024"
+    theirs.mkdir()
+    Cache.open(tmp_path)
+    assert not (tmp_path / "kdir" / dead).exists()
+    assert not (tmp_path / "builds/6.1.176-1_amd64__x" / dead).exists()
+    assert live.exists() and theirs.exists()

@@ -46,7 +46,7 @@ MACHINES: dict[str, Machine] = {
                      ("-machine", "s390-ccw-virtio",), "ttysclp0"),
 }
 STALL_S = 150.0  # no console output for this long (host seconds): the guest is stuck
-_GUEST_CLOCK = re.compile(r"\[guest\s+(\d+\.\d+)s\]|^\[\s*(\d+\.\d+)\]")
+_GUEST_CLOCK = re.compile(r"\[guest\s+(\d+\.\d+)s\]|^\[\s*(\d+\.\d+)\]", re.M)
 
 
 def machine_for(arch: str) -> Machine:
@@ -133,8 +133,9 @@ def boot(command: list[str], console: Path, *, done: str, timeout_s: float,
          ready: str | None = None, stall_s: float | None = STALL_S) -> Boot:
     """Run QEMU until the console shows `done` (then give poweroff a moment), the guest exits,
     the time runs out, or it stalls; raise VmError for the last two, with the console's tail."""
-    hostpkg.ensure([hostpkg.Tool(command[0], next(m.package for m in MACHINES.values()
-                                                  if m.qemu == command[0]))], "guest tools")
+    known = [m for m in MACHINES.values() if m.qemu == command[0]]
+    if known:
+        hostpkg.ensure([hostpkg.Tool(command[0], known[0].package)], "guest tools")
     console.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     marker_s: float | None = None
