@@ -246,8 +246,10 @@ def kernels(c: Context, flavour: str = "", arch: list[str] | None = None,
     with reported_errors():
         request = _kernel_request(None, arch, flavour, None, matrix)
         if archive:
-            rows = kernels_cmd.archive_listing(Cache.open(_path(cache)), flavour,
-                                               list(request.arches) or None)
+            with render.progress_display(console) as display:
+                rows = kernels_cmd.archive_listing(Cache.open(_path(cache)), flavour,
+                                                   list(request.arches) or None,
+                                                   display.reporter("kernels"))
             render.print_archive(rows, console)
             return
         path, targets = kernels_cmd.listing(flavour, request.matrix, list(request.arches) or None)

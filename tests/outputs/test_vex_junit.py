@@ -150,3 +150,27 @@ def test_the_official_schema_refuses_what_it_should() -> None:
     document = openvex_of(products.from_scan([ROWS[2]]))
     document["statements"][0]["impact_statement"] = "no smc.ko"
     assert list(jsonschema.Draft202012Validator(schema).iter_errors(document))
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_tables_read_at_any_width(width: int) -> None:
+    """Every verdict whole at 80 and 200 columns: a table when it fits, else one block per row;
+    never a squeezed or cut verdict."""
+    from rich.console import Console
+
+    from smcpatch.outputs import terminal
+
+    console = Console(width=width, record=True, color_system=None)
+    reports = [_target_report(), _target_report(vermagic_ok=False)]
+    terminal.print_summary(reports, console)
+    scan = type("Scan", (), {"rows": ROWS, "suites": ("bookworm",), "seconds": 1.0,
+                             "downloaded_bytes": 0})()
+    terminal.print_scan(scan, console)
+    text = console.export_text()
+    assert "…" not in text
+    for line in text.splitlines():  # tables fit; prose is plain lines a terminal wraps itself
+        if any(c in line for c in "│┃┏┡└") or line.startswith("  "):
+            assert len(line) <= width, line
+    for word in ("vulnerable", "verified", "NOT verified", "vermagic NO", "fixed"):
+        assert word in text, word
+    assert "linux-image-6.1.0-50-amd64" in text

@@ -15,6 +15,7 @@ from ..kernels.archive import Archive
 from ..kernels.targets import Target
 from ..kernels.versions import upstream_of
 from ..plumbing.cache import Cache
+from ..plumbing.progress import Progress, silent
 
 
 def listing(flavour: str, matrix_path: Path | None = None,
@@ -54,14 +55,16 @@ class ArchiveKernel:
     can: str  # build (sources and headers served) | judge (only the image is served)
 
 
-def archive_listing(cache: Cache, flavour: str = "",
-                    arches: list[str] | None = None) -> list[ArchiveKernel]:
+def archive_listing(cache: Cache, flavour: str = "", arches: list[str] | None = None,
+                    progress: Progress = silent) -> list[ArchiveKernel]:
     """Every kernel any served suite has an image of, in the flavour(s) asked for: whether it
     can be built (its sources and headers are served) or only judged, and what an earlier
     verify or scan found."""
     flavours = targets.flavours_for(flavour, targets.check_arches(arches or [], flavour))
     archive = Archive(cache)
+    progress("the archive's package lists (once a day)")
     archive.update()
+    progress("every kernel image of every suite")
     sources = {o.version for o in archive.kernel_sources()}
     scanned = _scanned(cache)
     rows: list[ArchiveKernel] = []

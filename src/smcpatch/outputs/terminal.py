@@ -238,21 +238,18 @@ def print_scan(result: Any, console: Console) -> None:
 
 def print_race(result: Any, console: Console) -> None:
     """`race`: commands.race.RaceResult."""
-    table = Table(title=f"CVE-2025-40168 under device churn: {result.release} "
-                        f"({result.kernel}), QEMU TCG")
-    for column in ("variant", "module", "attempts", "handshakes", "prfx_match calls",
-                   "device gone", "seconds", "splats", "reproduced", "guest"):
-        table.add_column(column)
+    rows = []
     for r in result.runs:
         name = {"before": "before (vulnerable)", "after": "after (fixed)"}.get(r.variant,
                                                                                r.variant)
-        table.add_row(name + (", instrumented" if r.instrumented else ""),
-                      escape(r.module.rsplit("/", 1)[-1]), str(r.attempts), str(r.handshakes),
-                      str(r.prfx_match_calls), str(r.returns.get("-19", 0)), f"{r.seconds:.0f}",
-                      f"[red]{len(r.splats)}[/]" if r.splats else "0",
-                      "[red]yes[/]" if r.reproduced else "no",
-                      r.outcome if r.outcome == "finished" else f"[red]{r.outcome}[/]")
-    console.print(table)
+        rows.append([name + (", instrumented" if r.instrumented else ""),
+                     str(r.attempts), str(r.prfx_match_calls), str(r.returns.get("-19", 0)),
+                     f"[red]{len(r.splats)}[/]" if r.splats else "0",
+                     "[red]yes[/]" if r.reproduced else "no",
+                     r.outcome if r.outcome == "finished" else f"[red]{r.outcome}[/]"])
+    print_rows(f"CVE-2025-40168 under device churn: {result.release} ({result.kernel})",
+               ["variant", "churn", "calls", "dev gone", "splats", "reproduced", "guest"], rows,
+               console)
     console.print(f"kernel command line (checkers): {escape(result.cmdline)}")
     for patch in sorted(set(result.widening.values())):
         console.print(f"instrumented builds: {patch} (a 20 ms busy-wait, not a fix)")
