@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import synthetic
+from tests.elfobjs import require_gcc, require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "3017.25"  # a sleep no other process on the machine runs
@@ -53,11 +54,14 @@ def _fake_make(tmp_path: Path) -> Path:
 
 
 def _survivors() -> list[str]:
-    proc = subprocess.run(["pgrep", "-af", f"sleep {TOKEN}"], capture_output=True, text=True)
+    proc = subprocess.run([require_tool("pgrep", "procps"), "-af", f"sleep {TOKEN}"],
+                          capture_output=True, text=True)
     return [ln for ln in proc.stdout.splitlines() if ln.strip()]
 
 
 def _start(tmp_path: Path) -> subprocess.Popen[str]:
+    require_gcc()
+    require_tool("patch", "patch")
     tree, kdir = _tree(tmp_path)
     env = {**os.environ, "PATH": f"{_fake_make(tmp_path)}:{os.environ['PATH']}",
            "SMCPATCH_CACHE": str(tmp_path / "cache")}
