@@ -29,9 +29,14 @@ def main() -> int:
         time.sleep(5)  # the load is up before the first boot
         for n in range(args.runs):
             started = time.monotonic()
+            basetemp = args.out.parent / f"vm-under-load-run{n + 1}"
             proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                   "-rA", f"--basetemp={basetemp}",
                                    "tests/integration/test_vm.py"], cwd=ROOT,
                                   capture_output=True, text=True, check=False)
+            # the whole output and the guests' consoles stay beside the figures
+            (args.out.parent / f"vm-under-load-run{n + 1}.log").write_text(proc.stdout
+                                                                          + proc.stderr)
             summary = [ln for ln in proc.stdout.splitlines()
                        if re.search(r"\d+ (passed|failed)", ln)]
             runs.append({"run": n + 1, "exit": proc.returncode,
