@@ -23,6 +23,10 @@ from smcpatch.pipeline.fetch import Workspace, fetch
 from smcpatch.plumbing.cache import Cache
 
 ROOT = Path(__file__).resolve().parents[1]
+# the CLI run in a subprocess (`python -m smcpatch`, `python -m invoke`) is this checkout's code
+# too, as in-process (pyproject's pythonpath), not whatever `pip install -e` last pointed at
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def cache_root_for_tests() -> Path:
