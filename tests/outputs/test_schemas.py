@@ -26,10 +26,13 @@ from smcpatch.data import SCHEMAS
 from smcpatch.guest import latency
 from smcpatch.guest import race as race_guest
 from smcpatch.guest.loadcheck import LoadResult
+from smcpatch.inspection.judge import Judgement
 from smcpatch.inspection.model import Verdict
+from smcpatch.installed.advice import Advice
 from smcpatch.kernels.targets import ARCH_FLAVOURS
 from smcpatch.outputs import jsonreport
 from smcpatch.pipeline import report as report_stage
+from smcpatch.pipeline.scan import ScanRow
 from tests.guest.test_race import _run as race_run
 from tests.installed.machine import FakeAdvisor, Machine
 from tests.installed.test_host import host as host_run
@@ -67,9 +70,7 @@ def described(root: dict[str, Any], node: dict[str, Any]) -> bool:
 
 # -- the schemas themselves --------------------------------------------------------------------
 def test_every_document_kind_of_the_code_has_its_schema() -> None:
-    from smcpatch.commands import inspect as inspect_mod
-
-    written = {report_stage.SCHEMA, jsonreport.SCHEMA, jsonreport.SCAN_SCHEMA, inspect_mod.SCHEMA,
+    written = {report_stage.SCHEMA, jsonreport.SCHEMA, jsonreport.SCAN_SCHEMA, inspect_cmd.SCHEMA,
                dkms_cmd.SCHEMA, race_cmd.SCHEMA, host_cmd.SCHEMA, latency.STATS_SCHEMA}
     assert written == set(SCHEMAS)
     for kind, path in SCHEMAS.items():
@@ -129,6 +130,16 @@ def test_enumerations_are_the_codes_own() -> None:
     assert set(report_defs["load"]["properties"]) == set(LoadResult.__dataclass_fields__)
     assert set(schema("smcpatch-race/1")["$defs"]["run"]["properties"]) == \
         set(race_guest.VariantRun.__dataclass_fields__)
+    assert set(schema("smcpatch-scan/1")["$defs"]["image"]["properties"]) == \
+        set(ScanRow.__dataclass_fields__) | {"purl"}
+    assert set(schema("smcpatch-inspect/1")["properties"]) == \
+        set(Judgement.__dataclass_fields__) | {"schema", "tool_version"}
+    assert set(schema("smcpatch-host/1")["$defs"]["advice"]["properties"]) == \
+        set(Advice.__dataclass_fields__)
+    bench = schema("smcpatch-bench/1")
+    assert set(bench["properties"]["config"]["properties"]) == \
+        set(latency.BenchConfig.__dataclass_fields__)
+    assert set(bench["$defs"]["stat"]["properties"]) == set(latency.ModeStats.__dataclass_fields__)
 
 
 # -- one real document of each kind ------------------------------------------------------------
@@ -160,8 +171,6 @@ def report_document() -> dict[str, Any]:
         _report("6.12.107", source_state="not-served", shipped=_module("vulnerable"),
                 before=None, after=None, expect_from="Debian's changelog", compile_only=True),
     ]
-    reports[0].set_states([])  # no fix classified: the source state is unknown
-    reports[0].source_state = "vulnerable"
     reports[0].fixes = [{"id": "CVE-2025-40168", "state": "vulnerable", "variant": "main",
                          "functions": "smc_clc_prfx_match", "detail": ""}]
     for r in reports:
