@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,10 @@ from smcpatch.pipeline.fetch import Workspace, fetch
 from smcpatch.plumbing.cache import Cache
 
 ROOT = Path(__file__).resolve().parents[1]
+# the CLI run in a subprocess (`python -m smcpatch`, `python -m invoke`) is this checkout's code
+# too, as in-process (pyproject's pythonpath), not whatever `pip install -e` last pointed at
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def cache_root_for_tests() -> Path:
@@ -60,6 +64,44 @@ def real_workspace(version: str) -> Workspace:
 @pytest.fixture(scope="session")
 def workspace_for() -> Callable[[str], Workspace]:
     return real_workspace
+
+
+# -- every smcpatch document a test writes is judged by its schema (tests/schemas.py) -------------
+_judged_dirs: set[Path] = set()
+
+
+def _judge_documents(roots: list[Path], malformed: tuple[str, ...] = ()) -> None:
+    from tests.schemas import tree_problems
+
+    found = tree_problems(roots, malformed)
+    if found:
+        pytest.fail("smcpatch JSON that does not match its schema (src/smcpatch/data/schemas/):\n"
+                    + "\n".join(found[:20]), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _written_documents_match_their_schemas(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After each test: every JSON file whose top-level `schema` starts with `smcpatch-` under the
+    temporary directories made for it (its tmp_path, and tmp_path_factory's dirs its fixtures
+    made), wherever it came from (in-process, or a CLI run in a subprocess), matches the schema of
+    its kind; an unknown kind fails too. A test that writes broken documents on purpose names
+    them: @pytest.mark.malformed_documents("x.json", ...) (file-name patterns)."""
+    yield
+    marker = request.node.get_closest_marker("malformed_documents")
+    base = tmp_path_factory.getbasetemp()
+    new = [p for p in sorted(base.iterdir()) if p.is_dir() and p not in _judged_dirs]
+    _judged_dirs.update(new)
+    _judge_documents(new, tuple(marker.args) if marker else ())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _documents_written_late_match_their_schemas(
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end: what was written into a long-lived directory after its first test (each file
+    judged once while unchanged)."""
+    yield
+    _judge_documents([tmp_path_factory.getbasetemp()])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,6 +6,7 @@ the README, and the README stays a door: at most 12 KiB.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -139,6 +140,29 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
               if not urlsplit(t).scheme and t.partition("#")[0]}
     missing = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if p.resolve() not in linked]
     assert missing == [], f"docs pages not linked from README.md: {missing}"
+
+
+def test_the_json_page_is_made_from_the_schemas() -> None:
+    """docs/json.md is what tests/jsondocs.py makes of the schemas (`python -m tests.jsondocs`
+    rewrites it), and each kind's section names every key its schema allows."""
+    from smcpatch.data import SCHEMAS
+    from tests import jsondocs
+    from tests.outputs.test_schemas import walk
+
+    page = (ROOT / "docs" / "json.md").read_text(encoding="utf-8")
+    assert page == jsondocs.render(), "docs/json.md is stale: run `python -m tests.jsondocs`"
+    sections = re.split(r"^## ", page, flags=re.M)
+    for kind, path in SCHEMAS.items():
+        [section] = [s for s in sections if s.startswith(f"{kind}\n")]
+        assert f"]({'../' + str(path.relative_to(ROOT))})" in section
+        # with the tables of another kind it links to (a definition both share is shown once)
+        linked = [s for other in SCHEMAS if other != kind and f"-{slug(other)})" in section
+                  for s in sections if s.startswith(f"{other}\n")]
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        keys = {key for _, node in walk(schema) for key in node.get("properties", {})}
+        missing = sorted(key for key in keys
+                         if not any(f"| `{key}` |" in s for s in (section, *linked)))
+        assert not missing, f"{kind}: keys not on docs/json.md: {missing}"
 
 
 def test_readme_is_a_door() -> None:

@@ -251,6 +251,7 @@ def test_help_is_help_everywhere_and_starts_nothing(tmp_path: Path) -> None:
 
 
 # -- 4. forged and malformed reports -----------------------------------------------------------
+@pytest.mark.malformed_documents("r.json")
 def test_a_forged_report_is_judged_again(tmp_path: Path) -> None:
     """ok: true in a report whose after-module is vulnerable merges as NOT ok (exit 1)."""
     forged = _report("6.1.176", after=_module("vulnerable")).to_json()
@@ -268,6 +269,7 @@ def test_a_forged_report_is_judged_again(tmp_path: Path) -> None:
     [{"version": "a", "package_version": "b", "flavour": "amd64", "release": "r", "suite": "s",
       "ok": "yes"}],
 ])
+@pytest.mark.malformed_documents("r.json")
 def test_a_malformed_report_is_bad_input(tmp_path: Path, targets: object) -> None:
     (tmp_path / "r.json").write_text(json.dumps({"schema": "smcpatch-report/1",
                                                  "targets": targets}))

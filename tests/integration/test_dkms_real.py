@@ -18,6 +18,7 @@ from smcpatch.packaging import dkms, signing
 from smcpatch.pipeline.fetch import Workspace
 from smcpatch.plumbing.cache import Cache
 from tests.packaging.test_dkms import MAIN_PATCH, _nothing_outside, needs_root, states_for
+from tests.schemas import assert_valid
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,6 +117,7 @@ def test_dkms_command_check_signed(workspace_for: Callable[[str], Workspace],
     summary = dkms_cmd.run(dkms_cmd.DkmsRequest(
         kernels=KernelRequest((ws.target.version,)), out_dir=tmp_path / "pkg",
         cache_dir=test_cache.root, check=True, sign_key=key, sign_cert=cert)).to_json()
+    assert_valid(json.loads(json.dumps(summary)), "smcpatch-dkms/1")
     assert summary["version"] == "6.12.107-1.deb12u1"
     assert summary["release_regex"] == "^6\\.12\\.107\\+deb12-"
     assert summary["fixes"] == [{"id": "CVE-2025-40168", "state": "vulnerable",
@@ -139,6 +141,7 @@ def test_module_src_builds_with_a_plain_make(test_cache: Cache, tmp_path: Path) 
                           capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert_valid(summary, "smcpatch-dkms/1")
     package = tmp_path / "module_src" / "6.1.0-50-amd64"
     assert Path(summary["package"]) == package and summary["fixed_sources"] is True
     assert "PATCH[" not in (package / "dkms.conf").read_text()

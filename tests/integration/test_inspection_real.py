@@ -42,6 +42,7 @@ from smcpatch.inspection import ModuleInfo, check_vermagic, inspect_module
 from smcpatch.pipeline import build, variants
 from smcpatch.pipeline.fetch import Workspace
 from smcpatch.plumbing.cache import Cache
+from tests.schemas import assert_valid
 
 pytestmark = pytest.mark.integration  # real Debian kernels (test_real_module: already fetched)
 
@@ -169,7 +170,7 @@ def check_inspect(path: Path, data: bytes) -> str:
             return "error"
     assert result["verdict"] in ("fixed", "vulnerable", "unknown")
     assert code in (0, 1, 2)
-    json.dumps(result)  # the --json output must serialise
+    assert_valid(json.loads(json.dumps(result)), "smcpatch-inspect/1")  # the --json output
     return str(result["verdict"])
 
 

@@ -26,6 +26,7 @@ from smcpatch.pipeline import prepare as pipeline
 from smcpatch.pipeline.fetch import Workspace
 from smcpatch.plumbing import hostpkg
 from smcpatch.plumbing.cache import Cache
+from tests.schemas import assert_valid
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,6 +126,7 @@ def test_wheel_in_a_fresh_venv_works_from_any_directory(
                     cwd=elsewhere)
     assert proc.returncode == 1, proc.stderr  # Debian's 6.1.176 module: vulnerable
     assert json.loads(proc.stdout)["verdict"] == "vulnerable"
+    assert_valid(json.loads(proc.stdout), "smcpatch-inspect/1")  # the wheel's own schema
 
     # warm: the test cache already holds this kernel's build (the same as the checkout's run)
     pipeline.verify_target(test_cache, matrix["6.1.176"], pipeline.Options(), workspace=ws)

@@ -22,6 +22,7 @@ from smcpatch.pipeline import prepare as pipeline
 from smcpatch.pipeline import report
 from smcpatch.pipeline.fetch import Workspace
 from smcpatch.plumbing.cache import Cache
+from tests.schemas import assert_valid
 
 pytestmark = pytest.mark.integration
 
@@ -120,6 +121,7 @@ def test_inv_inspect_classifies_debians_shipped_module(
                            "--symvers", str(ws.symvers)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     data = json.loads(proc.stdout)
+    assert_valid(data, "smcpatch-inspect/1")
     assert data["verdict"] == matrix[version].expect
     assert proc.returncode == (0 if matrix[version].expect == "fixed" else 1)
     assert data["vermagic_ok"] and data["modversions_ok"]
@@ -131,6 +133,7 @@ def test_json_report_schema(verified: tuple[Target, report.TargetReport], tmp_pa
     path = tmp_path / "report.json"
     jsonreport.write_json(path, jsonreport.document([r]))
     doc = json.loads(path.read_text())
+    assert_valid(doc, "smcpatch-report/1")  # every key documented (docs/json.md)
     assert doc["schema"] == "smcpatch-report/1" and doc["ok"] is True
     entry = doc["targets"][0]
     for key in ("version", "flavour", "release", "source_state", "patch", "vermagic_ok",

@@ -15,9 +15,25 @@ from smcpatch.outputs import jsonreport
 from smcpatch.pipeline.report import ModuleReport, TargetReport
 
 
+def _evidence(verdict: str) -> dict[str, object]:
+    """evidence_json's shape: a fixed function takes the RCU read lock, a vulnerable one a dst
+    reference."""
+    def site(offset: int, target: str) -> dict[str, object]:
+        return {"fragment": "smc_clc_prfx_match", "offset": offset, "target": target}
+
+    fixed = verdict == "fixed"
+    return {"function": "smc_clc_prfx_match", "fragments": {"smc_clc_prfx_match": 412},
+            "call_targets": ["__rcu_read_lock", "__rcu_read_unlock", "smc_clc_prfx_match_ipv4"]
+            if fixed else ["__rcu_read_lock", "__rcu_read_unlock", "dst_release"],
+            "rcu_read_lock_sites": [site(0x2a, "__rcu_read_lock")],
+            "rcu_read_unlock_sites": [site(0x9c, "__rcu_read_unlock")],
+            "dst_reference_sites": [] if fixed else [site(0xb4, "dst_release")],
+            "dwarf_inlined": ["__sk_dst_get", "dst_dev_rcu"] if fixed else ["sk_dst_get"]}
+
+
 def _module(verdict: str) -> ModuleReport:
     return ModuleReport(path="smc.ko", verdict=verdict, reasons=[], vermagic="6.1.0-50-amd64 ",
-                        has_dwarf=True, evidence={})
+                        has_dwarf=True, evidence=_evidence(verdict))
 
 
 def _report(version: str = "6.1.176", **changes: object) -> TargetReport:
@@ -61,6 +77,7 @@ def test_merge_joins_ci_jobs_reports(tmp_path: Path) -> None:
     assert report_cmd.merge(jobs, None).exit_code == 1
 
 
+@pytest.mark.malformed_documents("x.json")
 @pytest.mark.parametrize("content", ["not json", '{"schema": "other"}', '{"schema": '
                                      '"smcpatch-report/1", "targets": [{"bogus": 1}]}'])
 def test_merge_refuses_what_is_not_a_report(tmp_path: Path, content: str) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..data import RACE_WIDEN_PATCHES
 from ..guest import initramfs, machine, race, share
 from ..guest.kernel import prepare_guest_kernel
@@ -78,8 +79,8 @@ class RaceResult:
     exit_code: int = EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "kernel": self.kernel, "release": self.release,
-                "kernel_cmdline": self.cmdline, "checkers": self.checkers,
+        return {"schema": SCHEMA, "tool_version": __version__, "kernel": self.kernel,
+                "release": self.release, "kernel_cmdline": self.cmdline, "checkers": self.checkers,
                 "widening": self.widening, "analysis": ANALYSIS,
                 "variants": [r.to_json() for r in self.runs],
                 "fixed_survived": self.fixed_survived, "ok": self.exit_code == EXIT_OK}

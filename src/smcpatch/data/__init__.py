@@ -5,7 +5,9 @@
 - ``kbuild/``: the out-of-tree build recipe (``smc.config``);
 - ``guest/``: the files the QEMU guest runs (init script, benchmark driver, client/server);
 - ``canary-prfx-match-delay.patch``: the benchmark's deliberate-regression patch;
-- ``race/``: the race's widening patches (a busy-wait at the same point of both variants).
+- ``race/``: the race's widening patches (a busy-wait at the same point of both variants);
+- ``schemas/``: the JSON Schema (draft 2020-12) of every JSON document smcpatch writes, by its
+  ``schema`` value (:data:`SCHEMAS`; docs/json.md says what each key means).
 
 Found with importlib.resources, so they are where the package is, from any working directory.
 Each user of a path checks it exists when it reads it (a missing file is a ConfigError there).
@@ -29,3 +31,6 @@ GUEST_DIR = _path("guest")
 CANARY_PATCH = _path("canary-prfx-match-delay.patch")
 RACE_WIDEN_PATCHES = {"before": _path("race", "race-widen-vulnerable.patch"),
                       "after": _path("race", "race-widen-fixed.patch")}
+# the JSON Schema of each document kind smcpatch writes, by the document's `schema` value
+SCHEMAS = {f"smcpatch-{kind}/1": _path("schemas", f"{kind}.schema.json")
+           for kind in ("report", "inspect", "dkms", "scan", "race", "host", "bench")}

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import __version__
 from ..errors import BadInput, VmError
 from ..plumbing import hostpkg
 from ..plumbing.files import check_own_dir
@@ -31,6 +32,7 @@ from .kernel import GuestKernel, check_module_matches
 MODES = ("smcr", "clcv1", "tcp")
 BASELINE = "before"
 GUEST_FILES = ("guest_bench.py", "smcbench.c")
+STATS_SCHEMA = "smcpatch-bench/1"
 
 
 @dataclass(frozen=True)
@@ -391,11 +393,18 @@ def run_bench(kernel: GuestKernel, modules: Mapping[str, Path], config: BenchCon
     result.plot = plot(result, results_dir / "latency.png")
     result.summary = results_dir / "summary.md"
     result.summary.write_text(summary_markdown(result, config.threshold))
-    (results_dir / "stats.json").write_text(json.dumps(
-        {"release": result.release, "config": asdict(config), "clock": result.clock,
-         "variants": variants, "boot_s": result.boot_s, "wall_s": result.wall_s,
-         "timings": result.timings, "stats": [asdict(s) for s in stats]}, indent=1))
+    (results_dir / "stats.json").write_text(json.dumps(stats_document(result, config),
+                                                       indent=1))
     return result
+
+
+def stats_document(result: BenchResult, config: BenchConfig) -> dict[str, object]:
+    """stats.json (schema smcpatch-bench/1): the configuration, the clock, the timings and the
+    after/before statistics of every mode."""
+    return {"schema": STATS_SCHEMA, "tool_version": __version__, "release": result.release,
+            "config": asdict(config), "clock": result.clock, "variants": result.variants,
+            "boot_s": result.boot_s, "wall_s": result.wall_s, "timings": result.timings,
+            "stats": [asdict(s) for s in result.stats]}
 
 
 def _script_start(console: Path) -> float | None:

@@ -39,8 +39,8 @@ def document(reports: list[TargetReport]) -> dict[str, Any]:
 
 def scan_document(rows: list[ScanRow], suites: tuple[str, ...], arches: tuple[str, ...],
                   generated: str) -> dict[str, Any]:
-    return {"schema": SCAN_SCHEMA, "generated": generated, "suites": list(suites),
-            "arches": list(arches),
+    return {"schema": SCAN_SCHEMA, "tool_version": __version__, "generated": generated,
+            "suites": list(suites), "arches": list(arches),
             "images": [{**r.to_json(), "purl": purl("debian", r.package, r.version, r.arch)}
                        for r in rows]}
 
