@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import BadInput
 from ..pipeline.report import TargetReport
-from ..pipeline.scan import ScanRow
 from ..plumbing.files import read_input_text, write_output
 from .purl import purl
+
+if TYPE_CHECKING:  # annotations only: writing needs neither stage imported
+    from ..pipeline.scan import ScanRow
 
 SCHEMA = "smcpatch-report/1"
 SCAN_SCHEMA = "smcpatch-scan/1"

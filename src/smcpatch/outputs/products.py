@@ -20,14 +20,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..cve import CVE, DEBIAN_FIXED
 from ..kernels.versions import series_of, upstream_of
-from ..pipeline.report import ModuleReport, TargetReport
-from ..pipeline.scan import ScanRow
 from .purl import Origin, purl
+
+if TYPE_CHECKING:  # annotations only: writing needs neither stage imported
+    from ..pipeline.report import ModuleReport, TargetReport
+    from ..pipeline.scan import ScanRow
 
 
 class Status(StrEnum):
