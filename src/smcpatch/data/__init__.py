@@ -5,7 +5,9 @@
 - ``kbuild/``: the out-of-tree build recipe (``smc.config``);
 - ``guest/``: the files the QEMU guest runs (init script, benchmark driver, client/server);
 - ``canary-prfx-match-delay.patch``: the benchmark's deliberate-regression patch;
-- ``race/``: the race's widening patches (a busy-wait at the same point of both variants);
+- ``race/``: the race's widening patches (a busy-wait at the same point of both variants) and
+  the KCSAN widening twins (a 20 ms re-read of the device, for `race --sanitizer --widen`);
+- ``debugkernel/``: the config fragments of the race's debug kernels (base, per series, checker);
 - ``schemas/``: the JSON Schema (draft 2020-12) of every JSON document smcpatch writes, by its
   ``schema`` value (:data:`SCHEMAS`; docs/json.md says what each key means).
 
@@ -29,8 +31,12 @@ DEFAULT_PATCHES = _path("patches")
 KBUILD_RECIPE = _path("kbuild")
 GUEST_DIR = _path("guest")
 CANARY_PATCH = _path("canary-prfx-match-delay.patch")
+DEBUGKERNEL_DIR = _path("debugkernel")
 RACE_WIDEN_PATCHES = {"before": _path("race", "race-widen-vulnerable.patch"),
                       "after": _path("race", "race-widen-fixed.patch")}
+# --widen with --sanitizer: a 20 ms re-read of the device that KCSAN's sampling lands on
+KCSAN_WIDEN_PATCHES = {"before": _path("race", "kcsan-widen-vulnerable.patch"),
+                       "after": _path("race", "kcsan-widen-fixed.patch")}
 # the JSON Schema of each document kind smcpatch writes, by the document's `schema` value
 SCHEMAS = {f"smcpatch-{kind}/1": _path("schemas", f"{kind}.schema.json")
            for kind in ("report", "inspect", "dkms", "scan", "race", "host", "bench")}
