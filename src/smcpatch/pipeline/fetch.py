@@ -369,6 +369,77 @@ def _drop_host_links(root: Path) -> None:
             link.unlink()
 
 
+# -- the whole source tree (debug kernels) -------------------------------------------------------
+FULL_SOURCE_RECIPE = 1
+
+
+def full_source_entry(cache: Cache, target: Target) -> Path:
+    """Where the whole linux-source tree of a kernel lives (for debug kernels; verify extracts
+    only net/smc)."""
+    return cache.dir("kernel-source", f"{target.source_package}_{target.package_version}")
+
+
+def full_source_key(target: Target) -> str:
+    return hash_inputs("full-source", FULL_SOURCE_RECIPE, target.source_package,
+                       target.package_version, target.series)
+
+
+def full_source_present(cache: Cache, target: Target) -> bool:
+    return entry_is_current(full_source_entry(cache, target), full_source_key(target))
+
+
+def full_source(cache: Cache, ws: Workspace, progress: Progress = silent) -> tuple[Path, str]:
+    """The whole kernel source tree of the target's linux-source package (Debian's patches
+    applied, as the package ships it), extracted once into the cache; the tree and its key.
+
+    The same pipeline as the net/smc extraction (plumbing.unpack: tar's words for hostile
+    members refused, links out of the tree refused), without the member filter. The entry's
+    files are not fingerprinted on use (80,000 files): its manifest and its top Makefile are
+    checked."""
+    target = ws.target
+    entry, key = full_source_entry(cache, target), full_source_key(target)
+    with cache.lock(f"entry-kernel-source-{entry.name}"):
+        if not (entry_is_current(entry, key) and (entry / "tree" / "Makefile").is_file()):
+            deb = source_deb(cache, ws)
+            progress(f"extract the whole {deb.name} (about 1.6 GB)")
+            _extract_full_source(target, deb, entry, key)
+    return entry / "tree", key
+
+
+def _extract_full_source(target: Target, deb: Path, entry: Path, key: str) -> None:
+    inner = f"./usr/src/linux-source-{target.series}.tar.xz"
+    top = f"linux-source-{target.series}"
+    with atomic_dir(entry, key, {"deb": deb.name}) as tmp:
+        script = ('set -o pipefail; dpkg-deb --fsys-tarfile "$1" | tar -xO "$2" | xz -T0 -dc | '
+                  'tar -x --no-same-owner -C "$3"')
+        unpack.run_shell(script, [str(deb), inner, str(tmp)], what=f"extract {deb.name}",
+                         where=tmp)
+        extracted = tmp / top
+        if not (extracted / "Makefile").is_file() or not (extracted / "net" / "smc").is_dir():
+            raise ExtractError(f"{deb.name} holds no kernel tree {top}/: not a kernel source "
+                               "package?")
+        unpack.check_links_inside(tmp)
+        extracted.rename(tmp / "tree")
+
+
+def source_deb(cache: Cache, ws: Workspace) -> Path:
+    """The target's linux-source package: the one the net/smc extraction used, or downloaded
+    again if it was removed from the cache."""
+    target = ws.target
+    made = read_manifest(cache.dir("sources", f"{target.source_package}_"
+                                             f"{target.package_version}")) or {}
+    cached = cache.root / "debs" / str(made.get("deb", "-"))
+    if cached.is_file():
+        return cached
+    apt = _target_apt(cache, target)
+    apt.update()
+    record = apt.show(target.source_package, target.package_version)
+    if record is None:
+        raise FetchError(missing_package_message(target.source_package, target.package_version,
+                                                 apt.versions(target.source_package)))
+    return apt.download([record], cache.dir("debs"))[0]
+
+
 def image_deb(cache: Cache, ws: Workspace) -> Path:
     """The linux-image package to boot: the cached one, or downloaded again if it was removed."""
     if ws.image_deb is not None and ws.image_deb.is_file():
