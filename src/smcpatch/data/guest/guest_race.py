@@ -7,8 +7,13 @@ veth0, so smc_clc_prfx_match() reads the device of a dst that goes away when vet
 The C client (libsmcbench.so, smcb_race) makes clcv1 handshakes (SYN with the SMC option, a
 hand-made SMC-R v1 proposal) for the configured time while a churn loop deletes and recreates
 the pair, its addresses and routes. A kprobe counts the calls of smc_clc_prfx_match. Whatever
-the kernel says (oops, KFENCE, poison, stalls, WARN) is read from dmesg afterwards; a kernel that
-panics ends the guest, and the host reads the console.
+the kernel says (oops, KFENCE, poison, stalls, WARN; on a debug kernel KCSAN, KASAN, lockdep) is
+read from dmesg afterwards; a kernel that panics ends the guest, and the host reads the console.
+
+On a KCSAN kernel the host's `kcsan_params` (kcsan.udelay_task=2000) are written to
+/sys/module/kcsan/parameters just before the churn and put back after it, so boot, set-up and
+module load run with KCSAN's defaults; KCSAN's debugfs counters are read before and after the
+churn and their difference reported (`kcsan_counters`: watchpoints set up, data races, ...).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guest_bench import Fail, Guest, log, run  # noqa: E402  (the bench's set-up and loading)
 
 SERVER, CLIENT, PREFIX = "10.77.0.1", "10.77.0.2", 24
+KCSAN_PARAMS = Path("/sys/module/kcsan/parameters")
+KCSAN_DEBUGFS = Path("/sys/kernel/debug/kcsan")
 
 
 def kmsg(text: str) -> None:
@@ -64,6 +71,31 @@ def churn(stop: threading.Event, cycles: list[int], max_cycles: int) -> None:
         cycles[0] += 1
         time.sleep(random.uniform(0.0, 0.05))
         make_link()
+
+
+def kcsan_counters() -> dict[str, int]:
+    """KCSAN's debugfs counters (used_watchpoints, setup_watchpoints, data_races, ...); empty
+    on a kernel without KCSAN."""
+    if not KCSAN_PARAMS.parent.exists():
+        return {}
+    if not KCSAN_DEBUGFS.exists():
+        run("mount", "-t", "debugfs", "none", "/sys/kernel/debug", check=False)
+    try:
+        text = KCSAN_DEBUGFS.read_text()
+    except OSError:
+        return {}
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^(\w+): (-?\d+)$", text, re.M) if m.group(1) != "enabled"}
+
+
+def kcsan_set(params: dict[str, str]) -> dict[str, str]:
+    """Write kcsan.<name> at run time (0644 module parameters); the values they replace."""
+    old: dict[str, str] = {}
+    for name, value in params.items():
+        path = KCSAN_PARAMS / name
+        old[name] = path.read_text().strip()
+        path.write_text(f"{value}\n")
+    return old
 
 
 def kprobe_hits() -> int:
@@ -130,19 +162,31 @@ def main() -> int:
         counts = (ctypes.c_int64 * 3)()
         stop, cycles = threading.Event(), [0]
         churner = threading.Thread(target=churn, args=(stop, cycles, cfg["attempts"]))
-        kmsg(f"{cfg['variant']} start")
-        started = time.monotonic()
-        churner.start()
-        client = threading.Thread(target=lib.smcb_race, args=(port, float(cfg["seconds"]), counts))
-        client.start()
-        while client.is_alive() and (churner.is_alive() or not cfg["attempts"]):
-            client.join(0.5)
-        lib.smcb_race_stop()
-        client.join()
-        stop.set()
-        churner.join()
-        seconds = time.monotonic() - started
-        kmsg(f"{cfg['variant']} end")
+        kcsan_params = dict(cfg.get("kcsan_params") or {})
+        kcsan_before = kcsan_counters()
+        kcsan_old = kcsan_set(kcsan_params)  # the churn only: set-up ran with the defaults
+        try:
+            kmsg(f"{cfg['variant']} start")
+            started = time.monotonic()
+            churner.start()
+            client = threading.Thread(target=lib.smcb_race,
+                                      args=(port, float(cfg["seconds"]), counts))
+            client.start()
+            while client.is_alive() and (churner.is_alive() or not cfg["attempts"]):
+                client.join(0.5)
+            lib.smcb_race_stop()
+            client.join()
+            stop.set()
+            churner.join()
+            seconds = time.monotonic() - started
+            kmsg(f"{cfg['variant']} end")
+        finally:
+            kcsan_set(kcsan_old)
+        kcsan_after = kcsan_counters()
+        if kcsan_after:
+            result["kcsan_params"] = kcsan_params
+            result["kcsan_counters"] = {k: v - kcsan_before.get(k, 0)
+                                        for k, v in kcsan_after.items()}
         server.terminate()
         served = server.communicate(timeout=60)[0].strip()
         time.sleep(1)  # the listen workers of the last handshakes finish
