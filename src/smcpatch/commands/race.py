@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..data import RACE_WIDEN_PATCHES
-from ..guest import initramfs, machine, race, share
-from ..guest.kernel import prepare_guest_kernel
+from ..data import KCSAN_WIDEN_PATCHES, RACE_WIDEN_PATCHES
+from ..errors import BuildError
+from ..guest import debugkernel, initramfs, machine, race, share
+from ..guest.debugkernel import DebugKernel, Sanitizer
+from ..guest.kernel import GuestKernel, prepare_guest_kernel
+from ..inspection.judge import judge
 from ..kernels.kconfig import KernelConfig
 from ..kernels.matrix import GUEST_KERNEL
 from ..kernels.request import KernelRequest
-from ..pipeline import build, variants
+from ..pipeline import build, fetch, variants
 from ..pipeline.fetch import image_deb
 from ..pipeline.prepare import Prepared, prepare_one
 from ..plumbing.cache import Cache
@@ -66,6 +69,7 @@ class RaceRequest:
     matrix: Path | None = None
     suite: str | None = None
     variants: tuple[str, ...] = ("before", "after")
+    sanitizer: str | None = None  # kcsan | kasan: a debug kernel built from Debian's source
 
 
 @dataclass
@@ -77,11 +81,14 @@ class RaceResult:
     checkers: list[str]
     widening: dict[str, str] = field(default_factory=dict)  # variant -> patch
     exit_code: int = EXIT_OK
+    # --sanitizer: the debug kernel booted instead of Debian's (debug_kernel_json); None without
+    debug_kernel: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "tool_version": __version__, "kernel": self.kernel,
                 "release": self.release, "kernel_cmdline": self.cmdline, "checkers": self.checkers,
                 "widening": self.widening, "analysis": ANALYSIS,
+                "debug_kernel": self.debug_kernel,
                 "variants": [r.to_json() for r in self.runs],
                 "fixed_survived": self.fixed_survived, "ok": self.exit_code == EXIT_OK}
 
@@ -94,36 +101,135 @@ class RaceResult:
                    for r in after)
 
 
+@dataclass
+class _Guest:
+    """What the variants boot: the kernel, the module of each variant (and the patch it was
+    built with), the command line and what it switches on."""
+
+    kernel: GuestKernel
+    modules: dict[str, tuple[Path, str]]
+    cmdline: str
+    checkers: list[str]
+    checker: Sanitizer | None = None
+    debug: DebugKernel | None = None
+    verdicts: dict[str, str] = field(default_factory=dict)
+
+
 def run(request: RaceRequest, display: Display = QUIET) -> RaceResult:
     config = race.RaceConfig(seconds=request.seconds, attempts=request.attempts)
     race.check_config(config)
+    checker = debugkernel.sanitizer(request.sanitizer) if request.sanitizer else None
     cache = Cache.open(request.cache_dir)
     prepared = prepare_one(cache, KernelRequest((request.kernel,), ("amd64",), suite=request.suite,
                                                  matrix=request.matrix), "race run", display,
-                           tools=[*machine.host_tools(), *share.host_tools()])
+                           tools=[*machine.host_tools(), *share.host_tools()],
+                           check=(lambda t: debugkernel.check_target(t, checker))
+                           if checker else None)
     ws = prepared.workspace
     assert ws is not None
     progress = display.reporter("race")
-    modules = _modules(cache, prepared, request.widen, progress)
-    kernel = prepare_guest_kernel(image_deb(cache, ws), cache.dir("vm"))
-    image = initramfs.share_initramfs(kernel, cache.dir("vm"))
+    guest = (_debug_guest(cache, prepared, checker, request.widen, progress) if checker
+             else _debian_guest(cache, prepared, request.widen, progress))
+    image = initramfs.share_initramfs(guest.kernel, cache.dir("vm"))
     helper = share.build_helper(cache.dir("vm"))
-    cmdline, checkers = race.checker_cmdline(KernelConfig.read(ws.kernel_config))
-    results_dir = cache.dir("race", f"{ws.target.key}-{int(time.time())}")
+    label = f"{ws.target.key}-{checker.name}" if checker else ws.target.key
+    results_dir = cache.dir("race", f"{label}-{int(time.time())}")
     runs = []
     for variant in request.variants:
-        module, patch = modules[variant]
+        module, patch = guest.modules[variant]
         progress(f"race: {variant} ({'instrumented, ' if patch else ''}{config.seconds:.0f} s "
                  "of churn)")
-        runs.append(race.run_variant(kernel, image, helper, variant, module, patch, config,
-                                     cmdline, results_dir))
-    result = RaceResult(kernel=ws.target.package_version, release=ws.target.release, runs=runs,
-                        cmdline=cmdline, checkers=checkers,
-                        widening={v: p for v, (_, p) in modules.items() if p})
+        run = race.run_variant(guest.kernel, image, helper, variant, module, patch, config,
+                               guest.cmdline, results_dir,
+                               kcsan_params=checker.run_params if checker else None,
+                               whole_reports=checker is not None)
+        if checker is not None and guest.debug is not None:
+            run.verdict = guest.verdicts.get(variant, "")
+            run.finding = race.finding(run, checker.name, KernelConfig.read(guest.debug.config),
+                                       widened=bool(patch))
+        runs.append(run)
+    result = RaceResult(kernel=ws.target.package_version, release=guest.kernel.release, runs=runs,
+                        cmdline=guest.cmdline, checkers=guest.checkers,
+                        widening={v: p for v, (_, p) in guest.modules.items() if p},
+                        debug_kernel=debug_kernel_json(guest.debug, ws.target.source_package)
+                        if guest.debug else None)
     result.exit_code = EXIT_OK if result.fixed_survived is not False else EXIT_FAIL
     if request.json_path:
         write_output(request.json_path, json.dumps(result.to_json(), indent=2) + "\n")
     return result
+
+
+def _debian_guest(cache: Cache, prepared: Prepared, widen: bool, progress: Progress) -> _Guest:
+    """Debian's own kernel, with the checkers its .config allows at boot."""
+    ws = prepared.workspace
+    assert ws is not None
+    modules = _modules(cache, prepared, widen, progress)
+    kernel = prepare_guest_kernel(image_deb(cache, ws), cache.dir("vm"))
+    cmdline, checkers = race.checker_cmdline(KernelConfig.read(ws.kernel_config))
+    return _Guest(kernel, modules, cmdline, checkers)
+
+
+def _debug_guest(cache: Cache, prepared: Prepared, checker: Sanitizer, widen: bool,
+                 progress: Progress) -> _Guest:
+    """The debug kernel of the target's own source, and both variants built against it."""
+    ws = prepared.workspace
+    assert ws is not None
+    cc = KernelConfig.read(ws.kernel_config).compiler_command
+    debug = debugkernel.ensure(cache, ws.target, checker, cc,
+                               lambda: fetch.full_source(cache, ws, progress),
+                               fetch.full_source_present(cache, ws.target), progress)
+    modules, verdicts = _debug_modules(cache, prepared, debug, widen, progress)
+    cmdline, checkers = race.checker_cmdline(KernelConfig.read(debug.config), poison=False)
+    return _Guest(debug.guest_kernel(), modules, " ".join([*checker.boot_params, cmdline]),
+                  [*checker.checkers, *checkers], checker, debug, verdicts)
+
+
+def _debug_modules(cache: Cache, prepared: Prepared, debug: DebugKernel, widen: bool,
+                   progress: Progress) -> tuple[dict[str, tuple[Path, str]], dict[str, str]]:
+    """before: the target's SMC source as shipped (vulnerable), after: our fixed variant; with
+    widen, both with the KCSAN widening twins. Built against the debug kernel (make -C <its
+    build dir> M=...) and each judged by the inspector: an after-module not judged fixed is not
+    run."""
+    made = prepared.variants
+    assert made is not None
+    key = f"{made.after.parent.name}__{debug.checker.name}" + ("-kwiden" if widen else "")
+    sides = {"before": variants.smc_dir(made.before), "after": variants.smc_dir(made.after)}
+    patches = {v: "" for v in sides}
+    if widen:
+        progress("race: the KCSAN widening twins")
+        for v in sides:
+            sides[v] = variants.patched_copy(cache, f"{made.after.parent.name}__kcsan-widen-{v}",
+                                             KCSAN_WIDEN_PATCHES[v], sides[v], f"the {v} sources")
+            patches[v] = KCSAN_WIDEN_PATCHES[v].name
+    progress(f"race: building both variants against the {debug.checker.title}")
+    built = build.build_variants(cache, key, debug.build_dir, sides["before"], sides["after"],
+                                 progress=progress, make_args=debug.module_make_args)
+    verdicts = {}
+    for v, module in (("before", built.before), ("after", built.after)):
+        judged = judge(module.ko, release=debug.release,
+                       symvers=debug.build_dir / "Module.symvers")
+        verdicts[v] = judged.verdict
+        if not judged.loadable:
+            raise BuildError(f"the {v} module built against the {debug.checker.title} would not "
+                             f"load into it: {judged.vermagic_detail or 'modversions differ'}")
+    if verdicts["after"] != "fixed":
+        raise BuildError(f"the fixed module built against the {debug.checker.title} is judged "
+                         f"{verdicts['after']} by the inspector: not run ({built.after.ko})")
+    return ({v: (m.ko, patches[v]) for v, m in (("before", built.before),
+                                                ("after", built.after))}, verdicts)
+
+
+def debug_kernel_json(debug: DebugKernel, source_package: str) -> dict[str, Any]:
+    """What the race's JSON says of a debug kernel: how it was made and booted."""
+    checker = debug.checker
+    return {"sanitizer": checker.name, "title": checker.title, "release": debug.release,
+            "source_package": source_package, "compiler": debug.compiler,
+            "config_fragment": debug.fragment,
+            "kernel_make_args": list(checker.kernel_make_args),
+            "module_make_args": list(debug.module_make_args),
+            "boot_params": list(checker.boot_params), "run_params": dict(checker.run_params),
+            "build_dir": str(debug.build_dir), "from_cache": debug.from_cache,
+            "build_seconds": round(debug.seconds, 1), "objects": debug.objects}
 
 
 def _modules(cache: Cache, prepared: Prepared, widen: bool,

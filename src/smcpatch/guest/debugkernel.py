@@ -252,7 +252,9 @@ def complete(entry: Path, key: str) -> bool:
 
 def host_tools(cc: str) -> list[hostpkg.Tool]:
     """What building a kernel needs on the host."""
-    return [hostpkg.Tool("make", "make"), hostpkg.Tool(cc, cc if cc.startswith("gcc-") else "gcc"),
+    version = re.search(r"gcc-(\d+)$", cc)  # x86_64-linux-gnu-gcc-12 comes with gcc-12
+    return [hostpkg.Tool("make", "make"),
+            hostpkg.Tool(cc, f"gcc-{version.group(1)}" if version else "gcc"),
             hostpkg.Tool("flex", "flex"), hostpkg.Tool("bison", "bison"),
             hostpkg.Tool("bc", "bc"), hostpkg.Tool("perl", "perl"),
             hostpkg.Tool("/usr/include/gelf.h", "libelf-dev"),

@@ -238,29 +238,65 @@ def print_scan(result: Any, console: Console) -> None:
 
 def print_race(result: Any, console: Console) -> None:
     """`race`: commands.race.RaceResult."""
+    debug = result.debug_kernel
     rows = []
     for r in result.runs:
         name = {"before": "before (vulnerable)", "after": "after (fixed)"}.get(r.variant,
                                                                                r.variant)
-        rows.append([name + (", instrumented" if r.instrumented else ""),
-                     str(r.attempts), str(r.prfx_match_calls), str(r.returns.get("-19", 0)),
-                     f"[red]{len(r.splats)}[/]" if r.splats else "0",
-                     "[red]yes[/]" if r.reproduced else "no",
-                     r.outcome if r.outcome == "finished" else f"[red]{r.outcome}[/]"])
-    print_rows(f"CVE-2025-40168 under device churn: {result.release} ({result.kernel})",
-               ["variant", "churn", "calls", "dev gone", "splats", "reproduced", "guest"], rows,
-               console)
+        in_cve = sum(g["count"] for g in r.reports if g["scope"] == "cve-function")
+        row = [name + (", instrumented" if r.instrumented else ""),
+               str(r.attempts), str(r.prfx_match_calls), str(r.returns.get("-19", 0)),
+               f"[red]{len(r.splats)}[/]" if r.splats else "0"]
+        if debug:
+            row.append(f"[red]{in_cve}[/]" if in_cve else "0")
+        row += ["[red]yes[/]" if r.reproduced else "no",
+                r.outcome if r.outcome == "finished" else f"[red]{r.outcome}[/]"]
+        rows.append(row)
+    columns = ["variant", "churn", "calls", "dev gone", "reports" if debug else "splats"]
+    columns += ["in prfx_match"] if debug else []
+    columns += ["reproduced", "guest"]
+    what = (f"{result.release}, a {debug['title']} of Debian's {result.kernel} source (not "
+            "Debian's binary kernel)" if debug else f"{result.release} ({result.kernel})")
+    print_rows(f"CVE-2025-40168 under device churn: {what}", columns, rows, console)
     console.print(f"kernel command line (checkers): {escape(result.cmdline)}")
+    if debug:
+        console.print(f"debug kernel: {debug['sanitizer']} ({escape(debug['title'])}), "
+                      + ("from the cache" if debug["from_cache"] else
+                         f"built in {debug['build_seconds']:.0f} s") + "; kernel make: "
+                      + escape(" ".join(debug["kernel_make_args"]) or "(no variables)")
+                      + "; module make: " + escape(" ".join(debug["module_make_args"])))
+        for key, value in debug["run_params"].items():
+            console.print(f"during the churn only: {debug['sanitizer']}.{key}={value}")
     for patch in sorted(set(result.widening.values())):
-        console.print(f"instrumented builds: {patch} (a 20 ms busy-wait, not a fix)")
+        what = ("a 20 ms re-read of the device" if patch.startswith("kcsan-")
+                else "a 20 ms busy-wait")
+        console.print(f"instrumented builds: {patch} ({what}, not a fix)")
     for r in result.runs:
-        for line in r.splats[:3]:
-            console.print(f"[red]{r.variant}:[/] {escape(line)}")
+        if debug:
+            _print_reports(r, console)
+        else:
+            for line in r.splats[:3]:
+                console.print(f"[red]{r.variant}:[/] {escape(line)}")
         if r.error:
             console.print(f"[yellow]{r.variant}:[/] {escape(r.error)}")
     survived = result.fixed_survived
     console.print("the fixed module survived every attempt with no splat" if survived else
                   "[red]the fixed module did not survive[/]" if survived is False else "")
+
+
+_SCOPES = {"cve-function": "in smc_clc_prfx_match", "other-smc": "NOT explained by the fix "
+           "(other SMC code)", "kernel": "outside SMC"}
+
+
+def _print_reports(run: Any, console: Console) -> None:
+    """A debug kernel's run: its reports by function, then what the checker saw, in words."""
+    for g in run.reports:
+        console.print(f"[red]{run.variant}:[/] {g['count']} x {escape(g['title'])} "
+                      f"[{_SCOPES.get(g['scope'], g['scope'])}]", soft_wrap=True)
+    if run.verdict:
+        console.print(f"{run.variant}: the module loaded is judged {run.verdict}")
+    if run.finding:
+        console.print(f"{run.variant}: {escape(run.finding)}", soft_wrap=True)
 
 
 def print_dkms(summary: dict[str, Any], console: Console) -> None:

@@ -106,8 +106,9 @@ COMPILE_ONLY_ARGS = ("KCFLAGS=-DCONFIG_SMC_MODULE=1", "KBUILD_MODPOST_WARN=1")
 
 def build_variants(cache: Cache, key: str, kdir: Path, before_src: Path, after_src: Path,
                    progress: Progress = silent, jobs: int | None = None,
-                   env: BuildEnv = BuildEnv()) -> BuildResult:
-    """Build smc.ko from before_src and after_src (dirs holding the net/smc files)."""
+                   env: BuildEnv = BuildEnv(), make_args: tuple[str, ...] = ()) -> BuildResult:
+    """Build smc.ko from before_src and after_src (dirs holding the net/smc files). make_args:
+    more variables for make (a debug kernel's CC= and which objects KCSAN instruments)."""
     config = KernelConfig.read(kdir / ".config")
     compile_only = config.get("CONFIG_SMC") not in ("m", "y")
     compiler = ensure_toolchain(config) if env.root is None else _chroot_compiler(env, config)
@@ -119,8 +120,8 @@ def build_variants(cache: Cache, key: str, kdir: Path, before_src: Path, after_s
     out = root / "out"
     inputs = hash_inputs(BUILD_RECIPE, str(kdir), _kdir_identity(kdir), compiler,
                          config_fragment(), hash_tree(before_src), hash_tree(after_src),
-                         str(env.root), compile_only)
-    extra = COMPILE_ONLY_ARGS if compile_only else ()
+                         str(env.root), compile_only, *make_args)
+    extra = (*(COMPILE_ONLY_ARGS if compile_only else ()), *make_args)
     if config.cross is not None:  # the headers' .kernelvariables take CC from CROSS_COMPILE
         extra = (*extra, *config.cross.make_args())
     with cache.lock(f"build-{key}", wait_message=f"waiting for another run building {key} ..."):

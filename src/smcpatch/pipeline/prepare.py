@@ -15,7 +15,7 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -106,15 +106,19 @@ def prepare(cache: Cache, kernels: KernelRequest | list[Target], options: Option
 
 
 def prepare_one(cache: Cache, request: KernelRequest, purpose: str, display: Display = QUIET,
-                tools: Sequence[hostpkg.Tool] = ()) -> Prepared:
+                tools: Sequence[hostpkg.Tool] = (),
+                check: Callable[[Target], None] | None = None) -> Prepared:
     """One kernel of the host's architecture, verified (its after-module fixed, every check
-    passed), for a command that loads modules into a guest (bench, race)."""
+    passed), for a command that loads modules into a guest (bench, race). `check` refuses a
+    resolved target before anything is fetched (race --sanitizer: no debug kernel of it)."""
     targets = resolve(cache, request)
     if len(targets) != 1:
         raise BadInput(f"{purpose} runs one kernel: give one --kernel (and one flavour)")
     if targets[0].foreign:
         raise BadInput(f"{purpose} runs the host's own architecture ({HOST_ARCH}): the guest "
                        "runs the host's userland over 9p")
+    if check is not None:
+        check(targets[0])
     [prepared] = prepare(cache, targets, Options(), display, tools=tools)
     report = prepared.report
     if not report.ok or report.after is None or prepared.workspace is None:
