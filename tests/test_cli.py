@@ -71,6 +71,7 @@ def test_kernels_lists_the_matrix() -> None:
          "not into a device or pipe"),
         (("verify", "--vex", "/dev/null", "--vex-namespace", "smcpatch.invalid"),
          "--vex-namespace 'smcpatch.invalid': an http(s) URL"),
+        (("race", "--sanitizer", "tsan"), "--sanitizer 'tsan': choose kcsan, kasan"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: tuple[str, ...],

@@ -159,3 +159,63 @@ def test_make_objects_are_counted_from_the_log(tmp_path: Path) -> None:
                    "  AS      arch/x86/entry/entry_64.o\n  CC [M]  net/smc/af_smc.o\n"
                    "  LD [M]  net/smc/smc.ko\n  HOSTCC  scripts/kallsyms\n")
     assert debugkernel._objects(log) == 3
+
+
+def _ensure_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 step: object) -> tuple[Path, object]:
+    """ensure() with every make/merge/depmod step replaced by `step(args, log)`."""
+    from smcpatch.plumbing.cache import Cache
+
+    cache = Cache.open(tmp_path / "cache")
+    tree = tmp_path / "src"
+    (tree / "net" / "smc").mkdir(parents=True)
+    (tree / "Kconfig").write_text("".join(f"config {name[7:]}\n" for name in
+                                          debugkernel.wanted_options(
+                                              debugkernel.fragments(KCSAN, "6.12"))))
+    monkeypatch.setattr(debugkernel.hostpkg, "ensure", lambda *a, **k: None)
+    monkeypatch.setattr(debugkernel, "_run", lambda args, log, cwd: step(args, log))  # type: ignore[operator]
+    entry = debugkernel.entry_dir(cache, T612, KCSAN)
+
+    def run() -> object:
+        return debugkernel.ensure(cache, T612, KCSAN, "gcc", lambda: (tree, "srckey"), True)
+
+    return entry, run
+
+
+def test_a_config_that_lost_an_option_fails_and_keeps_its_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def step(args: list[str], log: Path) -> None:
+        log.open("a").write("$ " + " ".join(args) + "\n")
+        if args[-1] == "olddefconfig":  # Kconfig kept KASAN's opposite: KCSAN dropped
+            wanted = debugkernel.wanted_options(debugkernel.fragments(KCSAN, "6.12"))
+            text = "".join(f"{k}={v}\n" for k, v in wanted.items() if v != "n")
+            (log.parent / "build" / ".config").write_text(text.replace("CONFIG_KCSAN=y\n", ""))
+
+    entry, run = _ensure_with(tmp_path, monkeypatch, step)
+    with pytest.raises(BuildError, match=r"lost 1 option\(s\) the fragments ask for: "
+                                         r"CONFIG_KCSAN: asked y, \.config has n") as caught:
+        run()  # type: ignore[operator]
+    assert "6.12.107-1~deb12u1_kcsan.failed.log" in str(caught.value)
+    assert (entry.parent / "6.12.107-1~deb12u1_kcsan.failed.log").is_file()
+    assert not entry.exists() and [p.name for p in entry.parent.iterdir()] == [
+        "6.12.107-1~deb12u1_kcsan.failed.log"]  # no temp dir left either
+
+
+def test_an_interrupted_build_leaves_nothing_a_rerun_trusts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def step(args: list[str], log: Path) -> None:
+        (log.parent / "build" / "half.o").write_text("half")
+        if "bzImage" in args:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of make
+
+    def configured(args: list[str], log: Path) -> None:
+        if args[-1] == "olddefconfig":
+            wanted = debugkernel.wanted_options(debugkernel.fragments(KCSAN, "6.12"))
+            (log.parent / "build" / ".config").write_text(
+                "".join(f"{k}={v}\n" for k, v in wanted.items() if v != "n"))
+        step(args, log)
+
+    entry, run = _ensure_with(tmp_path, monkeypatch, configured)
+    with pytest.raises(KeyboardInterrupt):
+        run()  # type: ignore[operator]
+    assert not entry.exists() and list(entry.parent.iterdir()) == []
