@@ -121,7 +121,8 @@ def test_a_debug_kernel_run_is_judged_from_its_whole_reports(
     assert run.splat_context == group["first"][:40]
     assert run.kcsan_counters["setup_watchpoints"] == 3630 and run.attempts == 61
     text = race.finding(run, "kcsan", KernelConfig({}), widened=True)
-    assert text.startswith("KCSAN reported 4 report(s) in smc_clc_prfx_match (4 naming both")
+    assert text.startswith("KCSAN printed 4 reports in smc_clc_prfx_match (4 naming both")
+    assert "set up 3630 watchpoints and counted 6 data races" in text
     assert "61 churn cycles, 300 smc_clc_prfx_match calls, 7 of them found the device gone" in text
 
 
@@ -183,7 +184,7 @@ def test_a_debug_race_document_matches_its_schema(tmp_path: Path) -> None:
     found = reports.split_reports((REPORTS / "kcsan-6.12-dsty-kwiden-vuln-1.txt").read_text())
     run = _run("before", reports=[g.to_json() for g in reports.group(found)],
                kcsan_counters={"setup_watchpoints": 3630}, kcsan_params={"udelay_task": "2000"},
-               verdict="vulnerable", finding="KCSAN reported 1 report(s)", reproduced=True,
+               verdict="vulnerable", finding="KCSAN printed 1 report", reproduced=True,
                boot_reports=["BUG: KASAN: x"], instrumented="kcsan-widen-vulnerable.patch")
     result = RaceResult(kernel="6.12.107-1~deb12u1", release=debug.release, runs=[run],
                         cmdline="ignore_loglevel", checkers=["KCSAN: ..."],

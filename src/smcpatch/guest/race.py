@@ -209,9 +209,15 @@ def finding(run: VariantRun, checker: str, config: KernelConfig, widened: bool) 
     if cve:
         count = sum(g["count"] for g in cve)
         two = sum(g["two_sided"] for g in cve)
-        parts.append(f"{checker.upper()} reported {count} report(s) in smc_clc_prfx_match "
-                     f"({two} naming both accesses, {sum(g['unknown_origin'] for g in cve)} "
-                     f"of unknown origin) in {load}.")
+        parts.append(f"{checker.upper()} printed {count} report{'s' if count != 1 else ''} in "
+                     f"smc_clc_prfx_match ({two} naming both accesses, "
+                     f"{sum(g['unknown_origin'] for g in cve)} of unknown origin) in {load}.")
+        if run.kcsan_counters:
+            parts.append(f"KCSAN set up {run.kcsan_counters.get('setup_watchpoints', 0)} "
+                         f"watchpoints and counted {run.kcsan_counters.get('data_races', 0)} "
+                         "data races (a race seen again within "
+                         f"{config.get('CONFIG_KCSAN_REPORT_ONCE_IN_MS') or '3000'} ms is "
+                         "counted, not printed).")
     elif checker == "kcsan":
         parts.append(_kcsan_silence(run, config, widened, load))
     else:
