@@ -787,7 +787,11 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.code
     except BrokenPipeError:
         code = 128 + signal.SIGPIPE
-    with contextlib.suppress(BrokenPipeError, OSError):
+    try:  # what print() left in the buffer meets a reader gone only here
         sys.stdout.flush()
+    except BrokenPipeError:
+        code = 128 + signal.SIGPIPE
+        with contextlib.suppress(OSError):  # nothing more for Python to flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(code)
 
