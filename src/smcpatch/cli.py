@@ -171,10 +171,6 @@ def _input(value: str | None, option: str, what: str, limit: int) -> Path | None
     return path
 
 
-def _input_dir(value: str | None, option: str, what: str) -> Path | None:
-    return files.check_input_dir(Path(value), what) if value else None
-
-
 def _output(value: str | None, option: str) -> Path | None:
     """An output path: refused now if nothing can be written there, never after the work."""
     return files.check_output(Path(value), option) if value else None
@@ -801,7 +797,11 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.code
     except BrokenPipeError:
         code = 128 + signal.SIGPIPE
-    with contextlib.suppress(BrokenPipeError, OSError):
+    try:  # what print() left in the buffer meets a reader gone only here
         sys.stdout.flush()
+    except BrokenPipeError:
+        code = 128 + signal.SIGPIPE
+        with contextlib.suppress(OSError):  # nothing more for Python to flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(code)
 

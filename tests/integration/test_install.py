@@ -33,7 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
         timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
+    # never the checkout's src on the path: pip would take its egg-info for an installed
+    # smcpatch and install nothing into the fresh venv
+    clean = {k: v for k, v in (env or os.environ).items() if k != "PYTHONPATH"}
+    return subprocess.run(args, cwd=cwd, env=clean, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 

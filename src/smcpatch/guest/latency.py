@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..errors import BadInput, VmError
@@ -322,8 +323,27 @@ def run_bench(kernel: GuestKernel, modules: Mapping[str, Path], config: BenchCon
     modules: {"before": smc.ko[.xz], "after": ...} (or "canary"); all for kernel.release.
     Raises VmError (guest failure, unexpected fallback, ...) or BadInput (mismatched module).
     """
+    _check_inputs(kernel, modules, config)
+    hostpkg.ensure(share.host_tools(), "guest tools")
+    results_dir = claim_results(Path(results_dir)).resolve()
+    cache_dir = Path(cache_dir) if cache_dir else results_dir.parent / ".bench-cache"
+    started = time.monotonic()
+    script = _stage(kernel, modules, config, results_dir, cache_dir)
+    (progress or (lambda _msg: None))(
+        f"booting {kernel.release} under QEMU ({len(modules)} variants, modes "
+        f"{', '.join(config.modes)})")
+    run = machine.run_script(kernel, initramfs.share_initramfs(kernel, cache_dir), results_dir,
+                             script, timeout_s=config.timeout_s, memory_mb=config.memory_mb,
+                             smp=config.smp, icount=config.icount)
+    guest = _guest_result(results_dir, run)
+    result = _statistics(kernel, list(modules), config, results_dir, guest, run)
+    result.wall_s = time.monotonic() - started
+    _write_results(result, config, results_dir)
+    return result
+
+
+def _check_inputs(kernel: GuestKernel, modules: Mapping[str, Path], config: BenchConfig) -> None:
     config.check()
-    say = progress or (lambda _msg: None)
     if BASELINE not in modules or len(modules) < 2:
         raise BadInput(
             f"need a '{BASELINE}' module and at least one candidate, got {list(modules)}")
@@ -331,63 +351,61 @@ def run_bench(kernel: GuestKernel, modules: Mapping[str, Path], config: BenchCon
         if not name.isidentifier():
             raise BadInput(f"bad variant name {name!r}")
         check_module_matches(kernel, Path(ko))
-    hostpkg.ensure(share.host_tools(), "guest tools")
-    results_dir = claim_results(Path(results_dir)).resolve()
-    cache_dir = Path(cache_dir) if cache_dir else results_dir.parent / ".bench-cache"
-    t0 = time.monotonic()
+
+
+def _stage(kernel: GuestKernel, modules: Mapping[str, Path], config: BenchConfig,
+           results_dir: Path, cache_dir: Path) -> str:
+    """The results share made ready for the guest: what it runs, with what; the script."""
     for old in results_dir.glob("*.json"):  # an earlier run's, in a directory of ours
         old.unlink()
-    image = initramfs.share_initramfs(kernel, cache_dir)
     config_path = share.stage(results_dir, GUEST_FILES, share.build_helper(cache_dir), modules, {
-        "release": kernel.release,
-        "modules_root": str(kernel.modules_root),
-        "modes": list(config.modes),
-        "runs": config.runs,
-        "warmups": config.warmups,
-        "values_per_run": config.values_per_run,
-        "loops": config.loops,
-        "validate": config.validate,
-        "validate_connections": config.validate_connections,
+        "release": kernel.release, "modules_root": str(kernel.modules_root),
+        "modes": list(config.modes), "runs": config.runs, "warmups": config.warmups,
+        "values_per_run": config.values_per_run, "loops": config.loops,
+        "validate": config.validate, "validate_connections": config.validate_connections,
         "base_port": config.base_port,
     })
-    (results_dir / "guest-result.json").unlink(missing_ok=True)
-    script = share.guest_script("guest_bench.py", config_path)
-    say(f"booting {kernel.release} under QEMU ({len(modules)} variants, modes "
-        f"{', '.join(config.modes)})")
-    run = machine.run_script(kernel, image, results_dir, script, timeout_s=config.timeout_s,
-                       memory_mb=config.memory_mb, smp=config.smp, icount=config.icount)
-    gres_path = results_dir / "guest-result.json"
-    if not gres_path.is_file():
+    return share.guest_script("guest_bench.py", config_path)
+
+
+def _guest_result(results_dir: Path, run: machine.GuestRun) -> dict[str, Any]:
+    path = results_dir / "guest-result.json"
+    if not path.is_file():
         raise VmError(f"the guest script wrote no result (exit {run.returncode}). Console tail:\n"
                       f"{run.console_tail()}")
-    gres = json.loads(gres_path.read_text())
-    if not gres.get("ok"):
-        raise VmError(f"guest benchmark failed: {gres.get('error')}\n"
+    guest: dict[str, Any] = json.loads(path.read_text())
+    if not guest.get("ok"):
+        raise VmError(f"guest benchmark failed: {guest.get('error')}\n"
                       f"Console tail:\n{run.console_tail(15)}")
+    return guest
 
-    variants = list(modules)
-    values: dict[str, dict[str, list[list[float]]]] = {}
-    for mode in config.modes:
-        values[mode] = {v: load_pyperf_runs(results_dir / f"{mode}-{v}.json") for v in variants}
-    stats = [
-        mode_stats(mode, v, values[mode][BASELINE], values[mode][v],
-                   iterations=config.bootstrap, seed=config.seed)
-        for v in variants if v != BASELINE for mode in config.modes
-    ]
+
+def _statistics(kernel: GuestKernel, variants: list[str], config: BenchConfig,
+                results_dir: Path, guest: dict[str, Any], run: machine.GuestRun) -> BenchResult:
+    """The guest's pyperf runs read back, each candidate against before, mode by mode."""
+    values = {mode: {v: load_pyperf_runs(results_dir / f"{mode}-{v}.json") for v in variants}
+              for mode in config.modes}
+    stats = [mode_stats(mode, v, values[mode][BASELINE], values[mode][v],
+                        iterations=config.bootstrap, seed=config.seed)
+             for v in variants if v != BASELINE for mode in config.modes]
     result = BenchResult(
         results_dir=results_dir, release=kernel.release, variants=variants,
         modes=list(config.modes), values=values, stats=stats,
-        validation=gres.get("validation", {}), boot_s=run.boot_s,
-        wall_s=time.monotonic() - t0,
-        timings={**gres.get("timings", {}), "qemu_wall_s": run.wall_s,
+        validation=guest.get("validation", {}), boot_s=run.boot_s, wall_s=0.0,
+        timings={**guest.get("timings", {}), "qemu_wall_s": run.wall_s,
                  "guest_uptime_at_script_s": _script_start(run.console),
-                 "guest_total_s": gres.get("guest_total_s")},
+                 "guest_total_s": guest.get("guest_total_s")},
     )
     if config.icount and machine.qemu_accel() == "tcg":
         result.clock = (f"QEMU -icount {config.icount}: guest time counts executed "
                         "instructions (shift=0: 1 ns each) and skips idle time, so it is "
                         "reproducible but not wall time")
-    result.compare_text = "\n\n".join(pyperf_compare(results_dir, v) for v in variants
+    return result
+
+
+def _write_results(result: BenchResult, config: BenchConfig, results_dir: Path) -> None:
+    """compare_to.txt, latency.png, summary.md and stats.json beside the pyperf files."""
+    result.compare_text = "\n\n".join(pyperf_compare(results_dir, v) for v in result.variants
                                       if v != BASELINE)
     (results_dir / "compare_to.txt").write_text(result.compare_text + "\n")
     result.plot = plot(result, results_dir / "latency.png")
@@ -395,7 +413,6 @@ def run_bench(kernel: GuestKernel, modules: Mapping[str, Path], config: BenchCon
     result.summary.write_text(summary_markdown(result, config.threshold))
     (results_dir / "stats.json").write_text(json.dumps(stats_document(result, config),
                                                        indent=1))
-    return result
 
 
 def stats_document(result: BenchResult, config: BenchConfig) -> dict[str, object]:

@@ -90,6 +90,3 @@ def host_tools() -> list[hostpkg.Tool]:
             hostpkg.Tool("rdma", "iproute2"), hostpkg.Tool("modprobe", "kmod"),
             hostpkg.Tool("zstd", "zstd")]
 
-
-def copy_tree(src: Path, dest: Path) -> None:
-    shutil.copytree(src, dest, dirs_exist_ok=True)

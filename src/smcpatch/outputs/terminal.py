@@ -27,7 +27,7 @@ from ..plumbing.progress import Progress as ProgressCallback
 
 if TYPE_CHECKING:  # annotations only: printing needs no pipeline imported
     from ..kernels.targets import Target
-    from ..pipeline.report import ModuleReport, TargetReport
+    from ..pipeline.report import TargetReport
 
 
 # -- verify: progress while it runs, the table at the end -----------------------------------------
@@ -64,16 +64,6 @@ def progress_display(console: Console) -> Iterator[RichDisplay]:
                TaskProgressColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bars:
         yield RichDisplay(bars, console)
-
-
-def _mark(value: bool | None) -> str:
-    return {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[value]
-
-
-def _verdict(module: ModuleReport | None) -> str:
-    if module is None:
-        return "-"
-    return _state(module.verdict)
 
 
 def _state(verdict: str) -> str:

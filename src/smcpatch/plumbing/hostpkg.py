@@ -50,9 +50,6 @@ def which(command: str) -> str | None:
     return shutil.which(command, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
 
-def can_install() -> bool:
-    return os.geteuid() == 0 and shutil.which("apt-get") is not None
-
 
 def install_command(packages: Sequence[str]) -> str:
     """What to run by hand: named in every "missing tool" message."""
