@@ -38,7 +38,8 @@ def test_list_shows_every_task() -> None:
         assert name in proc.stdout
 
 
-@pytest.mark.parametrize("args", [("race", "--bogus"), ("verify", "--arches", "all"), ("nosuchtask",)])
+@pytest.mark.parametrize("args", [("race", "--bogus"), ("verify", "--arches", "all"),
+                                  ("nosuchtask",)])
 def test_inv_bad_options_are_one_line_and_exit_2(args: tuple[str, ...]) -> None:
     """invoke's own parser would exit 1 (our "not fixed") with "No idea what ... is!"."""
     proc = inv(*args)

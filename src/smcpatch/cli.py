@@ -590,14 +590,17 @@ def scan(c: Context, suite: list[str] | None = None, arch: list[str] | None = No
     "sanitizer": "boot a debug kernel built from the kernel's own Debian source instead of "
                  "Debian's binary: kcsan (data races) or kasan (KASAN + lockdep); built once "
                  "and cached (10-25 min and about 2.5 GB of disk the first time)",
+    "canary": "with --sanitizer kasan: a third boot, our fix with its rcu_read_lock() moved "
+              "after the device read (not a fix), which lockdep must report; exit 1 if it "
+              "does not (the checker's silence would prove nothing)",
     "json": "write the result here (schema smcpatch-race/1)",
     "cache": CACHE_HELP,
     "matrix": MATRIX_HELP,
 })
 def race(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
          seconds: str | None = None, attempts: str | None = None, widen: bool = False,
-         sanitizer: str | None = None, json: str | None = None, cache: str | None = None,
-         matrix: str | None = None) -> None:
+         sanitizer: str | None = None, canary: bool = False, json: str | None = None,
+         cache: str | None = None, matrix: str | None = None) -> None:
     """Attack the race: both modules in Debian's kernel under device churn.
 
     A veth pair is deleted and recreated under clcv1 handshakes, with slab poisoning, KFENCE and
@@ -616,7 +619,7 @@ def race(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
             seconds=_float(seconds, "--seconds", 60.0, 1.0, 3600.0),
             attempts=_int(attempts, "--attempts", 0, 0, 1_000_000), widen=widen,
             sanitizer=(_choice(sanitizer, "--sanitizer", SANITIZERS) if sanitizer is not None
-                       else None),
+                       else None), canary=canary,
             json_path=_output(json, "--json"), cache_dir=_path(cache),
             matrix=_kernel_request([kernel], ["amd64"], "", suite, matrix).matrix)
         with render.progress_display(console) as display:

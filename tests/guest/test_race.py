@@ -216,3 +216,43 @@ def test_a_kernel_without_sources_is_refused_before_any_work(
     request = race_cmd.RaceRequest(kernel="6.12.95", sanitizer="kcsan", cache_dir=tmp_path)
     with pytest.raises(BadInput, match="serves its image but not its source package"):
         race_cmd.run(request)
+
+
+# -- the RCU canary (race --sanitizer kasan --canary) ----------------------------------------------
+def test_the_canary_must_be_caught_or_the_run_fails() -> None:
+    def result(*runs: race.VariantRun) -> RaceResult:
+        return RaceResult(kernel="k", release="r", runs=list(runs), cmdline="", checkers=[])
+
+    assert result(_run("after")).canary_caught is None  # no --canary: not asked
+    assert result(_run("after"), _run("canary", reproduced=True)).canary_caught is True
+    missed = result(_run("after"), _run("canary"))
+    assert missed.canary_caught is False and missed.fixed_survived is True
+    assert missed.to_json()["canary_caught"] is False
+
+
+def test_the_canary_finding_says_what_its_silence_means() -> None:
+    lockdep = [{"kind": "rcu", "functions": ["smc_clc_prfx_match"], "scope": "cve-function",
+                "count": 1, "two_sided": 0, "unknown_origin": 0,
+                "title": "WARNING: suspicious RCU usage", "first": []}]
+    caught = race.finding(_run("canary", reports=lockdep, reproduced=True), "kasan",
+                          KernelConfig({}), widened=False)
+    assert caught.startswith("The RCU canary") and "lockdep's RCU check is live" in caught
+    assert "lockdep (suspicious RCU usage) printed 1 report in smc_clc_prfx_match" in caught
+    silent = race.finding(_run("canary"), "kasan", KernelConfig({}), widened=False)
+    assert "was NOT reported" in silent and "proves nothing" in silent
+
+
+@pytest.mark.parametrize("sanitizer", [None, "kcsan"])
+def test_canary_without_kasan_is_refused_before_any_work(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sanitizer: str | None) -> None:
+    from smcpatch.errors import BadInput
+    from smcpatch.pipeline import prepare
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("nothing may be resolved, fetched or built")
+
+    monkeypatch.setattr(prepare, "resolve", no_work)
+    monkeypatch.setattr(prepare, "prepare", no_work)
+    request = race_cmd.RaceRequest(sanitizer=sanitizer, canary=True, cache_dir=tmp_path)
+    with pytest.raises(BadInput, match="--canary needs --sanitizer kasan"):
+        race_cmd.run(request)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..data import KCSAN_WIDEN_PATCHES, RACE_WIDEN_PATCHES
-from ..errors import BuildError
+from ..data import KCSAN_WIDEN_PATCHES, RACE_WIDEN_PATCHES, RCU_CANARY_PATCH
+from ..errors import BadInput, BuildError
 from ..guest import debugkernel, initramfs, machine, race, share
 from ..guest.debugkernel import DebugKernel, Sanitizer
 from ..guest.kernel import GuestKernel, prepare_guest_kernel
@@ -70,6 +70,7 @@ class RaceRequest:
     suite: str | None = None
     variants: tuple[str, ...] = ("before", "after")
     sanitizer: str | None = None  # kcsan | kasan: a debug kernel built from Debian's source
+    canary: bool = False  # kasan: a third boot, our fix with its RCU lock moved (must be caught)
 
 
 @dataclass
@@ -90,7 +91,8 @@ class RaceResult:
                 "widening": self.widening, "analysis": ANALYSIS,
                 "debug_kernel": self.debug_kernel,
                 "variants": [r.to_json() for r in self.runs],
-                "fixed_survived": self.fixed_survived, "ok": self.exit_code == EXIT_OK}
+                "fixed_survived": self.fixed_survived, "canary_caught": self.canary_caught,
+                "ok": self.exit_code == EXIT_OK}
 
     @property
     def fixed_survived(self) -> bool | None:
@@ -99,6 +101,13 @@ class RaceResult:
             return None
         return all(r.outcome == "finished" and not r.splats and r.prfx_match_calls > 0
                    for r in after)
+
+    @property
+    def canary_caught(self) -> bool | None:
+        """--canary: the checker reported our deliberately broken fix in smc_clc_prfx_match.
+        False means the debug kernel's silence about the real variants proves nothing."""
+        canary = [r for r in self.runs if r.variant == "canary"]
+        return all(r.reproduced for r in canary) if canary else None
 
 
 @dataclass
@@ -119,6 +128,9 @@ def run(request: RaceRequest, display: Display = QUIET) -> RaceResult:
     config = race.RaceConfig(seconds=request.seconds, attempts=request.attempts)
     race.check_config(config)
     checker = debugkernel.sanitizer(request.sanitizer) if request.sanitizer else None
+    if request.canary and (checker is None or checker.name != "kasan"):
+        raise BadInput("--canary needs --sanitizer kasan: it proves that lockdep's RCU check "
+                       "is live (with KCSAN, --widen's vulnerable variant is the proof)")
     cache = Cache.open(request.cache_dir)
     prepared = prepare_one(cache, KernelRequest((request.kernel,), ("amd64",), suite=request.suite,
                                                  matrix=request.matrix), "race run", display,
@@ -128,14 +140,15 @@ def run(request: RaceRequest, display: Display = QUIET) -> RaceResult:
     ws = prepared.workspace
     assert ws is not None
     progress = display.reporter("race")
-    guest = (_debug_guest(cache, prepared, checker, request.widen, progress) if checker
+    guest = (_debug_guest(cache, prepared, checker, request.widen, request.canary, progress)
+             if checker
              else _debian_guest(cache, prepared, request.widen, progress))
     image = initramfs.share_initramfs(guest.kernel, cache.dir("vm"))
     helper = share.build_helper(cache.dir("vm"))
     label = f"{ws.target.key}-{checker.name}" if checker else ws.target.key
     results_dir = cache.dir("race", f"{label}-{int(time.time())}")
     runs = []
-    for variant in request.variants:
+    for variant in (*request.variants, *(("canary",) if request.canary else ())):
         module, patch = guest.modules[variant]
         progress(f"race: {variant} ({'instrumented, ' if patch else ''}{config.seconds:.0f} s "
                  "of churn)")
@@ -150,10 +163,12 @@ def run(request: RaceRequest, display: Display = QUIET) -> RaceResult:
         runs.append(run)
     result = RaceResult(kernel=ws.target.package_version, release=guest.kernel.release, runs=runs,
                         cmdline=guest.cmdline, checkers=guest.checkers,
-                        widening={v: p for v, (_, p) in guest.modules.items() if p},
+                        widening={v: p for v, (_, p) in guest.modules.items()
+                                  if p and v != "canary"},
                         debug_kernel=debug_kernel_json(guest.debug, ws.target.source_package)
                         if guest.debug else None)
-    result.exit_code = EXIT_OK if result.fixed_survived is not False else EXIT_FAIL
+    result.exit_code = (EXIT_OK if result.fixed_survived is not False
+                        and result.canary_caught is not False else EXIT_FAIL)
     if request.json_path:
         write_output(request.json_path, json.dumps(result.to_json(), indent=2) + "\n")
     return result
@@ -170,7 +185,7 @@ def _debian_guest(cache: Cache, prepared: Prepared, widen: bool, progress: Progr
 
 
 def _debug_guest(cache: Cache, prepared: Prepared, checker: Sanitizer, widen: bool,
-                 progress: Progress) -> _Guest:
+                 canary: bool, progress: Progress) -> _Guest:
     """The debug kernel of the target's own source, and both variants built against it."""
     ws = prepared.workspace
     assert ws is not None
@@ -179,6 +194,8 @@ def _debug_guest(cache: Cache, prepared: Prepared, checker: Sanitizer, widen: bo
                                lambda: fetch.full_source(cache, ws, progress),
                                fetch.full_source_present(cache, ws.target), progress)
     modules, verdicts = _debug_modules(cache, prepared, debug, widen, progress)
+    if canary:
+        modules["canary"], verdicts["canary"] = _rcu_canary(cache, prepared, debug, progress)
     cmdline, checkers = race.checker_cmdline(KernelConfig.read(debug.config), poison=False)
     return _Guest(debug.guest_kernel(), modules, " ".join([*checker.boot_params, cmdline]),
                   [*checker.checkers, *checkers], checker, debug, verdicts)
@@ -217,6 +234,28 @@ def _debug_modules(cache: Cache, prepared: Prepared, debug: DebugKernel, widen: 
                          f"{verdicts['after']} by the inspector: not run ({built.after.ko})")
     return ({v: (m.ko, patches[v]) for v, m in (("before", built.before),
                                                 ("after", built.after))}, verdicts)
+
+
+def _rcu_canary(cache: Cache, prepared: Prepared, debug: DebugKernel,
+                progress: Progress) -> tuple[tuple[Path, str], str]:
+    """Our fixed source with its rcu_read_lock() moved after the device read (data/race/
+    rcu-canary.patch), built against the debug kernel beside the fixed source as shipped: a
+    module lockdep must report. Its inspector verdict is kept, whatever it says."""
+    made = prepared.variants
+    assert made is not None
+    fixed = variants.smc_dir(made.after)
+    canary = variants.patched_copy(cache, f"{made.after.parent.name}__rcu-canary",
+                                   RCU_CANARY_PATCH, fixed, "the fixed sources")
+    progress(f"race: building the RCU canary against the {debug.checker.title}")
+    built = build.build_variants(cache, f"{made.after.parent.name}__{debug.checker.name}"
+                                 "__rcu-canary", debug.build_dir, fixed, canary,
+                                 progress=progress, make_args=debug.module_make_args)
+    judged = judge(built.after.ko, release=debug.release,
+                   symvers=debug.build_dir / "Module.symvers")
+    if not judged.loadable:
+        raise BuildError(f"the RCU canary built against the {debug.checker.title} would not "
+                         f"load into it: {judged.vermagic_detail or 'modversions differ'}")
+    return (built.after.ko, RCU_CANARY_PATCH.name), judged.verdict
 
 
 def debug_kernel_json(debug: DebugKernel, source_package: str) -> dict[str, Any]:

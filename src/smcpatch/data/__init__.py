@@ -37,6 +37,9 @@ RACE_WIDEN_PATCHES = {"before": _path("race", "race-widen-vulnerable.patch"),
 # --widen with --sanitizer: a 20 ms re-read of the device that KCSAN's sampling lands on
 KCSAN_WIDEN_PATCHES = {"before": _path("race", "kcsan-widen-vulnerable.patch"),
                        "after": _path("race", "kcsan-widen-fixed.patch")}
+# --canary with --sanitizer kasan: our fix with its device read moved out of the RCU section,
+# which lockdep must report (the proof that the debug kernel's checker is live)
+RCU_CANARY_PATCH = _path("race", "rcu-canary.patch")
 # the JSON Schema of each document kind smcpatch writes, by the document's `schema` value
 SCHEMAS = {f"smcpatch-{kind}/1": _path("schemas", f"{kind}.schema.json")
            for kind in ("report", "inspect", "dkms", "scan", "race", "host", "bench")}

@@ -190,6 +190,12 @@ def check_config(config: RaceConfig) -> None:
 
 
 # -- what a debug kernel's checker saw, in words --------------------------------------------------
+# what printed a report, in the words of the finding (guest.reports' kinds)
+KIND_NAMES = {"kcsan": "KCSAN", "kasan": "KASAN", "lockdep": "lockdep",
+              "rcu": "lockdep (suspicious RCU usage)", "atomic-sleep": "DEBUG_ATOMIC_SLEEP",
+              "warn": "a WARN"}
+
+
 def finding(run: VariantRun, checker: str, config: KernelConfig, widened: bool) -> str:
     """One paragraph on the run: what the checker reported in smc_clc_prfx_match and elsewhere,
     or, when it reported nothing there, the figures of what it watched and why that can be
@@ -203,13 +209,16 @@ def finding(run: VariantRun, checker: str, config: KernelConfig, widened: bool) 
             f"{run.prfx_match_calls} smc_clc_prfx_match calls, {enodev} of them found the "
             "device gone (-ENODEV)")
     parts = []
+    if run.variant == "canary":
+        parts.append(_canary_sentence(run, load))
     if run.outcome != "finished":
         parts.append(f"The run did not finish ({run.outcome}): what follows is what the kernel "
                      "said before it ended.")
     if cve:
         count = sum(g["count"] for g in cve)
         two = sum(g["two_sided"] for g in cve)
-        parts.append(f"{checker.upper()} printed {count} report{'s' if count != 1 else ''} in "
+        who = ", ".join(dict.fromkeys(KIND_NAMES.get(g["kind"], g["kind"]) for g in cve))
+        parts.append(f"{who} printed {count} report{'s' if count != 1 else ''} in "
                      f"smc_clc_prfx_match ({two} naming both accesses, "
                      f"{sum(g['unknown_origin'] for g in cve)} of unknown origin) in {load}.")
         if run.kcsan_counters:
@@ -239,6 +248,17 @@ def finding(run: VariantRun, checker: str, config: KernelConfig, widened: bool) 
                      + "; ".join(run.boot_reports[:3]) + " (a report taints the kernel: "
                      "lockdep stops at the first one).")
     return " ".join(parts)
+
+
+def _canary_sentence(run: VariantRun, load: str) -> str:
+    """The canary (our fix with its RCU lock moved: not a fix) proves the checker is live."""
+    if run.reproduced:
+        return ("The RCU canary (our fix with rcu_read_lock() moved after the device read, "
+                "NOT A FIX) was reported in smc_clc_prfx_match: lockdep's RCU check is live in "
+                "this kernel, so its silence about the fixed module counts.")
+    return ("The RCU canary (our fix with rcu_read_lock() moved after the device read, NOT A "
+            f"FIX) was NOT reported in smc_clc_prfx_match in {load}: this kernel's silence about "
+            "the two real variants proves nothing.")
 
 
 def _kcsan_silence(run: VariantRun, config: KernelConfig, widened: bool, load: str) -> str:

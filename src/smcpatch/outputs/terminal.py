@@ -231,8 +231,8 @@ def print_race(result: Any, console: Console) -> None:
     debug = result.debug_kernel
     rows = []
     for r in result.runs:
-        name = {"before": "before (vulnerable)", "after": "after (fixed)"}.get(r.variant,
-                                                                               r.variant)
+        name = {"before": "before (vulnerable)", "after": "after (fixed)",
+                "canary": "canary (RCU lock moved)"}.get(r.variant, r.variant)
         in_cve = sum(g["count"] for g in r.reports if g["scope"] == "cve-function")
         row = [name + (", instrumented" if r.instrumented else ""),
                str(r.attempts), str(r.prfx_match_calls), str(r.returns.get("-19", 0)),
@@ -269,6 +269,11 @@ def print_race(result: Any, console: Console) -> None:
                 console.print(f"[red]{r.variant}:[/] {escape(line)}")
         if r.error:
             console.print(f"[yellow]{r.variant}:[/] {escape(r.error)}")
+    caught = result.canary_caught
+    if caught is not None:
+        console.print("the RCU canary was caught: the checker is live" if caught else
+                      "[red]the RCU canary was NOT caught: the checker's silence proves "
+                      "nothing[/]")
     survived = result.fixed_survived
     console.print("the fixed module survived every attempt with no splat" if survived else
                   "[red]the fixed module did not survive[/]" if survived is False else "")
