@@ -62,7 +62,10 @@ class RichDisplay:
 def progress_display(console: Console) -> Iterator[RichDisplay]:
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                TaskProgressColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bars:
+    # not a terminal: no live display (stopping one still printed an empty line: noise in a
+    # pipe and before a one-line error)
+    with Progress(*columns, console=console, transient=True,
+                  disable=not console.is_terminal) as bars:
         yield RichDisplay(bars, console)
 
 
