@@ -163,3 +163,18 @@ def test_lockdep_rcu_atomic_sleep_and_warn_reports() -> None:
     assert found[0].lines[1].startswith("6.12.107-smcdbg-kasan")  # its header, not cut short
     assert found[-1].lines[-1].startswith("---[ end trace")
     assert not reports.reproduced(found)  # none of them names smc_clc_prfx_match first
+
+
+def test_a_real_lockdep_rcu_report_of_the_canary() -> None:
+    """Captured from `race --sanitizer kasan --canary` on 6.12.107: lockdep's RCU check names
+    the function whose reads ran outside RCU (the stack's first frame after lockdep's own)."""
+    text = (DATA / "lockdep-6.12-rcu-canary.txt").read_text()
+    found = reports.split_reports(text, "smcpatch-race: canary start")
+    assert [(r.kind, r.functions, r.scope, r.during) for r in found] == [
+        ("rcu", ["smc_clc_prfx_match"], "cve-function", "race")] * 2
+    assert any("sock.h:2113 suspicious rcu_dereference_check() usage!" in ln
+               for ln in found[0].lines)
+    assert any("dst.h:574 suspicious" in ln for ln in found[1].lines)  # dst_dev_rcu()
+    assert reports.reproduced(found)
+    [group] = reports.group(found)
+    assert group.count == 2 and group.first[0] == "WARNING: suspicious RCU usage"

@@ -218,9 +218,10 @@ def finding(run: VariantRun, checker: str, config: KernelConfig, widened: bool) 
         count = sum(g["count"] for g in cve)
         two = sum(g["two_sided"] for g in cve)
         who = ", ".join(dict.fromkeys(KIND_NAMES.get(g["kind"], g["kind"]) for g in cve))
+        sides = (f" ({two} naming both accesses, {sum(g['unknown_origin'] for g in cve)} of "
+                 "unknown origin)" if any(g["kind"] == "kcsan" for g in cve) else "")
         parts.append(f"{who} printed {count} report{'s' if count != 1 else ''} in "
-                     f"smc_clc_prfx_match ({two} naming both accesses, "
-                     f"{sum(g['unknown_origin'] for g in cve)} of unknown origin) in {load}.")
+                     f"smc_clc_prfx_match{sides} in {load}.")
         if run.kcsan_counters:
             parts.append(f"KCSAN set up {run.kcsan_counters.get('setup_watchpoints', 0)} "
                          f"watchpoints and counted {run.kcsan_counters.get('data_races', 0)} "
