@@ -18,6 +18,7 @@ import pytest
 from smcpatch.guest import debugkernel
 from smcpatch.kernels.kconfig import KernelConfig
 from smcpatch.pipeline import fetch
+from smcpatch.plumbing import hostpkg
 from smcpatch.plumbing.cache import Cache
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def configure(tree: Path, out: Path, checker: debugkernel.Sanitizer, series: str,
               cc: str = "gcc-12") -> Path:
-    """The config steps of debugkernel._build, without the make of the kernel."""
+    """The config steps of debugkernel._build, without the make of the kernel. Its tools first,
+    as a build installs them (a fresh machine has no flex or bison for Kconfig)."""
+    hostpkg.ensure(debugkernel.host_tools(cc), "debug kernel build tools")
     parts = debugkernel.fragments(checker, series)
     log = out / "config.log"
     out.mkdir(parents=True)
