@@ -1,6 +1,6 @@
 """The README's two commands on a fresh machine: a clean bookworm chroot with Python, nothing else.
 
-    sudo python bench/fresh_machine.py [--kernel 6.1.176] [--skip-tests] [--keep] [--load]
+    sudo python bench/fresh_machine.py [--kernel 6.1.176] [--skip-tests] [-k EXPR] [--keep] [--load]
 
 Makes a minimal bookworm chroot with mmdebstrap from the host's own mirrors (python3, pip and venv:
 Debian's system Python refuses `pip install` outside a venv, PEP 668, so the commands run in an
@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -119,6 +120,9 @@ def main() -> int:
     parser.add_argument("--skip-tests", action="store_true", help="only the main job")
     parser.add_argument("--keep", action="store_true", help="keep the chroot afterwards")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "fresh-machine")
+    parser.add_argument("-k", dest="tests_k", metavar="EXPR",
+                        help="only the tests matching this pytest -k expression (the test "
+                             "command with `-k EXPR` appended): to recheck one test file")
     parser.add_argument("--load", action="store_true",
                         help="keep a load generator (stress-ng) running the whole time")
     args = parser.parse_args()
@@ -146,7 +150,8 @@ def main() -> int:
         print(f"main job: exit {code} in {seconds:.0f} s; installed "
               f"{', '.join(sorted(after - before)) or 'nothing'}")
         if not args.skip_tests:
-            code, seconds = in_chroot(root, f"{venv} && {test_job}", args.out / "tests.log")
+            only = f" -k {shlex.quote(args.tests_k)}" if args.tests_k else ""
+            code, seconds = in_chroot(root, f"{venv} && {test_job}{only}", args.out / "tests.log")
             summary = [ln for ln in last_lines(args.out / "tests.log", 40)
                        if re.search(r"\d+ (passed|failed)", ln)]
             result["tests"] = {"exit": code, "seconds": round(seconds, 1),
