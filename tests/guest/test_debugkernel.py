@@ -123,28 +123,39 @@ def test_an_entry_is_complete_only_with_its_key_and_its_files(tmp_path: Path) ->
     assert not debugkernel.complete(tmp_path / "absent", "k1")
 
 
+def fake_compiler(where: Path) -> str:
+    """A compiler command that only answers --version as the kernel's gcc-12 does: these tests
+    never compile, and a fresh machine has no plain `gcc` before a build installs it."""
+    script = where / "gcc-12"
+    script.write_text('#!/bin/sh\necho "gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"\n')
+    script.chmod(0o755)
+    return str(script)
+
+
 def test_a_complete_entry_is_reused_without_building(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from smcpatch.plumbing.cache import Cache
 
     cache = Cache.open(tmp_path / "cache")
-    compiler = debugkernel._compiler_identity("gcc")
+    cc = fake_compiler(tmp_path)
+    compiler = debugkernel._compiler_identity(cc)
+    assert compiler == "gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"
     key = debugkernel.entry_key(T612, KCSAN, compiler, "srckey")
     entry = debugkernel.entry_dir(cache, T612, KCSAN)
     entry.parent.mkdir(parents=True, exist_ok=True)
     _entry(tmp_path, key).rename(entry)
     manifest = json.loads((entry / MANIFEST).read_text())
-    (entry / MANIFEST).write_text(json.dumps({**manifest, "source_key": "srckey", "cc": "gcc",
+    (entry / MANIFEST).write_text(json.dumps({**manifest, "source_key": "srckey", "cc": cc,
                                               "compiler": compiler, "objects": 1955}))
     monkeypatch.setattr(debugkernel.hostpkg, "ensure", lambda *a, **k: None)
 
     def no_source() -> tuple[Path, str]:
         raise AssertionError("a complete entry needs no source tree")
 
-    got = debugkernel.ensure(cache, T612, KCSAN, "gcc", no_source, source_present=False)
+    got = debugkernel.ensure(cache, T612, KCSAN, cc, no_source, source_present=False)
     assert got.from_cache and got.release == "6.12.107-smcdbg-kcsan" and got.objects == 1955
     assert got.guest_kernel().modules_root == entry / "modroot"
-    assert got.module_make_args == ("CC=gcc", "KCSAN_SANITIZE=n", "KCSAN_SANITIZE_smc_clc.o=y")
+    assert got.module_make_args == (f"CC={cc}", "KCSAN_SANITIZE=n", "KCSAN_SANITIZE_smc_clc.o=y")
 
 
 def test_not_enough_disk_says_how_much_is_needed(tmp_path: Path) -> None:
@@ -177,7 +188,8 @@ def _ensure_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     entry = debugkernel.entry_dir(cache, T612, KCSAN)
 
     def run() -> object:
-        return debugkernel.ensure(cache, T612, KCSAN, "gcc", lambda: (tree, "srckey"), True)
+        return debugkernel.ensure(cache, T612, KCSAN, fake_compiler(tmp_path),
+                                  lambda: (tree, "srckey"), True)
 
     return entry, run
 

@@ -251,10 +251,13 @@ def complete(entry: Path, key: str) -> bool:
 
 
 def host_tools(cc: str) -> list[hostpkg.Tool]:
-    """What building a kernel needs on the host."""
+    """What building a kernel needs on the host: also the plain `gcc` and the C library's
+    headers, because Kbuild compiles its host programs (fixdep, Kconfig's conf) with HOSTCC=gcc
+    (a fresh machine with only gcc-12 failed there)."""
     version = re.search(r"gcc-(\d+)$", cc)  # x86_64-linux-gnu-gcc-12 comes with gcc-12
     return [hostpkg.Tool("make", "make"),
             hostpkg.Tool(cc, f"gcc-{version.group(1)}" if version else "gcc"),
+            hostpkg.Tool("gcc", "gcc"), hostpkg.Tool("/usr/include/arpa/inet.h", "libc6-dev"),
             hostpkg.Tool("flex", "flex"), hostpkg.Tool("bison", "bison"),
             hostpkg.Tool("bc", "bc"), hostpkg.Tool("perl", "perl"),
             hostpkg.Tool("/usr/include/gelf.h", "libelf-dev"),
