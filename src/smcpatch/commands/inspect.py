@@ -1,4 +1,5 @@
-"""`inspect`: the verdict and its evidence for any smc.ko / .ko.xz / .ko.zst / smc_clc.o."""
+"""`inspect`: the verdict and its evidence for any smc.ko / tls.ko / .ko.xz / .ko.zst /
+smc_clc.o, one verdict per fix of the series the module carries; the exit code is the worst."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ SYMVERS_LIMIT = 64 * 1024 * 1024
 @dataclass
 class InspectResult:
     judgement: Judgement
-    exit_code: int  # 0 fixed, 1 vulnerable, 2 unknown, 4 fixed but refused by the kernel
+    exit_code: int  # the worst fix: 0 fixed, 1 vulnerable, 2 undecided, 4 fixed but refused
     why: str = ""  # one line: why the exit code is not the verdict's
 
     def to_json(self) -> dict[str, Any]:
@@ -27,9 +28,11 @@ class InspectResult:
 
 
 def run(module: Path, release: str | None = None, symvers: Path | None = None) -> InspectResult:
-    """The module judged; vermagic and modversions checked when the kernel is named."""
+    """The module judged, every fix it carries; vermagic and modversions checked when the
+    kernel is named."""
     judgement = inspection.judge(module, release, symvers)
-    code = {"fixed": EXIT_OK, "vulnerable": EXIT_FAIL}.get(judgement.verdict, EXIT_BAD_INPUT)
+    code = {"fixed": EXIT_OK, "vulnerable": EXIT_FAIL}.get(judgement.worst_verdict,
+                                                          EXIT_BAD_INPUT)
     if code == EXIT_OK and not judgement.loadable:  # fixed, but not for that kernel
         refused = [judgement.vermagic_detail] if judgement.vermagic_ok is False else []
         if judgement.modversions_ok is False:

@@ -8,6 +8,8 @@
 - ``race/``: the race's widening patches (a busy-wait at the same point of both variants) and
   the KCSAN widening twins (a 20 ms re-read of the device, for `race --sanitizer --widen`);
 - ``debugkernel/``: the config fragments of the race's debug kernels (base, per series, checker);
+- ``fixes/``: one signature per fix of the upstream series (how a binary shows it), read by
+  :mod:`smcpatch.inspection.fixes`;
 - ``schemas/``: the JSON Schema (draft 2020-12) of every JSON document smcpatch writes, by its
   ``schema`` value (:data:`SCHEMAS`; docs/json.md says what each key means).
 
@@ -32,6 +34,7 @@ KBUILD_RECIPE = _path("kbuild")
 GUEST_DIR = _path("guest")
 CANARY_PATCH = _path("canary-prfx-match-delay.patch")
 DEBUGKERNEL_DIR = _path("debugkernel")
+FIXES_DIR = _path("fixes")
 RACE_WIDEN_PATCHES = {"before": _path("race", "race-widen-vulnerable.patch"),
                       "after": _path("race", "race-widen-fixed.patch")}
 # --widen with --sanitizer: a 20 ms re-read of the device that KCSAN's sampling lands on

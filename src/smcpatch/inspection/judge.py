@@ -1,5 +1,5 @@
 """One module judged on its own, the same way for inspect, dkms --check and host:
-the verdict and its evidence, the appended signature, and, given the kernel, whether it would
+the verdict and its evidence (and one verdict per fix of the series the module carries), the appended signature, and, given the kernel, whether it would
 load (vermagic, modversions CRCs)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import InspectError
 from .modcheck import check_modversions, check_vermagic, read_module_symvers
-from .model import ModuleInfo
+from .model import ModuleInfo, fix_verdict, worst
 from .signature import describe, module_signature
 from .verdict import inspect_module
 
@@ -34,6 +34,14 @@ class Judgement:
     vermagic_detail: str = ""
     modversions_ok: bool | None = None  # given the kernel's Module.symvers
     modversions_mismatches: list[str] = field(default_factory=list)
+    # one verdict per fix of the series found in the module (verdict above: the first fix's)
+    fixes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def worst_verdict(self) -> str:
+        """The worst verdict over every fix (the exit code's): vulnerable, undecided, fixed."""
+        verdicts = [str(f["verdict"]) for f in self.fixes] or [self.verdict]
+        return fix_verdict(worst([self.verdict, *verdicts]))
 
     @property
     def loadable(self) -> bool:
@@ -56,7 +64,8 @@ def judge(module: Path, release: str | None = None, symvers: Path | dict[str, in
     result = Judgement(module=str(module), name=info.name, vermagic=info.vermagic,
                        srcversion=info.srcversion, has_dwarf=info.has_dwarf,
                        stripped=info.stripped, verdict=info.evidence.verdict,
-                       reasons=list(info.evidence.reasons), evidence=evidence_json(info))
+                       reasons=list(info.evidence.reasons), evidence=evidence_json(info),
+                       fixes=[fix.to_json() for fix in info.fixes])
     try:
         sig = module_signature(module)
         result.signature, result.signature_text = sig, describe(sig)

@@ -9,13 +9,15 @@ from pathlib import Path
 from ..errors import InspectError
 from ..plumbing.files import MB, read_input
 from .elf import ElfObject, guard
-from .model import FunctionEvidence, ModuleInfo
+from .model import FixResult, FunctionEvidence, ModuleInfo
 
 SYMVERS_LIMIT = 64 * MB  # Debian's is 1-2 MB
 
 
-def module_info(elf: ElfObject, path: Path, evidence: FunctionEvidence) -> ModuleInfo:
-    """The module's metadata (.modinfo, __versions, debug sections) around ``evidence``."""
+def module_info(elf: ElfObject, path: Path, evidence: FunctionEvidence,
+                fixes: list[FixResult] | None = None) -> ModuleInfo:
+    """The module's metadata (.modinfo, __versions, debug sections) around ``evidence`` and
+    the per-fix verdicts."""
     modinfo = elf.modinfo()
     name = modinfo.get("name") or _stem(path)
     return ModuleInfo(
@@ -27,6 +29,7 @@ def module_info(elf: ElfObject, path: Path, evidence: FunctionEvidence) -> Modul
         stripped=elf.stripped,
         modversions=read_modversions(elf),
         evidence=evidence,
+        fixes=list(fixes or []),
     )
 
 

@@ -172,6 +172,13 @@ def print_inspect(data: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{data['module']}[/]: [{colour}]{data['verdict']}[/]")
     console.print(f"  vermagic: {data['vermagic']}   DWARF: {'yes' if data['has_dwarf'] else 'no'}")
     console.print(f"  signature: {data.get('signature_text', 'unsigned')}")
+    for fix in data.get("fixes", []):  # one line per fix of the series in the module
+        colour = {"fixed": "green", "vulnerable": "red"}.get(fix["verdict"], "yellow")
+        where = ", ".join(j["function"] for j in fix["judged"]) or ", ".join(fix["functions"])
+        console.print(f"  {escape(fix['cve'] or fix['fix']):<16} [{colour}]{fix['verdict']:<10}[/]"
+                      f" {escape(where)}")
+    if data.get("fixes"):
+        console.print(f"  {data['fixes'][0]['cve'] or data['fixes'][0]['fix']} in detail:")
     for reason in data["reasons"]:
         console.print(f"  - {escape(reason)}")
     ev = data["evidence"]
