@@ -1,6 +1,6 @@
 """One module judged on its own, the same way for inspect, dkms --check and host:
-the verdict and its evidence (and one verdict per fix of the series the module carries), the appended signature, and, given the kernel, whether it would
-load (vermagic, modversions CRCs)."""
+the verdict and its evidence (and one verdict per fix of the series the module carries), the
+appended signature, and, given the kernel, whether it would load (vermagic, modversions CRCs)."""
 
 from __future__ import annotations
 

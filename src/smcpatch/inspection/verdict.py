@@ -284,10 +284,21 @@ def _judge_fix(elf: ElfObject, sig: FixSignature, dobj: ElfObject | None) -> Fix
                                      f" its code is judged in its caller {scope}")
             evidence.append(ev)
             verdicts.append(ev.verdict)
-            reasons.append(f"{scope}: {ev.verdict}: {ev.reasons[-1]}")
+            reasons.append(f"{scope}: {_summary(ev)}: {ev.reasons[-1]}")
     return FixResult(fix=sig.id, cve=sig.cve or None, module=sig.module,
                      functions=list(sig.functions), verdict=fix_verdict(worst(verdicts)),
                      reasons=reasons, title=sig.title, evidence=evidence)
+
+
+def _summary(ev: FunctionEvidence) -> str:
+    """The deciding evidence of one place, in a few words."""
+    dst = sorted({s.target for s in ev.dst_ref_sites})
+    words = [f"references {', '.join(dst)}" if dst else "no dst reference",
+             f"__rcu_read_lock x{len(ev.rcu_lock_sites)}" if ev.rcu_lock_sites
+             else "no __rcu_read_lock call"]
+    if ev.dwarf_inlined is not None:
+        words.append("DWARF read")
+    return ", ".join(words)
 
 
 def _judge_scope(elf: ElfObject, sig: FixSignature, function: str, fragments: list[Fragment],

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from .. import inspection
+from ..data import FIXES_DIR
 from ..errors import BadInput, InspectError
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
 from .build import BuildResult
@@ -29,6 +30,7 @@ def inspect_target(cache: Cache, ws: Workspace, built: BuildResult,
                     states: list[FixState], report: TargetReport) -> None:
     """Inspection is pure in its inputs: reuse its results while modules and code are unchanged."""
     code = sorted(Path(inspection.__file__).parent.glob("*.py"))  # the whole inspection package
+    code += sorted(FIXES_DIR.glob("*.toml"))  # and the fix signatures it judges by
     inputs = [built.before.ko, built.after.ko, built.before.clc_object, built.after.clc_object,
               ws.symvers, *code, Path(__file__)]
     if ws.shipped_module is not None:
