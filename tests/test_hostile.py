@@ -21,7 +21,7 @@ import pytest
 
 from smcpatch.commands import inspect as inspect_cmd
 from smcpatch.errors import BadInput, InspectError
-from smcpatch.inspection import elf
+from smcpatch.inspection import elf, loading
 from smcpatch.outputs import jsonreport
 from smcpatch.plumbing import files
 from smcpatch.plumbing.cache import publish_dir
@@ -185,8 +185,8 @@ def test_an_oversized_matrix_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["xz", "gz", "zst"])
 def test_decompression_bombs_are_cut_off(kind: str, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whatever the format, the output is capped (here at 1 MB; in use at elf.MAX_ELF_SIZE)."""
-    monkeypatch.setattr(elf, "MAX_ELF_SIZE", 1 * files.MB)
+    """Whatever the format, the output is capped (here at 1 MB; in use at loading.MAX_ELF_SIZE)."""
+    monkeypatch.setattr(loading, "MAX_ELF_SIZE", 1 * files.MB)
     zeros = b"\0" * (8 * files.MB)
     path = tmp_path / f"smc.ko.{kind}"
     if kind == "xz":
