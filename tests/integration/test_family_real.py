@@ -6,6 +6,8 @@ entry quoting the fix's upstream subject means Debian shipped it (all four smc f
 6.1.187-1 and 6.12.111-1; the tls fix in 6.1.162-1 and 6.12.69-1, so every tls.ko here is
 fixed).  Each fix's verdict must agree with it.
 
+bullseye's 5.10 (amd64, arm64; the mirror serves no bullseye s390x) is the oldest series: none of the fixes, no tls.ko.
+
 The image packages come through smcpatch's own private apt configuration (plumbing.apt; the
 foreign architectures added there, /etc/apt untouched) into the shared test cache; only
 smc.ko, tls.ko and the changelog are extracted from them.
@@ -44,6 +46,9 @@ class Image:
 
 
 IMAGES = [
+    # bullseye's 5.10: none of the fixes, and no tls.ko (CONFIG_TLS unset)
+    Image("amd64", ("bullseye",), "linux-image-5.10.0-32-amd64", "5.10.223-1", False),
+    Image("arm64", ("bullseye",), "linux-image-5.10.0-32-arm64", "5.10.223-1", False),
     Image("amd64", (), "linux-image-6.1.0-50-amd64", "6.1.176-1", False),
     Image("amd64", ("bookworm-security",), "linux-image-6.1.0-56-amd64", "6.1.192-2", True),
     Image("amd64", ("bookworm-security",), "linux-image-6.12.107+deb12-amd64",
@@ -88,7 +93,7 @@ def _image_deb(cache: Cache, image: Image) -> Path:
 @dataclass(frozen=True)
 class Extracted:
     smc: Path
-    tls: Path
+    tls: Path | None  # None: the kernel builds no tls.ko (5.10)
     changelog: str
 
 
@@ -103,10 +108,12 @@ def _extract(deb: Path, dest: Path) -> Extracted:
         tar = subprocess.run(["tar", "-x", "-C", str(tmp), "--wildcards", "*/net/smc/smc.ko*",
                               "*/net/tls/tls.ko*", "./usr/share/doc/*/changelog*"],
                              input=data, capture_output=True, check=False)
-        assert tar.returncode == 0, tar.stderr.decode(errors="replace")
+        errors = [line for line in tar.stderr.decode(errors="replace").splitlines()
+                  if "tls.ko" not in line and "previous errors" not in line]
+        assert not errors, errors  # only a missing tls.ko is an answer
         tmp.rename(dest)
     [smc] = sorted(dest.glob("**/net/smc/smc.ko*"))
-    [tls] = sorted(dest.glob("**/net/tls/tls.ko*"))
+    tls = next(iter(sorted(dest.glob("**/net/tls/tls.ko*"))), None)
     # Debian's changelog (changelog.Debian.gz, or changelog.gz in the 6.1 images)
     changelog = sorted(dest.glob("usr/share/doc/*/changelog*"),
                        key=lambda p: ("Debian" not in p.name, p.name))[0]
@@ -146,6 +153,9 @@ def test_every_smc_fix_agrees_with_debians_changelog(image: tuple[Image, Extract
 
 def test_tls_fix_agrees_with_debians_changelog(image: tuple[Image, Extracted]) -> None:
     img, got = image
+    if got.tls is None:
+        assert img.version.startswith("5.10."), img  # only bullseye builds no tls.ko
+        pytest.skip(f"{img.package} ships no tls.ko")
     info = inspect_module(got.tls)
     [sig] = fixes_for_module("tls")
     [fix] = info.fixes
