@@ -6,7 +6,8 @@ entry quoting the fix's upstream subject means Debian shipped it (all four smc f
 6.1.187-1 and 6.12.111-1; the tls fix in 6.1.162-1 and 6.12.69-1, so every tls.ko here is
 fixed).  Each fix's verdict must agree with it.
 
-bullseye's 5.10 (amd64, arm64; the mirror serves no bullseye s390x) is the oldest series: none of the fixes, no tls.ko.
+bullseye's 5.10 (amd64, arm64; the mirror serves no bullseye s390x) is the oldest series:
+none of the fixes, no tls.ko.
 
 The image packages come through smcpatch's own private apt configuration (plumbing.apt; the
 foreign architectures added there, /etc/apt untouched) into the shared test cache; only

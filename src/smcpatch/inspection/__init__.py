@@ -1,16 +1,19 @@
-"""The inspect stage: read smc.ko (or smc_clc.o) and decide whether smc_clc_prfx_match is fixed
-against CVE-2025-40168; check that the kernel will load the module; compare two builds.
+"""The inspect stage: read smc.ko (or tls.ko, or smc_clc.o) and decide, for every fix of the
+upstream series the module carries (CVE-2025-40168 in smc_clc_prfx_match first), whether it is
+in; check that the kernel will load the module; compare two builds.
 
 Split as pyelftools splits elftools.elf and elftools.dwarf:
 
-- :mod:`.elf`: loading (.ko.xz/.zst/.gz decompressed in memory) and reading the ELF object:
-  sections, symbols, relocations (one reader; types by name in a table keyed by machine),
-  function fragments (``.cold``, ``.part.N``), ``.modinfo``.
+- :mod:`.loading`: reading and decompressing (.ko.xz/.zst/.gz, in memory), :func:`.guard`.
+- :mod:`.machines`, :mod:`.records`, :mod:`.relocs`, :mod:`.elf`: the ELF object: the machines'
+  relocation types, the records, the one relocation reader, and the view (sections, symbols,
+  function fragments such as ``.cold``/``.part.N``, ``.modinfo``).
 - :mod:`.dwarf`: the subroutines inlined into a function, from the DWARF.
+- :mod:`.fixes`: the fix signatures (package data, data/fixes/*.toml).
 - :mod:`.verdict`: the verdict principle (RCU read lock taken, no dst reference, DWARF inlines
-  agree) and :func:`inspect_module`/:func:`inspect_function`.
-- :mod:`.model`: the result objects (:class:`ModuleInfo`, :class:`FunctionEvidence`,
-  :class:`CallSite`).
+  agree), every fix judged by it, and :func:`inspect_module`/:func:`inspect_function`.
+- :mod:`.model`: the result objects (:class:`ModuleInfo`, :class:`FixResult`,
+  :class:`FunctionEvidence`, :class:`CallSite`).
 - :mod:`.modcheck`: vermagic and modversions against the target kernel's Module.symvers.
 - :mod:`.signature`: the appended signature (signer, hash algorithm), read.
 - :mod:`.judge`: one module judged the same way everywhere: verdict, signature, load checks.
@@ -25,6 +28,7 @@ from __future__ import annotations
 from ..errors import InspectError
 from .disasm import instruction_stream, layout_only_change, objdump_available
 from .elf import MAX_ELF_SIZE, ZstdMissing, load_elf_bytes
+from .fixes import FixSignature, fixes_for_module, load_fixes
 from .fndiff import (
     changed_between,
     changed_functions,
@@ -34,7 +38,7 @@ from .fndiff import (
 )
 from .judge import Judgement, evidence_json, judge
 from .modcheck import check_modversions, check_vermagic, read_module_symvers
-from .model import CallSite, FunctionEvidence, ModuleInfo, Verdict
+from .model import CallSite, FixResult, FixVerdict, FunctionEvidence, ModuleInfo, Verdict
 from .verdict import (
     DST_REF,
     DWARF_FIXED,
@@ -44,6 +48,7 @@ from .verdict import (
     RCU_UNLOCK,
     inspect_function,
     inspect_module,
+    judge_fixes,
 )
 
 __all__ = [
@@ -55,6 +60,9 @@ __all__ = [
     "RCU_LOCK",
     "RCU_UNLOCK",
     "CallSite",
+    "FixResult",
+    "FixSignature",
+    "FixVerdict",
     "FunctionEvidence",
     "InspectError",
     "Judgement",
@@ -64,6 +72,9 @@ __all__ = [
     "changed_between",
     "changed_functions",
     "evidence_json",
+    "fixes_for_module",
+    "judge_fixes",
+    "load_fixes",
     "check_modversions",
     "check_vermagic",
     "function_bodies",
