@@ -174,8 +174,10 @@ class Root:
         found: list[str] = []
         with self._walk(machine_path) as end:
             if end.kind == "dir":
-                for dirpath, _, names, _ in os.fwalk(".", dir_fd=end.fd):
-                    found += [os.path.normpath(os.path.join(dirpath, n)) for n in names]
+                for dirpath, dirs, names, fd in os.fwalk(".", dir_fd=end.fd):
+                    # fwalk sorts links by what they name on the host: every link is ours
+                    links = [d for d in dirs if _is_link(d, fd)]
+                    found += [os.path.normpath(os.path.join(dirpath, n)) for n in names + links]
         return sorted(found)
 
     def read(self, machine_path: str, limit: int, what: str) -> bytes | None:
@@ -195,8 +197,9 @@ class Root:
         try:
             with self._walk(machine_path, create) as end:
                 if end.kind != "dir":
+                    gone = end.kind is None and end.name is None
                     raise BadInput(f"{self.show(machine_path)}: "
-                                   f"{'not there' if end.kind is None else 'not a directory'}")
+                                   f"{'not there' if gone else 'not a directory'}")
                 yield end.fd
         except OSError as exc:
             raise BadInput(f"{self.show(machine_path)}: {exc.strerror or exc}") from None
@@ -217,6 +220,13 @@ class Root:
             except OSError as exc:
                 raise BadInput(f"{option}: cannot create files in {end.stack[-1][0]}: "
                                f"{exc.strerror or exc}") from None
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def read_at(dir_fd: int, name: str, limit: int, what: str, shown: str) -> bytes | None:
