@@ -193,3 +193,26 @@ def test_cli_refusals_are_one_line_exit_2(machine: Machine, tmp_path: Path) -> N
     (machine.root / "x").symlink_to("/etc/modprobe.d")
     assert_one_line_error(inv("host", "--root", root, "--mitigate"), 2, "symlink loop")
     assert os.readlink(machine.root / "x") == "/etc/modprobe.d"  # nothing made in its place
+
+
+def test_the_roots_apt_sources_are_read_inside_it(tmp_path: Path) -> None:
+    """apt reads a copy made through the resolver: a link in the image's /etc/apt names the
+    image's file, never the host's."""
+    from smcpatch.installed.advice import copy_sources
+    from smcpatch.installed.root import Root
+    from smcpatch.plumbing.apt import host_sources
+    from smcpatch.plumbing.cache import Cache
+
+    root = tmp_path / "img"
+    (root / "etc/apt/sources.list.d").mkdir(parents=True)
+    (root / "etc/apt/sources.list").write_text("deb http://192.0.2.1/debian bookworm main\n")
+    on_host = tmp_path / "host.list"  # an absolute link to it is re-rooted: not there
+    on_host.write_text("deb http://192.0.2.2/debian trixie main\n")
+    (root / "etc/apt/sources.list.d/host.list").symlink_to(on_host)
+    (root / "etc/apt/sources.list.d/same.list").symlink_to("/etc/apt/sources.list")
+    cache = Cache.open(tmp_path / "cache")
+    copy = copy_sources(Root.at(root), cache, "root-test")
+    assert sorted(p.name for p in (copy / "sources.list.d").iterdir()) == ["same.list"]
+    assert {(s.uri, s.suites) for s in host_sources(copy)} == {
+        ("http://192.0.2.1/debian", ("bookworm",))}
+    assert copy_sources(Root.at(root), cache, "root-test") == copy  # the same copy reused
