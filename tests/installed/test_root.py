@@ -141,3 +141,11 @@ def test_directories_are_made_inside_the_root(img: Path, tmp_path: Path) -> None
     with pytest.raises(BadInput, match="not a directory"):
         with Root.at(img).directory("/etc/file/sub", create=True):
             pass
+
+
+def test_nothing_is_below_a_file(img: Path) -> None:
+    (img / "etc/file").write_text("x")
+    machine = Root.at(img)
+    for path in ("/etc/file/x", "/etc/file/..", "/etc/file/../..", "/etc/file/x/../.."):
+        assert machine.kind(path) is None and machine.read(path, 10, "a test file") is None
+    assert machine.kind("/etc/file") == "file" and machine.kind("//etc/./file") == "file"

@@ -101,10 +101,10 @@ class Root:
         while parts:
             part = parts.popleft()
             if part == "..":
-                if end.missing:
-                    end.missing.pop()
-                elif end.name is not None:  # `file/..`: not a directory, nothing there
+                if end.name is not None:  # below a file: nothing there, whatever follows
                     end.missing.append(part)
+                elif end.missing:
+                    end.missing.pop()
                 elif len(end.stack) > 1:  # clamped at ROOT
                     os.close(end.stack.pop()[1])
                 continue
@@ -128,7 +128,11 @@ class Root:
                 if links > MAX_LINKS:
                     raise BadInput(f"{self.show(machine_path)}: a symlink loop under the root "
                                    f"(more than {MAX_LINKS} links): refused")
-                target = PurePosixPath(os.readlink(part, dir_fd=top))
+                try:
+                    target = PurePosixPath(os.readlink(part, dir_fd=top))
+                except OSError:  # replaced while we looked: nothing there
+                    end.missing.append(part)
+                    continue
                 if target.is_absolute():  # the machine's /, which is ROOT
                     while len(end.stack) > 1:
                         os.close(end.stack.pop()[1])
@@ -136,7 +140,10 @@ class Root:
                                           else target.parts))
                 continue
             if stat.S_ISDIR(st.st_mode):
-                end.stack.append((top_path / part, os.open(part, _DIR, dir_fd=top)))
+                try:
+                    end.stack.append((top_path / part, os.open(part, _DIR, dir_fd=top)))
+                except OSError:  # replaced by a link or a file while we looked: not entered
+                    end.missing.append(part)
                 continue
             end.name, end.mode = part, st.st_mode
 
