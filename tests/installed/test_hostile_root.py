@@ -183,6 +183,12 @@ def test_cli_refusals_are_one_line_exit_2(machine: Machine, tmp_path: Path) -> N
     root = str(machine.root)
     assert_one_line_error(inv("host", "--root", ""), 2, '--root "": give a directory')
     assert_one_line_error(inv("host", "--root", root), 2, "holds no installed kernel")
+    machine.file(f"/lib/modules/{RELEASE}/kernel/net/smc/smc.ko", b"x")  # dpkg names nothing
+    stale = tmp_path / "v.json"
+    stale.write_text("{}\n")
+    proc = inv("host", "--root", root, "--vex", str(stale))
+    assert_one_line_error(proc, 2, "no VEX statement to make; nothing written")
+    assert "OpenVEX" not in proc.stdout and stale.read_text() == "{}\n"  # nothing announced
     a_kernel(machine)
     machine.file(OURS, mitigation.CONTENT + "options smc foo=1\n")
     assert_one_line_error(inv("host", "--root", root, "--unmitigate"), 2,
