@@ -13,6 +13,7 @@ Nothing here unloads a module: a loaded smc stays until `rmmod smc` or the next 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import dataclass
@@ -175,8 +176,6 @@ def _write_at(fd: int, data: bytes) -> None:
             os.fchmod(handle.fileno(), MODE)
         os.replace(tmp, NAME, src_dir_fd=fd, dst_dir_fd=fd)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=fd)
-        except OSError:
-            pass
         raise

@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
+
 from ..plumbing.files import MB
 from .root import Root
 
