@@ -663,8 +663,10 @@ def host(c: Context, root: str = "/", json: str | None = None, vex: str | None =
     with reported_errors():
         if mitigate and unmitigate:
             raise BadInput("--mitigate and --unmitigate together: choose one")
+        if not root.strip():  # not taken as `/`: an unset variable must not judge this machine
+            raise BadInput('--root "": give a directory (/ for this machine)')
         request = host_cmd.HostRequest(
-            root=Path(root or "/").expanduser(), json_path=_output(json, "--json"),
+            root=Path(root).expanduser(), json_path=_output(json, "--json"),
             vex=_vex(vex, vex_format, vex_publisher, vex_namespace), cache_dir=_path(cache),
             action="mitigate" if mitigate else "unmitigate" if unmitigate else None)
         host_cmd.check_request(request)

@@ -123,6 +123,17 @@ class Machine:
                     out[rel] = (f"file {st.st_mode:o}", path.read_bytes())
         return out
 
+    def snapshot_names(self) -> dict[str, tuple[int, int, int]]:
+        """Every path under the root with its mode, size and a file's mtime, no contents read
+        (a root may hold a 7 GB sparse file); a directory's mtime moves when a check probes it."""
+        out: dict[str, tuple[int, int, int]] = {}
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            for name in dirnames + filenames:
+                st = (Path(dirpath) / name).lstat()
+                out[str((Path(dirpath) / name).relative_to(self.root))] = (
+                    st.st_mode, st.st_size, 0 if stat.S_ISDIR(st.st_mode) else st.st_mtime_ns)
+        return out
+
     def copy(self, where: Path) -> Machine:
         shutil.copytree(self.root, where, symlinks=True)
         return Machine(where)

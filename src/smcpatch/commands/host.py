@@ -22,6 +22,7 @@ from typing import Any
 from .. import __version__
 from ..errors import BadInput, SmcpatchError
 from ..inspection import judge
+from ..inspection.elf import MAX_INPUT_SIZE
 from ..installed import mitigation
 from ..installed.advice import Advice, Advisor, ArchiveAdvisor
 from ..installed.kernels import InstalledKernel, add_packages, installed_kernels
@@ -152,19 +153,26 @@ def check_request(request: HostRequest) -> Root:
 def run(request: HostRequest, runtime: Runtime | None = None,
         advisor: Advisor | None = None) -> HostResult:
     """The machine at ROOT judged (after the mitigation change asked for). `runtime` and
-    `advisor` stand in for /proc and the archive in tests."""
+    `advisor` stand in for /proc and the archive in tests. A root that holds no kernel, or a
+    --vex with no statement to make, is refused before anything is changed or written."""
     root = check_request(request)
-    change = mitigation.apply(root, request.action) if request.action else None
     runtime = runtime or (Runtime.of_host() if root.is_host else Runtime.absent())
-    advisor = advisor or ArchiveAdvisor(root, request.cache_dir)
     kernels = installed_kernels(root)
     if runtime.release and all(k.release != runtime.release for k in kernels):
         kernels.append(InstalledKernel(runtime.release, f"/lib/modules/{runtime.release}"))
+    if not kernels:
+        raise BadInput(f"{root.path} holds no installed kernel (no lib/modules/<release> "
+                       "directory): undecided (is the image mounted?)")
     add_packages(root, kernels)
+    _check_vex(request, root, kernels)
+    states = [_inspect(root, k, runtime) for k in kernels]  # a refusal comes before a change
+    change = mitigation.apply(root, request.action) if request.action else None
+    advisor = advisor or ArchiveAdvisor(root, request.cache_dir)
     config = read_config(root)
     decision = decide(config)
     now_decision = decide(config, tuple(runtime.kernel_params("modprobe.blacklist")))
-    states = [_state(root, k, runtime, decision, now_decision) for k in kernels]
+    for state in states:
+        _loading(state, runtime, decision, now_decision)
     for state in states:
         if state.verdict in BAD and state.smc in ("module", "builtin"):
             state.advice = advisor.advise(state.kernel.release)
@@ -176,16 +184,41 @@ def run(request: HostRequest, runtime: Runtime | None = None,
     return result
 
 
-def _state(root: Root, kernel: InstalledKernel, runtime: Runtime, decision: Decision,
-           now_decision: Decision) -> KernelState:
+def _check_vex(request: HostRequest, root: Root, kernels: list[InstalledKernel]) -> None:
+    """A VEX statement names a kernel package: with none that dpkg names, --vex has nothing
+    to state, and is refused now (not announced and left unwritten, an older file in place)."""
+    if request.vex is None:
+        return
+    if not any(k.package and k.version and root.kind(k.directory) == "dir" for k in kernels):
+        raise BadInput(f"--vex {request.vex.path}: dpkg's database under {root.path} names no "
+                       "package for any installed kernel: no VEX statement to make; nothing "
+                       "written (run without --vex)")
+
+
+def _inspect(root: Root, kernel: InstalledKernel, runtime: Runtime) -> KernelState:
+    """What the kernel's smc is, and whether it is loaded now."""
     running = kernel.release == runtime.release
     state = KernelState(kernel, running, *_smc(root, kernel), notes=list(kernel.notes))
-    if kernel.module_file is not None:
-        state.module_sha256 = hashlib.sha256(kernel.module_file.read_bytes()).hexdigest()
-        _judge(state, kernel)
+    if kernel.module is not None:
+        # through the root: a FIFO is never opened for reading, a 7 GB file never read
+        data = root.read(kernel.module, MAX_INPUT_SIZE, "a kernel module")
+        if data is None:
+            state.verdict = "unknown"
+            state.reasons = [f"{kernel.module} is not a regular file as the machine sees it "
+                             "(a FIFO, device or directory): not read"]
+        else:
+            state.module_sha256 = hashlib.sha256(data).hexdigest()
+            _judge(state, kernel)
     if running:
         state.loaded = None if runtime.loaded is None else "smc" in runtime.loaded
         _check_loaded_module(state, runtime)
+    return state
+
+
+def _loading(state: KernelState, runtime: Runtime, decision: Decision,
+             now_decision: Decision) -> None:
+    """Whether modprobe (and for the running kernel, the kernel itself) lets smc load."""
+    running, kernel = state.running, state.kernel
     used = now_decision if running else decision
     every = [b for b in (used.every_load, *(_runtime_blocks(runtime) if running else ()))
              if b is not None]
@@ -196,7 +229,6 @@ def _state(root: Root, kernel: InstalledKernel, runtime: Runtime, decision: Deci
     if state.loadable and used.autoload is not None and kernel.has_smc_diag:
         state.notes.append(f"{used.autoload.text} stops net-pf-43 only: `modprobe smc` loads "
                            "smc, and so does smc_diag, whose own alias any user may request")
-    return state
 
 
 def _smc(root: Root, kernel: InstalledKernel) -> tuple[str, str, list[str]]:
@@ -206,7 +238,7 @@ def _smc(root: Root, kernel: InstalledKernel) -> tuple[str, str, list[str]]:
     if kernel.builtin:
         return "builtin", "unknown", ["SMC is built into the kernel (modules.builtin): no "
                                       "module to judge; the kernel image is not inspected"]
-    if not root.resolve(kernel.directory).is_dir():
+    if root.kind(kernel.directory) != "dir":
         return "no_modules", "unknown", [f"no modules directory {kernel.directory}: nothing "
                                          "can be loaded from disk"]
     return "none", "not_affected", ["no smc.ko in the kernel's modules: SMC is not built"]
@@ -229,7 +261,8 @@ def _judge(state: KernelState, kernel: InstalledKernel) -> None:
 
 def _check_loaded_module(state: KernelState, runtime: Runtime) -> None:
     """A loaded smc that is not the module on disk (loaded before an upgrade or a DKMS build)."""
-    if not state.loaded or not runtime.smc_srcversion or state.kernel.module_file is None:
+    if (not state.loaded or not runtime.smc_srcversion or state.kernel.module_file is None
+            or not state.module_sha256):
         return
     try:
         on_disk = judge(state.kernel.module_file).srcversion
@@ -279,8 +312,6 @@ def summary(result: HostResult) -> str:
         block = bad[0].blocks[0] if bad[0].blocks else "not loadable"
         return (f"not exposed: {names} {'has' if len(bad) == 1 else 'have'} a vulnerable "
                 f"smc.ko, but every load is blocked by {block}; upgrading is still advised")
-    if not result.kernels:
-        return "not exposed: no kernel is installed under this root"
     return "not exposed: no installed kernel has a vulnerable smc.ko"
 
 

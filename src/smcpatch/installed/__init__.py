@@ -1,6 +1,7 @@
 """What is installed on a machine, read from its root directory (``/`` or a mounted image):
 
-- :mod:`.root`: paths of the machine at ROOT, symlinks followed as that machine sees them.
+- :mod:`.root`: paths of the machine at ROOT, walked inside it (links followed as that machine
+  sees them, never by the host), every read and write of ROOT goes through it.
 - :mod:`.runtime`: what the running kernel says (``uname -r``, /proc/modules, /proc/cmdline,
   modules_disabled), only when ROOT is ``/``; injectable, so tests fake a running kernel.
 - :mod:`.kernels`: the installed kernels (``lib/modules/*``), the smc.ko modprobe would load,

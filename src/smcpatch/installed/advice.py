@@ -15,6 +15,7 @@ cached ones, and what cannot be answered says why (`error`), once, not as a fail
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -36,6 +37,7 @@ from ..plumbing.files import temp_name, write_atomic
 from .root import Root
 
 ADVICE_RECIPE = 1  # bump when what a cached answer holds changes
+SOURCES_LIMIT = 4 * 1024 * 1024  # an apt sources file is a few lines
 OFFLINE = "advice not fetched: the archive is unreachable (see the note)"
 
 
@@ -222,6 +224,36 @@ def _saved(entry: Path, package: str, version: str) -> debmeta.ChangelogMention 
         return None
 
 
+def copy_sources(root: Root, cache: Cache, name: str) -> Path:
+    """ROOT's apt sources (`sources.list`, `sources.list.d/*.list|*.sources`) copied into a
+    directory of ours through the root resolver: apt reads the copy, never a link of the image
+    (which the host would follow to its own files). The copy is named by its contents and
+    published whole, so runs on the same root never see each other's half."""
+    wanted = ["sources.list"] + [f"sources.list.d/{n}" for n in
+                                 root.listdir("/etc/apt/sources.list.d")
+                                 if n.endswith((".list", ".sources"))]
+    found = {relative: data for relative in wanted
+             if (data := root.read(f"/etc/apt/{relative}", SOURCES_LIMIT,
+                                   "an apt sources file")) is not None}
+    digest = hashlib.sha256(b"".join(hashlib.sha256(k.encode() + b"\0" + v).digest()
+                                     for k, v in sorted(found.items()))).hexdigest()[:16]
+    into = cache.dir("host-roots", name, f"etc-apt-{digest}")
+    if into.is_dir():
+        return into
+    work = into.with_name(temp_name(into.name))
+    (work / "sources.list.d").mkdir(parents=True)
+    try:
+        for relative, data in found.items():
+            (work / relative).write_bytes(data)
+        work.rename(into)
+    except OSError:
+        if not into.is_dir():
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return into
+
+
 class ArchiveAdvisor:
     """Advice from the machine's own apt sources (ROOT's /etc/apt; this host's when ROOT names
     none), the archive asked once per run and only when some kernel needs advice."""
@@ -256,10 +288,10 @@ class ArchiveAdvisor:
     def _apt(self, cache: Cache) -> Apt:
         if self.root.is_host:
             return Apt(cache)
-        etc_apt = self.root.resolve("/etc/apt")
+        name = "root-" + hash_inputs(str(self.root.path))[:12]
+        etc_apt = copy_sources(self.root, cache, name)
         if host_sources(etc_apt):
-            return Apt(cache, host_apt_dir=etc_apt,
-                       name="root-" + hash_inputs(str(self.root.path))[:12])
+            return Apt(cache, host_apt_dir=etc_apt, name=name)
         self.notes.append(f"{self.root.show('/etc/apt')} names no apt sources: the advice "
                           "comes from this host's sources")
         return Apt(cache)

@@ -50,25 +50,24 @@ def installed_kernels(root: Root) -> list[InstalledKernel]:
     seen: dict[str, InstalledKernel] = {}
     places: set[Path] = set()
     for base in MODULE_DIRS:
-        try:
-            entries = sorted(root.resolve(base).iterdir())
-        except OSError:
-            continue
-        for entry in entries:
-            directory = f"{base}/{entry.name}"
-            host = root.resolve(directory)
-            if not host.is_dir() or entry.name in seen or host in places:
+        for name in root.listdir(base):
+            directory = f"{base}/{name}"
+            if name in seen or root.kind(directory) != "dir":
                 continue
-            places.add(host)
-            seen[entry.name] = _kernel(root, entry.name, directory, host)
+            place = root.resolve(directory)
+            if place in places:
+                continue
+            places.add(place)
+            seen[name] = _kernel(root, name, directory)
     return [seen[name] for name in sorted(seen)]
 
 
-def _kernel(root: Root, release: str, directory: str, host: Path) -> InstalledKernel:
+def _kernel(root: Root, release: str, directory: str) -> InstalledKernel:
     kernel = InstalledKernel(release, directory)
-    kernel.builtin = _builtin(host)
-    kernel.has_smc_diag = any(host.rglob("smc_diag.ko*"))
-    relative, note = _smc_path(host, directory)
+    kernel.builtin = _builtin(root, directory)
+    names = root.files_under(directory)
+    kernel.has_smc_diag = any(n.rsplit("/", 1)[-1].startswith("smc_diag.ko") for n in names)
+    relative, note = _smc_path(root, directory, names)
     if relative is not None:
         kernel.module = f"{directory}/{relative}"
         kernel.module_file = root.resolve(kernel.module)
@@ -77,18 +76,24 @@ def _kernel(root: Root, release: str, directory: str, host: Path) -> InstalledKe
     return kernel
 
 
-def _builtin(host: Path) -> bool:
-    text = _read(host / "modules.builtin", DEP_LIMIT) or ""
+def _builtin(root: Root, directory: str) -> bool:
+    text = _read(root, f"{directory}/modules.builtin", DEP_LIMIT, "a modules.builtin") or ""
     return any(_modname(line) == "smc" for line in text.splitlines())
 
 
-def _smc_path(host: Path, directory: str) -> tuple[str | None, str]:
+def _smc_path(root: Root, directory: str, names: list[str]) -> tuple[str | None, str]:
     """smc.ko relative to the modules directory, as modprobe would pick it; and a note when
-    modules.dep and the files disagree."""
-    found = sorted((p.relative_to(host).as_posix() for p in host.rglob("smc.ko*")
-                    if SMC_FILE.fullmatch(p.name) and p.is_file()),
+    modules.dep and the files disagree. A candidate counts when it is a regular file as the
+    machine sees it (its links followed inside ROOT): never a FIFO or a device."""
+    named_smc = [rel for rel in names if SMC_FILE.fullmatch(rel.rsplit("/", 1)[-1])]
+    kinds = {rel: root.kind(f"{directory}/{rel}") for rel in named_smc}
+    found = sorted((rel for rel in named_smc if kinds[rel] == "file"),
                    key=lambda rel: (not rel.startswith("updates/"), rel))
-    dep = _read(host / "modules.dep", DEP_LIMIT)
+    odd = [rel for rel in named_smc if kinds[rel] in ("dir", "other")]
+    if odd and not found:
+        return None, (f"{odd[0]} is not a regular file (a FIFO, device or directory): not a "
+                      "module the kernel can load")
+    dep = _read(root, f"{directory}/modules.dep", DEP_LIMIT, "a modules.dep")
     named = None
     for line in (dep or "").splitlines():
         head = line.split(":", 1)[0].strip()
@@ -122,7 +127,7 @@ def add_packages(root: Root, kernels: list[InstalledKernel]) -> None:
     for kernel in kernels:
         kernel.package = next((owners[p] for p in wanted[kernel.release] if p in owners), None)
     names = {k.package for k in kernels if k.package}
-    status = _read(root.resolve(DPKG_STATUS), STATUS_LIMIT)
+    status = _read(root, DPKG_STATUS, STATUS_LIMIT, "dpkg's status file")
     packages = debmeta.dpkg_status(status, names) if status and names else {}
     for kernel in kernels:
         package = packages.get(kernel.package or "")
@@ -144,18 +149,16 @@ def dpkg_owners(root: Root, paths: set[str]) -> dict[str, str]:
     spellings = {alias: path for path in paths for alias in _spellings(path)}
     needles = {alias: f"\n{alias}\n".encode() for alias in spellings}
     owners: dict[str, str] = {}
-    try:
-        lists = sorted(root.resolve(DPKG_INFO).glob("*.list"))
-    except OSError:
-        return owners
-    for path in lists:
-        data = _read_bytes(path, LIST_LIMIT)
+    for name in root.listdir(DPKG_INFO):
+        if not name.endswith(".list"):
+            continue
+        data = root.read(f"{DPKG_INFO}/{name}", LIST_LIMIT, "a dpkg file list")
         if not data or b"/modules/" not in data and b"/boot/" not in data:
             continue
         data = b"\n" + data + b"\n"
         for alias, needle in needles.items():
             if needle in data:
-                owners.setdefault(spellings[alias], path.name[:-5].split(":", 1)[0])
+                owners.setdefault(spellings[alias], name[:-5].split(":", 1)[0])
     return owners
 
 
@@ -167,18 +170,8 @@ def _spellings(path: str) -> list[str]:
     return [path]
 
 
-def _read(path: Path, limit: int) -> str | None:
-    data = _read_bytes(path, limit)
+def _read(root: Root, machine_path: str, limit: int, what: str) -> str | None:
+    """A file of the machine as text (None: not there, or not a regular file); one larger
+    than `limit` is refused (root.read): a file this size is not what it claims to be."""
+    data = root.read(machine_path, limit, what)
     return None if data is None else data.decode("utf-8", "replace")
-
-
-def _read_bytes(path: Path, limit: int) -> bytes | None:
-    """A file of the machine, at most `limit` bytes (a larger one is not what it claims)."""
-    try:
-        if not path.is_file():
-            return None
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError:
-        return None
-    return None if len(data) > limit else data

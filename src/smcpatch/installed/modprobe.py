@@ -125,26 +125,17 @@ def read_config(root: Root) -> ModprobeConfig:
 
 
 def _conf_names(root: Root, directory: str) -> list[str]:
-    where = root.resolve(directory)
-    try:
-        entries = list(where.iterdir())
-    except OSError:  # absent, not a directory, unreadable: kmod skips it too
-        return []
-    return [entry.name for entry in entries
-            if not entry.name.startswith(".") and entry.name.endswith(SUFFIXES)
-            and len(entry.name) > 5 and not root.resolve(f"{directory}/{entry.name}").is_dir()]
+    # absent, not a directory, unreadable: no names (kmod skips it too)
+    return [name for name in root.listdir(directory)
+            if not name.startswith(".") and name.endswith(SUFFIXES)
+            and len(name) > 5 and root.kind(f"{directory}/{name}") != "dir"]
 
 
 def _read_text(root: Root, path: str) -> str:
-    """A configuration file's text; unreadable or not a regular file (a /dev/null mask): none."""
-    host = root.resolve(path)
-    try:
-        if not host.is_file():
-            return ""
-        with open(host, "rb") as handle:
-            return handle.read(FILE_LIMIT).decode("utf-8", "replace")
-    except OSError:
-        return ""
+    """A configuration file's text, read inside ROOT (installed.root); unreadable or not a
+    regular file (a /dev/null mask): none; larger than FILE_LIMIT: refused."""
+    data = root.read(path, FILE_LIMIT, "a modprobe.d file")
+    return "" if data is None else data.decode("utf-8", "replace")
 
 
 def parse(text: str, path: str) -> list[Line]:
