@@ -57,7 +57,7 @@ import re
 import shlex
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import BadInput
 from ..plumbing.files import MB
@@ -73,6 +73,7 @@ FILE_LIMIT = 64 * MB
 MODULE = "smc"
 SOCKET_ALIAS = "net_pf_43"  # PF_SMC = 43; kmod normalizes the alias net-pf-43 to this
 _SEPARATORS = b" \t"  # strtok_r(line, "\t ", ...): nothing else separates words
+_C_SPACE = " \t\n\v\f\r"  # isspace() in the C locale
 _DEV_NULL = (1, 3)  # the character device /dev/null: reads as empty, as kmod finds it
 
 
@@ -123,6 +124,7 @@ class Action:
     command: str = ""  # the install command
     options: str = ""  # the options kmod passes (`options` lines, joined as kmod joins them)
     why: Block | None = None  # the line that decided: install, alias, blacklist
+    printed: tuple[str, ...] = ()  # every line `modprobe -n -v` prints for the request
 
 
 @dataclass(frozen=True)
@@ -278,7 +280,11 @@ def _command(command: bytes, words: _Words) -> tuple[str, str] | None:
     if command in (b"options", b"install", b"remove", b"softdep"):
         name = underscores(words.next())
         rest = words.rest()
-        return None if name is None or rest is None else (name, _text(rest))
+        if name is None or rest is None:
+            return None
+        if command == b"options":  # kmod_config_add_options: tabs read as spaces
+            rest = rest.replace(b"\t", b" ")
+        return name, _text(rest)
     return None
 
 
@@ -496,9 +502,12 @@ def classify(command: str) -> str:
     """What an install command does to smc, read, never run: "loads" (it runs modprobe or
     insmod on smc), "blocks" (only commands known not to load anything: true, false, exit,
     echo, logger, printf, ':'), or "unknown" (anything else: a script, a shell construct)."""
+    if re.search(r"[^\x20-\x7e\t\n]", command):
+        return "unknown"  # a CR, \v, U+00A0 ... inside a word: a program smcpatch cannot name
     try:
         lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>")
-        lexer.whitespace = " \t\n"  # sh's separators: a \r or \v stays in the word
+        lexer.whitespace = " \t\n"
+        lexer.wordchars += "$%+,@:{}[]!^#`"  # word characters to sh, not separate tokens
         lexer.commenters = ""  # `#` starts a comment only at a word's start: done below
         tokens = list(lexer)
     except ValueError:
@@ -570,7 +579,10 @@ class _Kmod:
         self.cmdline_blacklist = blacklist
 
     # kmod_module_new_from_lookup
-    def lookup(self, name: str, depth: int = 0) -> list[_Module]:
+    def lookup(self, given: str) -> list[_Module]:
+        name = underscores(raw(given))  # alias_normalize
+        if name is None:
+            return []
         found = [_Module(ln.rest, alias=ln.name) for ln in self.config.of("alias")
                  if fnmatch(ln.name, name)]
         if found:
@@ -605,13 +617,13 @@ class _Kmod:
 
     # kmod_module_get_probe_list
     def probe_list(self, module: _Module) -> list[tuple[_Module, bool]]:
-        visited: set[str] = set()
+        visited: set[tuple[str, str | None]] = set()  # kmod's module objects: name and alias
         out: list[tuple[_Module, bool]] = []
 
         def get(mod: _Module) -> None:
-            if mod.name in visited:
+            if (mod.name, mod.alias) in visited:
                 return
-            visited.add(mod.name)
+            visited.add((mod.name, mod.alias))
             for dep in self._deps(mod.name):
                 fill(_Module(dep))
             fill(mod)
@@ -658,34 +670,55 @@ class _Kmod:
 
     # what `modprobe -n NAME` does to smc
     def request(self, name: str) -> Action:
+        """smc's action for `modprobe NAME`: its own line, or (kind none) the reason it is not
+        reached; `command` then names another module's install command on the way that may
+        load smc itself (`alias smc x` with `install x /sbin/modprobe --ignore-install smc`).
+        `printed`: every line `modprobe -n -v NAME` prints."""
         modules = self.lookup(name)
         if not modules:
             return Action("none", why=Block(f"modprobe {name}: not found", "modules.dep"))
         seen: Action | None = None
         stop: Block | None = None
+        other: Line | None = None
+        printed: list[str] = []
         for module in modules:
             if module.alias is not None:
                 block = self.blacklisted(module.name)
                 if block is not None:
                     stop = stop or block
                     continue
-            if self.kernel is not None and module.name in self.kernel.builtin:
+            if self._builtin(module):
                 if module.name == MODULE:
                     seen = seen or Action("builtin")
                 continue
             for mod, ignorecmd in self.probe_list(module):
-                if mod.name == MODULE and seen is None:
-                    seen = self._action(mod, ignorecmd)
+                if self._builtin(mod):
+                    continue  # already in the kernel: kmod says nothing
+                line = None if ignorecmd else self.install_command(mod)
+                options = self.options(mod)
+                if line is not None:
+                    printed.append(f"install {line.rest} {options}")
+                elif self.kernel is not None and mod.name in self.kernel.paths:
+                    printed.append(f"insmod {self.kernel.paths[mod.name]} {options}")
+                if mod.name == MODULE:
+                    seen = seen or self._action(mod, ignorecmd)
+                elif line is not None and classify(line.rest) != "blocks":
+                    other = other or line
+                elif line is not None and module.command is line:
+                    stop = stop or Block(line.text, line.source)
+        lines = tuple(printed)
         if seen is not None:
-            return seen
+            return replace(seen, printed=lines)
+        if other is not None:
+            return Action("none", other.rest, why=Block(other.text, other.source), printed=lines)
         if stop is None and modules[0].alias is not None and modules[0].name != MODULE:
             alias = next((ln for ln in self.config.of("alias") if fnmatch(ln.name, name)), None)
             if alias is not None:
                 stop = Block(alias.text, alias.source)
-        command = modules[0].command
-        if stop is None and command is not None:  # `install net-pf-43 CMD`: CMD runs instead
-            return Action("none", command.rest, why=Block(command.text, command.source))
-        return Action("none", why=stop)
+        return Action("none", why=stop, printed=lines)
+
+    def _builtin(self, mod: _Module) -> bool:
+        return mod.builtin or (self.kernel is not None and mod.name in self.kernel.builtin)
 
     def _action(self, mod: _Module, ignorecmd: bool) -> Action:
         line = self.install_command(mod)
@@ -699,18 +732,39 @@ class _Kmod:
 
 
 def softdep_lists(rest: str) -> tuple[list[str], list[str]]:
-    """kmod_config_add_softdep: words (split on any isspace byte) after `pre:` or `post:`."""
+    """kmod_config_add_softdep's own tokeniser, quirks kept: words split on C isspace bytes
+    after `pre:` or `post:`; a separator at the very start stays in the first word (`softdep
+    smc  pre: x`, two spaces, has no `pre:` and names nothing)."""
     pre: list[str] = []
     post: list[str] = []
     mode: list[str] | None = None
-    for word in re.split(r"[ \t\n\v\f\r]+", rest):
+    was_space, start, at, end = False, 0, 0, len(rest)
+    while True:
+        done = at >= end
+        if not done:
+            if rest[at] not in _C_SPACE:
+                was_space = False
+                at += 1
+                continue
+            if was_space:
+                start = at + 1
+                at += 1
+                continue
+            was_space = True
+            if start >= at:
+                at += 1
+                continue
+        word = rest[start:at]
         if word == "pre:":
             mode = pre
         elif word == "post:":
             mode = post
-        elif word and mode is not None:
+        elif (not done or not was_space) and mode is not None:
             mode.append(word)
-    return pre, post
+        start = at + 1
+        if done:
+            return pre, post
+        at += 1
 
 
 # -- the decision --------------------------------------------------------------------------------
@@ -725,9 +779,14 @@ def decide(config: ModprobeConfig, cmdline_blacklist: tuple[str, ...] = (),
     as_dependency = kmod._action(_Module(MODULE), bool(any(kmod.softdeps(MODULE))))
     by_name = kmod.request(MODULE)
     by_alias = kmod.request(SOCKET_ALIAS)
+    alias_loads = _loads(by_alias, notes)
+    # smc's install command stops every load unless a request reaches a command that loads
+    # smc past it (`modprobe --ignore-install smc`, insmod)
     every = _blocking(as_dependency, notes)
+    if _loads(by_name, notes) or alias_loads:
+        every = None
     autoload = None
-    if every is None and not _loads(by_alias, notes):
+    if every is None and not alias_loads:
         autoload = by_alias.why or Block("modprobe net-pf-43 does not reach smc", "kmod")
     notes += [f"kmod ignores {line}" for line in config.ignored
               if re.search(r"smc|net.pf.43", line)]
