@@ -100,7 +100,7 @@ def kmod(tmp_path_factory: pytest.TempPathFactory) -> Kmod:
     for target in ("/etc/modprobe.d", "/usr/lib/modprobe.d", "/usr/local/lib", "/run"):
         if not Path(target).is_dir():
             pytest.skip(f"{target} is not a directory on this host: nothing to mount over")
-    if not Path("/lib/modprobe.d").resolve() == Path("/usr/lib/modprobe.d"):
+    if Path("/lib/modprobe.d").resolve() != Path("/usr/lib/modprobe.d"):
         pytest.skip("/lib is not /usr/lib on this host (not merged-/usr): /lib/modprobe.d and "
                     "/usr/lib/modprobe.d would need two mounts")
     probe = proc.run(["unshare", "-m", "--propagation", "private", "true"],
@@ -167,7 +167,7 @@ def dry_runs(kmod: Kmod, roots: list[Path]) -> list[dict[str, list[bytes]]]:
             for root in roots]
 
 
-# -- smcpatch's answer, and how it is compared -------------------------------------------------------
+# -- smcpatch's answer, and how it is compared --------------------------------------------------
 def smc_lines(lines: list[bytes]) -> list[bytes]:
     """smc's own action lines, for the counts: its smc.ko inserted, or an install command with
     smc's options (the marker; a module found through an alias named smc gets them too)."""

@@ -19,12 +19,13 @@ Lines (shared/util.c freadline_wrapped, kmod_config_parse): a backslash joins th
 newline follows it, and otherwise is dropped and the next byte kept (at the end of the file it
 becomes the byte 0xFF); a CR is an ordinary byte (a CRLF line ends in CR, so `blacklist smc\\r`
 names the module "smc\\r"); a NUL ends the line. A line whose first byte is `#` is a comment, even
-when it continues onto the next. Words are split on space and tab only (strtok " \\t"): a \\v, \\f or
-U+00A0 is part of a word, so `install\\vsmc /bin/false` is one unknown word and the line is ignored.
-`install`, `remove`, `options` and `softdep` need a module and a rest (the rest is what follows
-the one separator after the module: `install smc ` has none and is ignored); `alias` needs two
-words, `blacklist` one; module names read `-` as `_` outside `[...]`, and a name with an unmatched
-`]` or `[` makes the line bad. Module names are case-sensitive. Bad lines are ignored.
+when it continues onto the next. Words are split on space and tab only (strtok " \\t"): a \\v,
+\\f or U+00A0 is part of a word, so `install\\vsmc /bin/false` is one unknown word and the line
+is ignored. `install`, `remove`, `options` and `softdep` need a module and a rest (what follows
+the one separator after the module: `install smc ` has none and is ignored; an options' tabs
+read as spaces); `alias` needs two words, `blacklist` one; module names read `-` as `_`
+outside `[...]`, and a name with an unmatched `]` or `[` makes the line bad.
+Module names are case-sensitive. Bad lines are ignored.
 
 How kmod loads smc (libkmod-module.c, kmod_module_new_from_lookup then
 kmod_module_probe_insert_module):
@@ -125,6 +126,10 @@ class Action:
     options: str = ""  # the options kmod passes (`options` lines, joined as kmod joins them)
     why: Block | None = None  # the line that decided: install, alias, blacklist
     printed: tuple[str, ...] = ()  # every line `modprobe -n -v` prints for the request
+    # another module's install command on the way that may load smc itself (`alias smc x`,
+    # `install x /sbin/modprobe --ignore-install smc`), and where it was said
+    other_command: str = ""
+    other: Block | None = None
 
 
 @dataclass(frozen=True)
@@ -417,7 +422,8 @@ def _regex(pattern: str) -> str:
 def _bracket(pattern: str, at: int) -> tuple[str, int] | None:
     negate = at < len(pattern) and pattern[at] in "!^"
     at += negate
-    items, first = [], True
+    items: list[str] = []
+    first = True
     while at < len(pattern):
         char = pattern[at]
         if char == "]" and not first:
@@ -559,7 +565,7 @@ def loads_smc(command: str) -> bool:
     return classify(command) == "loads"
 
 
-# -- kmod's lookup and probe -------------------------------------------------------------------------
+# -- kmod's lookup and probe --------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Module:
     name: str
@@ -707,10 +713,14 @@ class _Kmod:
                 elif line is not None and module.command is line:
                     stop = stop or Block(line.text, line.source)
         lines = tuple(printed)
+        if other is not None:
+            block = Block(other.text, other.source)
+            if seen is not None:
+                return replace(seen, printed=lines, other_command=other.rest, other=block)
+            return Action("none", why=block, printed=lines, other_command=other.rest,
+                          other=block)
         if seen is not None:
             return replace(seen, printed=lines)
-        if other is not None:
-            return Action("none", other.rest, why=Block(other.text, other.source), printed=lines)
         if stop is None and modules[0].alias is not None and modules[0].name != MODULE:
             alias = next((ln for ln in self.config.of("alias") if fnmatch(ln.name, name)), None)
             if alias is not None:
@@ -808,9 +818,10 @@ def _blocking(action: Action, notes: list[str]) -> Block | None:
 def _loads(action: Action, notes: list[str]) -> bool:
     if action.kind in ("insmod", "builtin"):
         return True
-    if action.kind == "install" or action.command:  # smc's own, or the alias's command
-        return _blocking(Action("install", action.command, why=action.why), notes) is None
-    return False
+    if action.other_command and _blocking(Action("install", action.other_command,
+                                                 why=action.other), notes) is None:
+        return True  # another module's install command loads smc (or may)
+    return action.kind == "install" and _blocking(action, notes) is None
 
 
 def loads(action: Action) -> bool:
