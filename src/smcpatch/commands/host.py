@@ -26,7 +26,14 @@ from ..installed import mitigation
 from ..installed.advice import Advice, Advisor, ArchiveAdvisor
 from ..installed.kernels import InstalledKernel, add_packages, installed_kernels
 from ..installed.mitigation import Action, Change
-from ..installed.modprobe import Block, Decision, ModprobeConfig, decide, read_config
+from ..installed.modprobe import (
+    Block,
+    Decision,
+    KernelIndex,
+    ModprobeConfig,
+    decide,
+    read_config,
+)
 from ..installed.root import Root
 from ..installed.runtime import Runtime
 from ..kernels import versions
@@ -164,7 +171,7 @@ def run(request: HostRequest, runtime: Runtime | None = None,
     config = read_config(root)
     decision = decide(config)
     now_decision = decide(config, tuple(runtime.kernel_params("modprobe.blacklist")))
-    states = [_state(root, k, runtime, decision, now_decision) for k in kernels]
+    states = [_state(root, k, runtime, *_decisions(root, k, config, runtime)) for k in kernels]
     for state in states:
         if state.verdict in BAD and state.smc in ("module", "builtin"):
             state.advice = advisor.advise(state.kernel.release)
@@ -174,6 +181,15 @@ def run(request: HostRequest, runtime: Runtime | None = None,
     result.summary = summary(result)
     _write(request, result)
     return result
+
+
+def _decisions(root: Root, kernel: InstalledKernel, config: ModprobeConfig,
+               runtime: Runtime) -> tuple[Decision, Decision]:
+    """kmod's decision for this kernel's own modules directory (modules.dep, modules.alias):
+    without and with the running kernel's modprobe.blacklist."""
+    index = KernelIndex.read(root, kernel.release)
+    return (decide(config, (), index),
+            decide(config, tuple(runtime.kernel_params("modprobe.blacklist")), index))
 
 
 def _state(root: Root, kernel: InstalledKernel, runtime: Runtime, decision: Decision,

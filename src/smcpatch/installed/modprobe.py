@@ -451,12 +451,13 @@ def _bracket(pattern: str, at: int) -> tuple[str, int] | None:
 @dataclass(frozen=True)
 class KernelIndex:
     """What one kernel's modules directory tells kmod: modules.dep (each module's path and its
-    dependencies), modules.alias, modules.builtin. Without one (None), smcpatch assumes Debian's
-    smc: in modules.dep, no dependency that changes the answer, net-pf-43 naming it."""
+    dependencies), modules.alias, modules.builtin. Without one (None), or where modules.alias
+    cannot be read (None), smcpatch assumes Debian's: smc in modules.dep, net-pf-43 naming it;
+    the answer that does not call a loadable smc blocked."""
 
     deps: dict[str, tuple[str, ...]]
     paths: dict[str, str]
-    aliases: tuple[tuple[str, str], ...]
+    aliases: tuple[tuple[str, str], ...] | None
     builtin: frozenset[str]
 
     @classmethod
@@ -469,14 +470,16 @@ class KernelIndex:
             name = _module_name(module)
             paths.setdefault(name, module if module.startswith("/") else f"{base}/{module}")
             deps.setdefault(name, tuple(_module_name(d) for d in rest.split()))
-        aliases = []
-        for line in _index_lines(root, f"{base}/modules.alias"):
-            words = line.split()
-            if len(words) == 3 and words[0] == "alias":
-                aliases.append((_alias_normalize(words[1]), words[2]))
+        aliases: list[tuple[str, str]] | None = None
+        if root.resolve(f"{base}/modules.alias").is_file():
+            aliases = []
+            for line in _index_lines(root, f"{base}/modules.alias"):
+                words = line.split()
+                if len(words) == 3 and words[0] == "alias":
+                    aliases.append((_alias_normalize(words[1]), words[2]))
         builtin = frozenset(_module_name(line) for line in
                             _index_lines(root, f"{base}/modules.builtin"))
-        return cls(deps, paths, tuple(aliases), builtin)
+        return cls(deps, paths, None if aliases is None else tuple(aliases), builtin)
 
 
 def _index_lines(root: Root, path: str) -> list[str]:
@@ -599,13 +602,17 @@ class _Kmod:
             line = next((ln for ln in self.config.of(command) if ln.name == name), None)
             if line is not None:
                 return [_Module(name, command=line if command == "install" else None)]
-        if self.kernel is None:
-            return [_Module(MODULE, alias=name)] if name == SOCKET_ALIAS else []
+        if self.kernel is None or self.kernel.aliases is None:
+            if name == SOCKET_ALIAS:
+                return [_Module(MODULE, alias=name)]
+            return [] if self.kernel is None else self._builtin_lookup(name)
         aliased = [_Module(module, alias=name) for pattern, module in self.kernel.aliases
                    if fnmatch(pattern, name)]
-        if aliased:
-            return aliased
-        return [_Module(name, builtin=True)] if name in self.kernel.builtin else []
+        return aliased or self._builtin_lookup(name)
+
+    def _builtin_lookup(self, name: str) -> list[_Module]:
+        builtin = self.kernel is not None and name in self.kernel.builtin
+        return [_Module(name, builtin=True)] if builtin else []
 
     def _in_moddep(self, name: str) -> bool:
         if self.kernel is None:
