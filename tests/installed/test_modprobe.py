@@ -206,7 +206,8 @@ def test_fnmatch_as_glibc(pattern: str, name: str, hit: bool) -> None:
 @pytest.mark.parametrize(("command", "verdict"), [
     ("/bin/false", "blocks"), ("exit 1", "blocks"), (" ", "blocks"),
     ("/bin/true # note", "blocks"), ("/bin/false\r", "unknown"), ("/usr/local/sbin/x", "unknown"),
-    ("$(echo modprobe) smc", "unknown"), ("/bin/false; /sbin/modprobe --ignore-install smc", "loads"),
+    ("$(echo modprobe) smc", "unknown"),
+    ("/bin/false; /sbin/modprobe --ignore-install smc", "loads"),
     ("/sbin/modprobe --ignore-install smc $CMDLINE_OPTS", "loads")])
 def test_classify(command: str, verdict: str) -> None:
     assert classify(command) == verdict

@@ -170,7 +170,6 @@ def run(request: HostRequest, runtime: Runtime | None = None,
     add_packages(root, kernels)
     config = read_config(root)
     decision = decide(config)
-    now_decision = decide(config, tuple(runtime.kernel_params("modprobe.blacklist")))
     states = [_state(root, k, runtime, *_decisions(root, k, config, runtime)) for k in kernels]
     for state in states:
         if state.verdict in BAD and state.smc in ("module", "builtin"):
