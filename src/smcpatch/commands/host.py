@@ -27,7 +27,14 @@ from ..installed import mitigation
 from ..installed.advice import Advice, Advisor, ArchiveAdvisor
 from ..installed.kernels import InstalledKernel, add_packages, installed_kernels
 from ..installed.mitigation import Action, Change
-from ..installed.modprobe import Block, Decision, ModprobeConfig, decide, read_config
+from ..installed.modprobe import (
+    Block,
+    Decision,
+    KernelIndex,
+    ModprobeConfig,
+    decide,
+    read_config,
+)
 from ..installed.root import Root
 from ..installed.runtime import Runtime
 from ..kernels import versions
@@ -170,9 +177,8 @@ def run(request: HostRequest, runtime: Runtime | None = None,
     advisor = advisor or ArchiveAdvisor(root, request.cache_dir)
     config = read_config(root)
     decision = decide(config)
-    now_decision = decide(config, tuple(runtime.kernel_params("modprobe.blacklist")))
     for state in states:
-        _loading(state, runtime, decision, now_decision)
+        _loading(state, runtime, *_decisions(root, state.kernel, config, runtime))
     for state in states:
         if state.verdict in BAD and state.smc in ("module", "builtin"):
             state.advice = advisor.advise(state.kernel.release)
@@ -182,6 +188,15 @@ def run(request: HostRequest, runtime: Runtime | None = None,
     result.summary = summary(result)
     _write(request, result)
     return result
+
+
+def _decisions(root: Root, kernel: InstalledKernel, config: ModprobeConfig,
+               runtime: Runtime) -> tuple[Decision, Decision]:
+    """kmod's decision for this kernel's own modules directory (modules.dep, modules.alias):
+    without and with the running kernel's modprobe.blacklist."""
+    index = KernelIndex.read(root, kernel.release)
+    return (decide(config, (), index),
+            decide(config, tuple(runtime.kernel_params("modprobe.blacklist")), index))
 
 
 def _check_vex(request: HostRequest, root: Root, kernels: list[InstalledKernel]) -> None:
