@@ -14,6 +14,7 @@ from ..guest.latency import BenchResult
 from ..pipeline.report import TargetReport
 from ..pipeline.scan import ScanRow
 from ..plumbing.files import write_output
+from .text import xml_safe
 
 
 def verify_suite(reports: list[TargetReport], fail_on_vulnerable: bool = False) -> TestSuite:
@@ -89,5 +90,18 @@ def write(path: Path, *suites: TestSuite) -> None:
     for suite in suites:
         suite.update_statistics()  # type: ignore[no-untyped-call]
         xml.add_testsuite(suite)
+    _xml_safe(xml._elem)
     text = ElementTree.tostring(xml._elem, encoding="unicode")
     write_output(path, '<?xml version="1.0" encoding="utf-8"?>\n' + text + "\n")
+
+
+def _xml_safe(root: ElementTree.Element) -> None:
+    """Every text and attribute made well-formed XML 1.0 at the one place the tree is written:
+    a report's or the matrix's fields may hold characters XML forbids (outputs.text)."""
+    for elem in root.iter():
+        if elem.text:
+            elem.text = xml_safe(elem.text)
+        if elem.tail:
+            elem.tail = xml_safe(elem.tail)
+        for key, value in elem.attrib.items():
+            elem.set(key, xml_safe(value))
