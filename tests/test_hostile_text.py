@@ -26,7 +26,8 @@ from smcpatch.commands import kernels as kernels_cmd
 from smcpatch.errors import BadInput
 from smcpatch.installed.modprobe import Block
 from smcpatch.outputs import junit, terminal
-from smcpatch.outputs.text import fmt, shell_word, visible, xml_safe
+from smcpatch.outputs.terminal import fmt
+from smcpatch.outputs.text import shell_word, visible, xml_safe
 from tests import elfobjs
 from tests.installed.machine import FakeAdvisor, Machine, running
 from tests.outputs.test_vex_junit import _row, _target_report

@@ -2,12 +2,14 @@
 evidence, the kernel list, the dkms summary. Only the CLI imports this module: the stages and the
 commands never import rich, so the library works without it.
 
-Every value is text by construction (outputs.text): a line is `fmt(template, values)`, where only
-the template of ours is markup, and a table cell is a plain str (shown as text) or a fmt Text.
+Every value is text by construction (the rule: outputs.text): a line is `fmt(template, values)`,
+where only the template of ours is markup, and a table cell is a plain str (shown as text) or a
+fmt Text; nothing else here builds markup from a value.
 """
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -27,11 +29,61 @@ from rich.table import Table
 from rich.text import Text
 
 from ..plumbing.progress import Progress as ProgressCallback
-from .text import fmt, plain, shell_word
+from .text import shell_word, visible
 
 if TYPE_CHECKING:  # annotations only: printing needs no pipeline imported
     from ..kernels.targets import Target
     from ..pipeline.report import TargetReport
+
+
+# -- markup templates with outside values -------------------------------------------------------
+_MARK = 0xE000  # private-use characters stand for the values while the template is parsed
+
+
+class _Marks(string.Formatter):
+    """str.format over a template where each field becomes one private-use character and its
+    value (formatted with its spec, made visible) is kept aside as a Text."""
+
+    def __init__(self) -> None:
+        self.values: list[Text] = []
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, Text):  # ours, built by fmt: its styles kept
+            piece = value.copy()
+        else:
+            piece = Text(visible(format(value, format_spec)))
+        self.values.append(piece)
+        return chr(_MARK + len(self.values) - 1)
+
+
+def fmt(template: str, *args: Any, **kwargs: Any) -> Text:
+    """A rich Text from a markup template of ours (`"[bold]{}[/]: {}"`) and values from
+    anywhere: the template's markup is parsed before any value is in it, so a value is only ever
+    text (made visible), styled by the markup around its field. A Text value (an earlier fmt)
+    keeps its own styles."""
+    marks = _Marks()
+    parsed = Text.from_markup(marks.vformat(template, args, kwargs))
+    if not marks.values:
+        return parsed
+    plain = parsed.plain
+    cuts = [i for i, ch in enumerate(plain) if _MARK <= ord(ch) < _MARK + len(marks.values)]
+    offsets = sorted({o for i in cuts for o in (i, i + 1)})
+    out = Text(style=parsed.style, end=parsed.end)
+    for piece in parsed.divide(offsets):
+        code = ord(piece.plain[0]) - _MARK if len(piece.plain) == 1 else -1
+        if 0 <= code < len(marks.values):
+            value = marks.values[code]
+            for span in reversed(piece.spans):  # the template's style under the value's own
+                value.stylize_before(span.style, 0, len(value))
+            out.append_text(value)
+        else:
+            out.append_text(piece)
+    return out
+
+
+def plain(value: object) -> Text:
+    """An outside string as a Text: visible, never markup."""
+    return value.copy() if isinstance(value, Text) else Text(visible(value))
 
 
 # -- verify: progress while it runs, the table at the end -----------------------------------------
@@ -166,8 +218,8 @@ def print_summary(reports: list[TargetReport], console: Console) -> None:
         for problem in r.problems:
             console.print(fmt("[red]problem {} {}:[/] {}", r.package_version, r.flavour, problem),
                           soft_wrap=True)
-        if r.error_detail:
-            console.print(fmt("[dim]{}[/]", r.error_detail))
+        for line in r.error_detail.splitlines():  # a build log's tail: its own lines
+            console.print(fmt("[dim]{}[/]", line))
     _print_notes(reports, console)
 
 
