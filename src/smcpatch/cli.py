@@ -26,7 +26,6 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 from rich.console import Console
-from rich.markup import escape
 
 from . import __version__
 from .errors import BadInput, SmcpatchError
@@ -50,6 +49,15 @@ def _console_width() -> int | None:
     return 80
 
 
+def _shown_whatever_the_encoding() -> None:
+    """A character the terminal's encoding cannot show is written as its escape (\\xe9
+    under PYTHONIOENCODING=ascii), never an exception after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+
+
+_shown_whatever_the_encoding()
 console = Console(stderr=False, highlight=False, width=_console_width())
 errors = Console(stderr=True, highlight=False, width=_console_width())
 console.on_broken_pipe = lambda: _quiet_broken_pipe()  # type: ignore[method-assign]
@@ -97,7 +105,7 @@ def reported_errors() -> Iterator[None]:
         yield
     except SmcpatchError as exc:
         proc.kill_all()
-        errors.print(f"[red]error:[/] {escape(exc.one_line())}", markup=True, soft_wrap=True)
+        errors.print(render.fmt("[red]error:[/] {}", exc.one_line()), soft_wrap=True)
         raise Exit(code=exc.exit_code) from None
     except KeyboardInterrupt as exc:
         killed = proc.kill_all()
@@ -113,8 +121,9 @@ def reported_errors() -> Iterator[None]:
         proc.kill_all()
         if os.environ.get("SMCPATCH_DEBUG"):
             raise
-        errors.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
-                     "(rerun with SMCPATCH_DEBUG=1 for the traceback)", soft_wrap=True)
+        errors.print(render.fmt("[red]internal error:[/] {}: {} (rerun with SMCPATCH_DEBUG=1 "
+                                "for the traceback)", type(exc).__name__, str(exc)),
+                     soft_wrap=True)
         raise Exit(code=3) from None
 
 
@@ -194,7 +203,7 @@ def _say_vex(output: VexOutput | None) -> None:
     from .outputs.vex import FORMATS
 
     for fmt, path in (output.paths() if output else {}).items():
-        console.print(f"{FORMATS[fmt]}: {path}")
+        console.print(render.fmt("{}: {}", FORMATS[fmt], path))
 
 
 def _required(value: str | None, option: str) -> str:
@@ -318,12 +327,12 @@ def verify(c: Context, kernel: list[str] | None = None, arch: list[str] | None =
         render.print_summary(result.reports, console)
         for path, what in ((json, "JSON report"), (junit, "JUnit")):
             if path:
-                console.print(f"{what}: {path}")
+                console.print(render.fmt("{}: {}", what, path))
         _say_vex(request.vex)
         failed = [f"{r.package_version} {r.flavour}: {r.error}" for r in result.reports
                   if r.error]
         if failed:  # a target that could not be verified: one line on stderr for build farms
-            errors.print(f"[red]error:[/] {escape('; '.join(failed))}", soft_wrap=True)
+            errors.print(render.fmt("[red]error:[/] {}", "; ".join(failed)), soft_wrap=True)
     _fail(result.exit_code)
 
 
@@ -399,7 +408,7 @@ def inspect(c: Context, module: str | None = None, json: bool = False,
         else:
             render.print_inspect(result.to_json(), console)
         if result.why:
-            errors.print(f"[yellow]note:[/] {escape(result.why)}", soft_wrap=True)
+            errors.print(render.fmt("[yellow]note:[/] {}", result.why), soft_wrap=True)
     _fail(result.exit_code)
 
 
@@ -507,7 +516,7 @@ def bench(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
         with render.progress_display(console) as display:
             outcome = bench_cmd.run(request, display)
         for line in outcome.gate_lines:
-            console.print(line)
+            console.print(render.plain(line))
         result = outcome.result
         if junit_path:
             from .outputs import junit as junit_xml
@@ -515,8 +524,9 @@ def bench(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
             junit_xml.write(junit_path, junit_xml.bench_suite(result, config.threshold))
         console.print(f"boot to guest script {result.boot_s or 0:.1f} s, "
                       f"total {result.wall_s:.0f} s")
-        console.print(f"results: {result.results_dir} "
-                      "(summary.md, latency.png, compare_to.txt, pyperf *.json)")
+        console.print(render.fmt("results: {} "
+                                 "(summary.md, latency.png, compare_to.txt, pyperf *.json)",
+                                 result.results_dir))
     _fail(outcome.exit_code(check))
 
 
@@ -570,11 +580,11 @@ def scan(c: Context, suite: list[str] | None = None, arch: list[str] | None = No
         render.print_scan(result, console)
         for path, what in ((json, "JSON"), (junit, "JUnit")):
             if path:
-                console.print(f"{what}: {path}")
+                console.print(render.fmt("{}: {}", what, path))
         _say_vex(request.vex)
         failed = [f"{r.package} {r.version}: {r.error}" for r in result.rows if r.error]
         if failed:
-            errors.print(f"[red]error:[/] {escape('; '.join(failed))}", soft_wrap=True)
+            errors.print(render.fmt("[red]error:[/] {}", "; ".join(failed)), soft_wrap=True)
     _fail(result.exit_code)
 
 
@@ -626,7 +636,7 @@ def race(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
             result = race_cmd.run(request, display)
         render.print_race(result, console)
         if json:
-            console.print(f"JSON: {json}")
+            console.print(render.fmt("JSON: {}", json))
     _fail(result.exit_code)
 
 
@@ -673,7 +683,7 @@ def host(c: Context, root: str = "/", json: str | None = None, vex: str | None =
         result = host_cmd.run(request)
         render.print_host(result, console)
         if json:
-            console.print(f"JSON: {json}")
+            console.print(render.fmt("JSON: {}", json))
         _say_vex(request.vex)
     _fail(result.exit_code)
 

@@ -14,6 +14,7 @@ from ..kernels import matrix, targets
 from ..kernels.archive import Archive
 from ..kernels.targets import Target
 from ..kernels.versions import upstream_of
+from ..outputs.text import shell_word, visible
 from ..plumbing.cache import Cache
 from ..plumbing.progress import Progress, silent
 
@@ -37,10 +38,20 @@ def matrix_text(fmt: str, flavour: str, matrix_path: Path | None = None,
     if fmt == "json":
         return json.dumps(jobs, indent=2)
     if fmt == "text":
-        return "\n".join(f"inv verify --kernel {j['kernel']} --arch {j['arch']} --flavour "
-                         f"{j['flavour']} --json report-{j['kernel']}-{j['flavour']}.json"
-                         for j in jobs)
+        return "\n".join(_job_line(j) for j in jobs)
     raise BadInput(f"unknown format {fmt!r}: choose github, json or text")
+
+
+def _job_line(job: dict[str, str]) -> str:
+    """One command to copy and run: every value from the matrix one shell word (shlex), and a
+    value no shell line could show as text (a control character, a newline) refused."""
+    for key in ("kernel", "arch", "flavour"):
+        if visible(job[key]) != job[key]:
+            raise BadInput(f"matrix entry {key} {visible(job[key])}: not a kernel version "
+                           "(control characters)")
+    words = ["inv", "verify", "--kernel", job["kernel"], "--arch", job["arch"], "--flavour",
+             job["flavour"], "--json", f"report-{job['kernel']}-{job['flavour']}.json"]
+    return " ".join(shell_word(w) for w in words)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TypeVar
 from xml.etree import ElementTree
 
 from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
@@ -14,6 +15,19 @@ from ..guest.latency import BenchResult
 from ..pipeline.report import TargetReport
 from ..pipeline.scan import ScanRow
 from ..plumbing.files import write_output
+from .text import xml_safe
+
+Result = TypeVar("Result", Error, Failure, Skipped)
+
+
+# Every string goes into the tree through these: a report's, an image's or the matrix's fields
+# may hold characters XML 1.0 forbids (outputs.text), which lxml refuses or the file would break.
+def _case(name: str, classname: str, time: float | None = None) -> TestCase:
+    return TestCase(xml_safe(name), classname=xml_safe(classname), time=time)
+
+
+def _result(kind: type[Result], message: str) -> Result:
+    return kind(xml_safe(message))
 
 
 def verify_suite(reports: list[TargetReport], fail_on_vulnerable: bool = False) -> TestSuite:
@@ -26,17 +40,17 @@ def verify_suite(reports: list[TargetReport], fail_on_vulnerable: bool = False) 
         seconds = report.timings.get("total", 0.0)
         checks = report.checks()
         for n, check in enumerate(checks):
-            case = TestCase(check.name, classname=classname,
-                            time=seconds if n == 0 else 0.0)
+            case = _case(check.name, classname, seconds if n == 0 else 0.0)
             if not check.passed:
-                case.result = [Error(check.message) if check.name == "completed"
-                               else Failure(check.message)]
+                case.result = [_result(Error, check.message) if check.name == "completed"
+                               else _result(Failure, check.message)]
             suite.add_testcase(case)
-        shipped = TestCase("what machines run is fixed", classname=classname)
+        shipped = _case("what machines run is fixed", classname)
         if report.shipped_state != "fixed":
             finding = (f"finding: {report.answer} ({CVE}); machines running {report.release} "
                        "are exposed")
-            shipped.result = [Failure(finding) if fail_on_vulnerable else Skipped(finding)]
+            shipped.result = [_result(Failure, finding) if fail_on_vulnerable
+                              else _result(Skipped, finding)]
         suite.add_testcase(shipped)
     return suite
 
@@ -52,17 +66,16 @@ def scan_suite(rows: list[ScanRow]) -> TestSuite:
     changelog that contradicts the binary fails too."""
     suite = TestSuite("smcpatch scan")
     for row in rows:
-        case = TestCase(f"{row.package} {row.version}",
-                        classname=_classname("scan", f"{row.suite} {row.arch}"))
-        case.system_out = f"{row.verdict}: {row.evidence}; changelog {row.changelog}"
+        case = _case(f"{row.package} {row.version}", _classname("scan", f"{row.suite} {row.arch}"))
+        case.system_out = xml_safe(f"{row.verdict}: {row.evidence}; changelog {row.changelog}")
         if row.error is not None:
-            case.result = [Error(row.error)]
+            case.result = [_result(Error, row.error)]
         elif row.verdict == "vulnerable":
-            case.result = [Failure(f"vulnerable to CVE-2025-40168: {row.evidence}")]
+            case.result = [_result(Failure, f"vulnerable to CVE-2025-40168: {row.evidence}")]
         elif row.verdict == "unknown":
-            case.result = [Error(f"undecided: {row.evidence}")]
+            case.result = [_result(Error, f"undecided: {row.evidence}")]
         elif row.changelog == "disagree":
-            case.result = [Failure(f"Debian's changelog names the fix in "
+            case.result = [_result(Failure, f"Debian's changelog names the fix in "
                                    f"{row.changelog_fixed_in}, the binary is {row.verdict}")]
         suite.add_testcase(case)
     return suite
@@ -73,12 +86,11 @@ def bench_suite(result: BenchResult, threshold: float) -> TestSuite:
     (the same rule as `inv bench --check`)."""
     suite = TestSuite("smcpatch bench")
     for s in result.stats:
-        case = TestCase(f"{s.mode} {s.variant}/before",
-                        classname=_classname("bench", result.release))
+        case = _case(f"{s.mode} {s.variant}/before", _classname("bench", result.release))
         case.system_out = (f"ratio {s.ratio:.3f} [95% CI {s.ci_low:.3f}, {s.ci_high:.3f}]")
         if s.ratio > 1 + threshold and s.ci_low > 1.0:
-            case.result = [Failure(f"{s.variant} is {s.ratio - 1:+.1%} slower than before "
-                                   f"(threshold {threshold:.0%}, CI above 1)")]
+            case.result = [_result(Failure, f"{s.variant} is {s.ratio - 1:+.1%} slower than "
+                                   f"before (threshold {threshold:.0%}, CI above 1)")]
         suite.add_testcase(case)
     return suite
 
@@ -91,3 +103,4 @@ def write(path: Path, *suites: TestSuite) -> None:
         xml.add_testsuite(suite)
     text = ElementTree.tostring(xml._elem, encoding="unicode")
     write_output(path, '<?xml version="1.0" encoding="utf-8"?>\n' + text + "\n")
+
