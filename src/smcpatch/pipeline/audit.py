@@ -150,7 +150,7 @@ def rule_files(rule: Rule, tree: Path) -> list[str]:
                     found.append(path.relative_to(tree).as_posix())
             except OSError:
                 continue  # a dangling link: nothing to read
-    return found
+    return sorted(found)
 
 
 def _c_files(root: Path) -> Iterator[Path]:
