@@ -13,11 +13,10 @@ read (the shape, not a judgement: a caller may hold RTNL or the device).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,13 @@ from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs
 from ..plumbing.progress import Progress, silent
 from . import fetch
 
-TOOLS = (hostpkg.Tool("spatch", "coccinelle"),)
+TOOLS = (hostpkg.Tool("spatch", "coccinelle"), hostpkg.Tool("grep", "grep"))
 SPATCH_TIMEOUT_S = 600  # one rule over its files; the general rule reads about ten files
 # what spatch prints for a site (coccilib.report.print_report with our message)
 _SITE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<column>\d+)-\d+: (?:ERROR|WARNING): "
                    r"(?P<what>.+?) in (?P<function>[A-Za-z_]\w*)$")
-# the calls the general rule looks at: a file without this word cannot match (spatch is not run)
-GENERAL_WORD = re.compile(rb"\bsk_dst_get\b")
+# the call the general rule looks at: a file without this word cannot match (spatch is not run)
+GENERAL_WORD = "sk_dst_get"
 _HEADER = re.compile(r"^///\s*(?P<key>[A-Za-z-]+):\s*(?P<value>.*?)\s*$")
 
 
@@ -138,27 +137,19 @@ class RuleRun:
 # -- which files a rule reads ---------------------------------------------------------------------
 def rule_files(rule: Rule, tree: Path) -> list[str]:
     """A fix's rule: those of its files the tree has. The general rule: every .c file under its
-    directories that names sk_dst_get (spatch would skip the others; reading them here is
-    cheaper than starting it on thousands)."""
+    directories that names sk_dst_get (found with grep, a fraction of a second for the 8,000
+    files; spatch would only skip the others, after reading each)."""
     if not rule.general:
         return [f for f in rule.files if (tree / f).is_file()]
-    found: list[str] = []
-    for top in rule.files:
-        for path in sorted(_c_files(tree / top)):
-            try:
-                if GENERAL_WORD.search(path.read_bytes()):
-                    found.append(path.relative_to(tree).as_posix())
-            except OSError:
-                continue  # a dangling link: nothing to read
-    return sorted(found)
-
-
-def _c_files(root: Path) -> Iterator[Path]:
-    for parent, dirs, names in os.walk(root):  # links to directories are not followed
-        dirs.sort()
-        for name in names:
-            if name.endswith(".c"):
-                yield Path(parent) / name
+    tops = [top for top in rule.files if (tree / top).is_dir()]
+    if not tops:
+        return []
+    done = proc.run(["grep", "-rlZw", "--include=*.c", "-e", GENERAL_WORD, "--", *tops],
+                    cwd=tree, capture_output=True, timeout=600)
+    if done.returncode not in (0, 1):  # 1: no file names it
+        raise AuditError(f"grep over {', '.join(tops)} of {tree} failed: "
+                         f"{done.stderr.decode(errors='replace').strip()[-300:]}")
+    return sorted(p for p in done.stdout.decode(errors="surrogateescape").split("\0") if p)
 
 
 def check_tree(tree: Path, rules: Iterable[Rule]) -> None:
