@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import cache_root_for_tests
 from tests.pipeline.test_audit import spatch as spatch  # noqa: F401 - the fixture
 
