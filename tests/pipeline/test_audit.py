@@ -4,6 +4,7 @@ real functions, vulnerable and fixed (written here)."""
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -12,9 +13,12 @@ import pytest
 
 from smcpatch.data import COCCI_DIR, DEFAULT_PATCHES
 from smcpatch.errors import AuditError, BadInput, ConfigError
-from smcpatch.pipeline import audit
+from smcpatch.kernels.targets import Target
+from smcpatch.pipeline import audit, fetch
 from smcpatch.pipeline.classify import load_series
+from smcpatch.pipeline.fetch import Workspace
 from smcpatch.plumbing import proc
+from smcpatch.plumbing.cache import MANIFEST, Cache, atomic_dir
 from tests.elfobjs import require_tool
 
 FIX_RULES = sorted(COCCI_DIR.glob("*.cocci"))
@@ -417,3 +421,77 @@ def test_the_members_of_a_kernels_tree_nest_nothing() -> None:
     assert members == ["drivers/infiniband", "drivers/net", "net"]  # net/ holds smc and tls
     assert audit.members_of(audit.load_rules()) == [
         "net/smc/smc_clc.c", "net/smc/smc_core.c", "net/smc/smc_pnet.c", "net/tls/tls_device.c"]
+
+
+# -- the tree of a Debian kernel: fetch's, the full one, or the rules' paths extracted once -------
+def _workspace(tmp_path: Path) -> tuple[Cache, Workspace]:
+    target = Target(version="6.1.176", package_version="6.1.176-1", abi="6.1.0-50", series="6.1")
+    cache = Cache.open(tmp_path / "cache")
+    ws = Workspace(target=target, kdir=tmp_path / "kdir", source_tree=tmp_path / "src" / "tree",
+                   shipped_module=None, image_deb=None)
+    return cache, ws
+
+
+def _source_deb(cache: Cache, ws: Workspace, work: Path) -> None:
+    """A linux-source package as Debian builds it (an inner linux-source-6.1.tar.xz), cached
+    where fetch's net/smc extraction left it (its manifest names the deb)."""
+    top = work / "linux-source-6.1"
+    vulnerable_tree(top)
+    write_tree(top, {**GENERAL, "Makefile": "# the kernel\n", "fs/ext4/inode.c": "int x;\n"})
+    pkg = work / "pkg"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "DEBIAN" / "control").write_text(
+        "Package: linux-source-6.1\nVersion: 6.1.176-1\nArchitecture: all\n"
+        "Maintainer: test <test@invalid>\nDescription: test\n")
+    (pkg / "usr" / "src").mkdir(parents=True)
+    proc.run(["tar", "-cJf", str(pkg / "usr/src/linux-source-6.1.tar.xz"), "-C", str(work),
+              "linux-source-6.1"], check=True, timeout=120)
+    deb = cache.dir("debs", "linux-source-6.1_6.1.176-1_all.deb")
+    proc.run(["dpkg-deb", "--root-owner-group", "-b", str(pkg), str(deb)], check=True,
+             capture_output=True, timeout=120)
+    sources = cache.dir("sources", f"{ws.target.source_package}_{ws.target.package_version}")
+    sources.mkdir(parents=True)
+    (sources / MANIFEST).write_text(json.dumps({"key": "x", "deb": deb.name}))
+
+
+def test_a_kernels_tree_is_fetchs_when_it_holds_every_rules_file(tmp_path: Path) -> None:
+    cache, ws = _workspace(tmp_path)
+    vulnerable_tree(ws.source_tree)
+    rules = audit.load_rules()
+    assert audit.kernel_tree(cache, ws, rules, audit.members_of(rules)) == (ws.source_tree,
+                                                                             "fetched")
+
+
+def test_a_kernels_tree_is_the_full_one_when_race_extracted_it(tmp_path: Path) -> None:
+    cache, ws = _workspace(tmp_path)
+    write_tree(ws.source_tree, {"net/smc/smc_clc.c": VULNERABLE["net/smc/smc_clc.c"]})
+    entry = fetch.full_source_entry(cache, ws.target)
+    with atomic_dir(entry, fetch.full_source_key(ws.target)) as tmp:
+        write_tree(tmp / "tree", {"Makefile": "# the kernel\n"})
+    rules = audit.load_rules()  # tls's file is not in fetch's net/smc sources
+    assert audit.kernel_tree(cache, ws, rules, audit.members_of(rules)) == (entry / "tree",
+                                                                            "full")
+
+
+def test_a_kernels_tree_is_else_the_rules_paths_extracted_once(tmp_path: Path) -> None:
+    for tool, package in (("dpkg-deb", "dpkg"), ("xz", "xz-utils")):
+        require_tool(tool, package)
+    cache, ws = _workspace(tmp_path)
+    _source_deb(cache, ws, tmp_path / "work")
+    every = audit.load_rules(general=True)
+    said: list[str] = []
+    tree, origin = audit.kernel_tree(cache, ws, audit.load_rules(), audit.members_of(every),
+                                     lambda message, done=None, total=None: said.append(message))
+    assert origin == "extracted" and tree == cache.root / "audit-sources" / (
+        "linux-source-6.1_6.1.176-1") / "tree"
+    assert said == ["extract drivers/infiniband, drivers/net, net from "
+                    "linux-source-6.1_6.1.176-1_all.deb"]
+    assert (tree / "net/tls/tls_device.c").is_file() and (tree / "drivers/net/foo/foo.c").is_file()
+    assert not (tree / "fs").exists() and not (tree / "Makefile").exists()  # only the rules' paths
+    said.clear()  # the second time: the cached entry, nothing extracted
+    again = audit.kernel_tree(cache, ws, every, audit.members_of(every),
+                              lambda message, done=None, total=None: said.append(message))
+    assert again == (tree, "extracted") and said == []
+    runs = audit.audit(tree, every)
+    assert {s.function for r in runs for s in r.sites if s.known} == {
+        f for sites in EXPECTED.values() for _, f in sites}
