@@ -67,6 +67,7 @@ WRITERS = {
     "smcpatch-race/1": "`race --json PATH`",
     "smcpatch-host/1": "`host --json PATH`",
     "smcpatch-bench/1": "`bench`: `stats.json` in its results directory",
+    "smcpatch-audit/1": "`audit --json PATH`",
 }
 SCALAR_DEFS = {"tool_version": "string", "generated": "string (UTC time)",
                "strings": "array of strings"}

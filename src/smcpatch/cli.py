@@ -688,7 +688,54 @@ def host(c: Context, root: str = "/", json: str | None = None, vex: str | None =
     _fail(result.exit_code)
 
 
-namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench, scan, race, host)
+@task(auto_shortflags=False, help={
+    "kernel": KERNEL_HELP + " (one): its Debian source, fetched and cached as verify does",
+    "source": "your own kernel tree (its top directory) instead of --kernel",
+    "general": "also the general rule: any ->dev (or dst_dev()) read from a dst taken with "
+               "sk_dst_get() in net/, drivers/net and drivers/infiniband; its sites are "
+               "candidates to read and leave the exit code alone",
+    "suite": SUITE_HELP,
+    "json": "write every site here, file:line each (schema smcpatch-audit/1)",
+    "timeout": "seconds one rule's spatch run may take (default: 600)",
+    "cache": CACHE_HELP,
+    "matrix": MATRIX_HELP,
+})
+def audit(c: Context, kernel: str | None = None, source: str | None = None,
+          general: bool = False, suite: str | None = None, json: str | None = None,
+          timeout: str | None = None, cache: str | None = None,
+          matrix: str | None = None) -> None:
+    """Find the sk_dst_get()->dev pattern in kernel source, with Coccinelle.
+
+    One rule per fix of the series, in cvehound's format (CVE-2025-40168, CVE-2025-40139,
+    CVE-2025-40064, smc_vlan_by_tcpsk's 0b0e4d51c655, tls's CVE-2025-40149), run with Debian's
+    spatch (installed when missing) over a Debian kernel's source or your tree. One line per
+    site: file:line, function, fix.
+
+    Exit 0 when no known vulnerable site is found, 1 when one is (or spatch failed: one error
+    line says so), 2 on bad input.
+    """
+    from .commands import audit as audit_cmd
+
+    with reported_errors():
+        if source and (suite or matrix):
+            raise BadInput("--suite and --matrix choose a Debian kernel: they go with --kernel")
+        request = audit_cmd.AuditRequest(
+            kernels=_kernel_request([kernel], None, "", suite, matrix) if kernel else None,
+            source=_path(source), general=general, json_path=_output(json, "--json"),
+            cache_dir=_path(cache),
+            timeout=_float(timeout, "--timeout", 600.0, 10.0, 86_400.0))
+        audit_cmd.check_request(request)
+        with render.progress_display(console) as display:
+            result = audit_cmd.run(request, display)
+        for line in [*result.site_lines(), *result.rule_lines(), result.summary()]:
+            console.print(line, markup=False, soft_wrap=True)
+        if json:
+            console.print(f"JSON: {json}", markup=False, soft_wrap=True)
+    _fail(result.exit_code)
+
+
+namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench, scan, race, host,
+                       audit)
 
 
 # -- the console script: smcpatch's own tasks and options, nothing of invoke's --------------------

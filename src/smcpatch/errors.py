@@ -75,3 +75,9 @@ class VmError(SmcpatchError):
     """The QEMU guest failed: panic, hang, module load failure, or an unexpected fallback."""
 
     exit_code = 1
+
+
+class AuditError(SmcpatchError):
+    """spatch (Coccinelle) failed or timed out on a rule: the source was not audited."""
+
+    exit_code = 1

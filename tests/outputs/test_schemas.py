@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from smcpatch.commands import audit as audit_cmd
 from smcpatch.commands import dkms as dkms_cmd
 from smcpatch.commands import host as host_cmd
 from smcpatch.commands import inspect as inspect_cmd
@@ -71,7 +72,8 @@ def described(root: dict[str, Any], node: dict[str, Any]) -> bool:
 # -- the schemas themselves --------------------------------------------------------------------
 def test_every_document_kind_of_the_code_has_its_schema() -> None:
     written = {report_stage.SCHEMA, jsonreport.SCHEMA, jsonreport.SCAN_SCHEMA, inspect_cmd.SCHEMA,
-               dkms_cmd.SCHEMA, race_cmd.SCHEMA, host_cmd.SCHEMA, latency.STATS_SCHEMA}
+               dkms_cmd.SCHEMA, race_cmd.SCHEMA, host_cmd.SCHEMA, latency.STATS_SCHEMA,
+               audit_cmd.SCHEMA}
     assert written == set(SCHEMAS)
     for kind, path in SCHEMAS.items():
         assert path.is_file() and path.parent == ROOT / "src" / "smcpatch" / "data" / "schemas"
@@ -249,6 +251,12 @@ def bench_document() -> dict[str, Any]:
     return latency.stats_document(result, latency.BenchConfig(modes=("clcv1",)))
 
 
+def audit_document() -> dict[str, Any]:
+    from tests.commands.test_audit import audit_result
+
+    return audit_result().to_json()
+
+
 @pytest.fixture
 def documents(objs: dict[str, Path], keys: tuple[Path, Path],
               tmp_path: Path) -> dict[str, Callable[[], dict[str, Any]]]:
@@ -259,7 +267,8 @@ def documents(objs: dict[str, Path], keys: tuple[Path, Path],
             "smcpatch-scan/1": scan_document,
             "smcpatch-race/1": race_document,
             "smcpatch-host/1": lambda: host_document(tmp_path / "machine"),
-            "smcpatch-bench/1": bench_document}
+            "smcpatch-bench/1": bench_document,
+            "smcpatch-audit/1": audit_document}
 
 
 @pytest.mark.parametrize("kind", KINDS)

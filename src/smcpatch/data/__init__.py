@@ -10,6 +10,8 @@
 - ``debugkernel/``: the config fragments of the race's debug kernels (base, per series, checker);
 - ``fixes/``: one signature per fix of the upstream series (how a binary shows it), read by
   :mod:`smcpatch.inspection.fixes`;
+- ``cocci/``: the Coccinelle rules of `audit`, one per fix (cvehound's format), and
+  ``cocci/general/``: the rule that finds the pattern anywhere;
 - ``schemas/``: the JSON Schema (draft 2020-12) of every JSON document smcpatch writes, by its
   ``schema`` value (:data:`SCHEMAS`; docs/json.md says what each key means).
 
@@ -43,6 +45,9 @@ KCSAN_WIDEN_PATCHES = {"before": _path("race", "kcsan-widen-vulnerable.patch"),
 # --canary with --sanitizer kasan: our fix with its device read moved out of the RCU section,
 # which lockdep must report (the proof that the debug kernel's checker is live)
 RCU_CANARY_PATCH = _path("race", "rcu-canary.patch")
+# `audit`'s Coccinelle rules: one per fix here, the general pattern in general/
+COCCI_DIR = _path("cocci")
 # the JSON Schema of each document kind smcpatch writes, by the document's `schema` value
 SCHEMAS = {f"smcpatch-{kind}/1": _path("schemas", f"{kind}.schema.json")
-           for kind in ("report", "inspect", "dkms", "scan", "race", "host", "bench")}
+           for kind in ("report", "inspect", "dkms", "scan", "race", "host", "bench",
+                           "audit")}
