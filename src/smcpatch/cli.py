@@ -458,6 +458,54 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, arch: st
 
 
 @task(auto_shortflags=False, help={
+    "kernel": KERNEL_HELP + " (one)",
+    "arch": "amd64 (the default; Debian's other kernels have no CONFIG_LIVEPATCH)",
+    "out": "build the livepatch here (new, empty, or an earlier one of ours; default: "
+           "livepatch/<release>)",
+    "suite": SUITE_HELP,
+    "json": "write the result here (schema smcpatch-livepatch/1)",
+    "force": "build even when Debian's module is already fixed",
+    "jobs": "make -j (default: the number of cores)",
+    "cache": CACHE_HELP,
+    "matrix": MATRIX_HELP,
+})
+def livepatch(c: Context, kernel: str | None = None, arch: str = "", out: str | None = None,
+              suite: str | None = None, json: str | None = None, force: bool = False,
+              jobs: str | None = None, cache: str | None = None,
+              matrix: str | None = None) -> None:
+    """Build a livepatch module replacing smc_clc_prfx_match() in the running smc.
+
+    Our verified fixed function, compiled against the kernel's headers with its own compiler,
+    on klp_object "smc"; judged like every module we build. Exit 0 when built and judged fixed
+    (or Debian's module is already fixed: nothing built), 1 when the livepatch is not judged
+    fixed or would not load, 2 on bad input (a kernel that cannot live-patch, a fix that needs an
+    unexported symbol).
+    """
+    from .commands import livepatch as livepatch_cmd
+
+    with reported_errors():
+        request = livepatch_cmd.LivepatchRequest(
+            kernels=_kernel_request([_required(kernel, "--kernel")], [arch] if arch else None,
+                                    "", suite, matrix),
+            out_dir=_path(out), json_path=_output(json, "--json"), cache_dir=_path(cache),
+            force=force, jobs=_int(jobs, "--jobs", 0, 0, 256) or None)
+        livepatch_cmd.check_request(request)
+        with render.progress_display(console) as display:
+            result = livepatch_cmd.run(request, display)
+        console.print(escape(result.message), soft_wrap=True)
+        if result.undefined:
+            console.print(f"undefined symbols: {', '.join(result.undefined)}", soft_wrap=True)
+        if result.judgement is not None:
+            for reason in result.judgement.reasons:
+                console.print(f"  - {escape(reason)}", soft_wrap=True)
+            console.print(f"  vermagic ok: {result.judgement.vermagic_ok}, CRCs ok: "
+                          f"{result.judgement.modversions_ok}")
+        if json:
+            console.print(f"JSON: {json}")
+    _fail(result.exit_code)
+
+
+@task(auto_shortflags=False, help={
     "kernel": f"the Debian kernel to boot (default: {GUEST_KERNEL}, a vulnerable one)",
     "suite": SUITE_HELP,
     "variant": "after (our fix, default) | canary (the fix + a deliberate 100 us delay in "
@@ -676,7 +724,8 @@ def host(c: Context, root: str = "/", json: str | None = None, vex: str | None =
     _fail(result.exit_code)
 
 
-namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench, scan, race, host)
+namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench, scan, race, host,
+                       livepatch)
 
 
 # -- the console script: smcpatch's own tasks and options, nothing of invoke's --------------------

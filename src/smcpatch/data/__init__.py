@@ -42,4 +42,5 @@ KCSAN_WIDEN_PATCHES = {"before": _path("race", "kcsan-widen-vulnerable.patch"),
 RCU_CANARY_PATCH = _path("race", "rcu-canary.patch")
 # the JSON Schema of each document kind smcpatch writes, by the document's `schema` value
 SCHEMAS = {f"smcpatch-{kind}/1": _path("schemas", f"{kind}.schema.json")
-           for kind in ("report", "inspect", "dkms", "scan", "race", "host", "bench")}
+           for kind in ("report", "inspect", "dkms", "scan", "race", "host", "bench",
+                         "livepatch")}
