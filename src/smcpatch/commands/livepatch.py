@@ -159,8 +159,6 @@ def run(request: LivepatchRequest, display: Display = QUIET) -> LivepatchResult:
     built = livepatch.build_livepatch(
         ws, env, variants.smc_dir(prepared.variants.after), out_dir, functions,
         origin=f"Debian's {target.package_version} net/smc with our fix", jobs=request.jobs)
-    write_output(out_dir / MARKER, json.dumps({"schema": SCHEMA, "kernel": result.kernel,
-                                               "release": result.release}) + "\n")
     result.built = True
     result.out_dir, result.module, result.source = out_dir, built.ko, built.source
     result.undefined, result.build_seconds = built.undefined, built.seconds
@@ -168,6 +166,8 @@ def run(request: LivepatchRequest, display: Display = QUIET) -> LivepatchResult:
     result.message = (f"{built.ko.name}: {result.judgement.verdict}, replacing "
                       f"{', '.join(result.judgement.targets)}")
     result.total_seconds = time.monotonic() - started
+    # the result beside the module: it marks the directory as ours (a later run may rewrite it)
+    write_output(out_dir / MARKER, json.dumps(result.to_json(), indent=2) + "\n")
     _write_json(request, result)
     return result
 
