@@ -3,12 +3,14 @@ braces, the static helpers a fix reaches, the klp structures, the exported-symbo
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from smcpatch.errors import BadInput
 from smcpatch.packaging import livepatch
+from tests.elfobjs import require_gcc
 
 C_FILE = r"""
 // SPDX-License-Identifier: GPL-2.0
@@ -48,7 +50,7 @@ int other_global(int v)
 }
 
 int smc_clc_prfx_match(struct socket *clcsock,
-		       struct smc_clc_msg_proposal_prefix *prop)
+			struct smc_clc_msg_proposal_prefix *prop)
 {
 	int rc;
 
@@ -139,3 +141,33 @@ def test_unexported_or_module_symbols_are_refused(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=r"needs smc_ib_find_route, smc_proto, which the kernel"):
         livepatch.check_exported(["__rcu_read_lock", "smc_ib_find_route", "smc_proto"],
                                  symvers, ["smc_clc_prfx_match"])
+
+
+def _object(tmp_path: Path, source: str, flags: list[str]) -> Path:
+    gcc = require_gcc()
+    src = tmp_path / "m.c"
+    src.write_text(source)
+    out = tmp_path / f"m{len(flags)}.o"
+    subprocess.run([gcc, "-c", "-O2", "-fno-pie", *flags, "-o", str(out), str(src)], check=True)
+    return out
+
+
+FTRACED = "int smc_clc_prfx_match(int *p) { return p ? *p + 1 : -19; }\n"
+
+
+def test_shipped_function_with_fentry_passes(tmp_path: Path) -> None:
+    livepatch.shipped_function_check(_object(tmp_path, FTRACED, ["-pg", "-mfentry"]),
+                                     "smc_clc_prfx_match")
+
+
+def test_shipped_function_without_fentry_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="no __fentry__ call"):
+        livepatch.shipped_function_check(_object(tmp_path, FTRACED, []), "smc_clc_prfx_match")
+
+
+def test_shipped_function_inlined_is_refused(tmp_path: Path) -> None:
+    inlined = ("static inline int smc_clc_prfx_match(int *p) { return p ? *p : 0; }\n"
+               "int caller(int *p) { return smc_clc_prfx_match(p) + 1; }\n")
+    with pytest.raises(BadInput, match="inlined it"):
+        livepatch.shipped_function_check(_object(tmp_path, inlined, ["-pg", "-mfentry", "-g0"]),
+                                         "smc_clc_prfx_match")
