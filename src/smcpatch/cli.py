@@ -473,7 +473,7 @@ def livepatch(c: Context, kernel: str | None = None, arch: str = "", out: str | 
               suite: str | None = None, json: str | None = None, force: bool = False,
               jobs: str | None = None, cache: str | None = None,
               matrix: str | None = None) -> None:
-    """Build a livepatch module replacing smc_clc_prfx_match() in the running smc.
+    """Build a livepatch replacing smc_clc_prfx_match() in a running smc.
 
     Our verified fixed function, compiled against the kernel's headers with its own compiler,
     on klp_object "smc"; judged like every module we build. Exit 0 when built and judged fixed
@@ -748,7 +748,7 @@ def print_help() -> None:
     print("Is this kernel's SMC module fixed against CVE-2025-40168, and at what cost?\n")
     print("tasks:")
     for name, t in namespace.tasks.items():
-        print(f"  {name:<{width}}  {_summary(t)}")
+        print(f"  {name:<{width}} {_summary(t)}")  # one space: 80 columns with `livepatch`
     print("\noptions:\n  -h, --help     this help\n  -V, --version  the version\n"
           "  -l, --list     the tasks, one per line\n")
     print(EXIT_CODES)
