@@ -465,13 +465,15 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, arch: st
     "suite": SUITE_HELP,
     "json": "write the result here (schema smcpatch-livepatch/1)",
     "force": "build even when Debian's module is already fixed",
+    "prove": "boot Debian's kernel under QEMU: load its smc.ko, then the livepatch; wait for "
+             "the transition, disable and remove it (nothing is loaded on this host)",
     "jobs": "make -j (default: the number of cores)",
     "cache": CACHE_HELP,
     "matrix": MATRIX_HELP,
 })
 def livepatch(c: Context, kernel: str | None = None, arch: str = "", out: str | None = None,
               suite: str | None = None, json: str | None = None, force: bool = False,
-              jobs: str | None = None, cache: str | None = None,
+              prove: bool = False, jobs: str | None = None, cache: str | None = None,
               matrix: str | None = None) -> None:
     """Build a livepatch replacing smc_clc_prfx_match() in a running smc.
 
@@ -488,7 +490,7 @@ def livepatch(c: Context, kernel: str | None = None, arch: str = "", out: str | 
             kernels=_kernel_request([_required(kernel, "--kernel")], [arch] if arch else None,
                                     "", suite, matrix),
             out_dir=_path(out), json_path=_output(json, "--json"), cache_dir=_path(cache),
-            force=force, jobs=_int(jobs, "--jobs", 0, 0, 256) or None)
+            force=force, jobs=_int(jobs, "--jobs", 0, 0, 256) or None, prove=prove)
         livepatch_cmd.check_request(request)
         with render.progress_display(console) as display:
             result = livepatch_cmd.run(request, display)
@@ -500,6 +502,13 @@ def livepatch(c: Context, kernel: str | None = None, arch: str = "", out: str | 
                 console.print(f"  - {escape(reason)}", soft_wrap=True)
             console.print(f"  vermagic ok: {result.judgement.vermagic_ok}, CRCs ok: "
                           f"{result.judgement.modversions_ok}")
+        if result.proof is not None:
+            p = result.proof
+            console.print(f"guest ({p.release}, QEMU): {'proven' if p.ok else 'NOT proven'}: "
+                          f"insmod {p.insmod}, enabled {p.enabled}, transition {p.transition} "
+                          f"after {p.transition_seconds} s, smc patched {p.smc_patched}, "
+                          f"disabled and gone {p.gone}, rmmod {p.rmmod_status}; "
+                          f"console: {p.console}", soft_wrap=True)
         if json:
             console.print(f"JSON: {json}")
     _fail(result.exit_code)

@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BadInput
+from ..guest.livepatch import Proof, prove
 from ..inspection.livepatch import LivepatchJudgement, judge_livepatch
 from ..kernels.kconfig import KernelConfig
 from ..kernels.request import KernelRequest
@@ -45,6 +46,7 @@ class LivepatchRequest:
     cache_dir: Path | None = None
     force: bool = False  # build even when Debian's module is already fixed
     jobs: int | None = None
+    prove: bool = False  # load it into Debian's kernel under QEMU (guest.livepatch)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class LivepatchResult:
     build_seconds: float | None = None
     total_seconds: float = 0.0
     judgement: LivepatchJudgement | None = None
+    proof: Proof | None = None
 
     @property
     def exit_code(self) -> int:
@@ -69,6 +72,8 @@ class LivepatchResult:
         j = self.judgement
         ok = (j is not None and j.verdict == "fixed" and j.vermagic_ok is True
               and j.modversions_ok is True)
+        if self.proof is not None and not self.proof.ok:
+            return EXIT_FAIL
         return EXIT_OK if ok else EXIT_FAIL
 
     def to_json(self) -> dict[str, Any]:
@@ -84,7 +89,8 @@ class LivepatchResult:
                 "build_seconds": (round(self.build_seconds, 2)
                                   if self.build_seconds is not None else None),
                 "total_seconds": round(self.total_seconds, 2),
-                "judgement": self.judgement.to_json() if self.judgement else None}
+                "judgement": self.judgement.to_json() if self.judgement else None,
+                "proof": self.proof.to_json() if self.proof else None}
 
 
 def check_request(request: LivepatchRequest) -> None:
@@ -165,6 +171,12 @@ def run(request: LivepatchRequest, display: Display = QUIET) -> LivepatchResult:
     result.judgement = judge_livepatch(built.ko, target.release, ws.symvers)
     result.message = (f"{built.ko.name}: {result.judgement.verdict}, replacing "
                       f"{', '.join(result.judgement.targets)}")
+    if request.prove and result.judgement.verdict == "fixed":
+        if ws.image_deb is None:
+            raise BadInput(f"kernel {target.package_version}: no image package to boot: "
+                           "--prove needs Debian's kernel image")
+        display.say(f"livepatch proof: {target.release} under QEMU ...")
+        result.proof = prove(cache, ws.image_deb, built.ko)
     result.total_seconds = time.monotonic() - started
     # the result beside the module: it marks the directory as ours (a later run may rewrite it)
     write_output(out_dir / MARKER, json.dumps(result.to_json(), indent=2) + "\n")
