@@ -1,6 +1,7 @@
 """Livepatches built for real Debian kernels (smcpatch livepatch) and judged by the inspector:
-our fix judged fixed with the kernel's vermagic and CRCs; Debian's vulnerable function and our fix
-with its RCU read lock removed, built the same way, judged vulnerable; a fixed kernel refused."""
+our fix judged fixed with the kernel's vermagic and CRCs, and applied in Debian's kernel under
+QEMU; Debian's vulnerable function and our fix with its RCU read lock removed, built the same
+way, judged vulnerable; a fixed kernel refused."""
 
 from __future__ import annotations
 
@@ -26,17 +27,19 @@ ROOT = Path(__file__).resolve().parents[2]
 RELEASES = {"6.12.107": "6.12.107+deb12-amd64", "6.1.176": "6.1.0-50-amd64"}
 
 
-def _run(kernel: str, out: Path, force: bool = False) -> livepatch_cmd.LivepatchResult:
+def _run(kernel: str, out: Path, force: bool = False,
+         prove: bool = False) -> livepatch_cmd.LivepatchResult:
     request = livepatch_cmd.LivepatchRequest(
         kernels=KernelRequest(kernels=(kernel,)), out_dir=out, json_path=out.parent / "r.json",
-        cache_dir=cache_root_for_tests(), force=force)
+        cache_dir=cache_root_for_tests(), force=force, prove=prove)
     return livepatch_cmd.run(request)
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("kernel", ["6.12.107", "6.1.176"])
-def test_livepatch_built_and_judged_fixed(kernel: str, tmp_path: Path) -> None:
-    result = _run(kernel, tmp_path / "out")
+def test_livepatch_built_judged_fixed_and_proven_in_the_guest(kernel: str,
+                                                              tmp_path: Path) -> None:
+    result = _run(kernel, tmp_path / "out", prove=True)
     assert result.exit_code == 0, result.message
     assert result.state == "vulnerable" and result.built
     j = result.judgement
@@ -53,6 +56,15 @@ def test_livepatch_built_and_judged_fixed(kernel: str, tmp_path: Path) -> None:
     assert_valid(document)
     assert document["judgement"]["verdict"] == "fixed"
     assert document["build_seconds"] > 0
+    # the guest: Debian's smc.ko, then the livepatch applied, then disabled and removed
+    proof = result.proof
+    assert proof is not None and proof.ok, proof
+    assert proof.insmod["smc.ko"] == 0 and proof.insmod[f"{livepatch.MODULE_NAME}.ko"] == 0
+    assert (proof.enabled, proof.transition, proof.smc_patched) == ("1", "0", "1")
+    assert proof.tainted is not None and proof.tainted & (1 << 15)  # TAINT_LIVEPATCH
+    assert any("patching complete" in line for line in proof.kernel_lines)
+    assert any("unpatching complete" in line for line in proof.kernel_lines)
+    assert document["proof"]["ok"] is True
 
 
 def _smc_dir_copy(src: Path, dest: Path) -> Path:
