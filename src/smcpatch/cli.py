@@ -478,9 +478,10 @@ def livepatch(c: Context, kernel: str | None = None, arch: str = "", out: str | 
     """Build a livepatch replacing smc_clc_prfx_match() in a running smc.
 
     Our verified fixed function, compiled against the kernel's headers with its own compiler,
-    on klp_object "smc"; judged like every module we build. Exit 0 when built and judged fixed
-    (or Debian's module is already fixed: nothing built), 1 when the livepatch is not judged
-    fixed or would not load, 2 on bad input (a kernel that cannot live-patch, a fix that needs an
+    on klp_object "smc"; judged like every module we build; with --prove applied and removed in
+    Debian's kernel under QEMU. Exit 0 when built and judged fixed (or Debian's module is already
+    fixed: nothing built), 1 when the livepatch is not judged fixed, would not load or failed in
+    the guest, 2 on bad input (a kernel that cannot live-patch, a fix that needs an
     unexported symbol).
     """
     from .commands import livepatch as livepatch_cmd

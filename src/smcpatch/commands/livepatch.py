@@ -5,7 +5,9 @@ Refused before any download: more than one kernel, an architecture whose Debian 
 live-patch (CONFIG_LIVEPATCH=y in Debian's amd64 kernels only), a kernel whose image alone is
 served. After fetch and classify (the earliest the state is known): a kernel whose Debian module
 is already fixed is said so, exit 0, nothing built unless `force`. Then the pipeline builds and
-verifies our after/ sources, and packaging.livepatch makes the livepatch from them."""
+verifies our after/ sources, packaging.livepatch makes the livepatch from them and
+inspection.livepatch judges it; with `prove`, guest.livepatch applies and removes it in Debian's
+kernel under QEMU."""
 
 from __future__ import annotations
 
