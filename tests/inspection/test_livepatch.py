@@ -78,3 +78,30 @@ def test_without_the_modinfo_flag_it_is_no_livepatch(tmp_path: Path) -> None:
     result = livepatch.judge_livepatch(module)
     assert result.verdict == "unknown"
     assert "not a livepatch" in result.reasons[0]
+
+
+TWO_OBJECTS = r"""
+struct klp_func { const char *old_name; void *new_func; unsigned long old_sympos;
+                  void *pad[6]; };
+struct klp_object { const char *name; struct klp_func *funcs; void *pad[8]; };
+struct klp_patch { void *mod; struct klp_object *objs; void *pad[8]; };
+
+static struct klp_func smc_funcs[] = {
+	{ .old_name = "smc_clc_prfx_match", .new_func = smc_clc_prfx_match, }, { }
+};
+static struct klp_func tls_funcs[] = {
+	{ .old_name = "get_netdev_for_sock", .new_func = smc_clc_prfx_match, }, { }
+};
+static struct klp_object objs[] = {
+	{ .name = "smc", .funcs = smc_funcs, }, { .name = "tls", .funcs = tls_funcs, }, { }
+};
+struct klp_patch patch = { .objs = objs, };
+"""
+
+
+def test_each_object_gets_only_its_own_functions(tmp_path: Path) -> None:
+    module = compile_c(tmp_path, SMC_CLC_C + TWO_OBJECTS + MODINFO, "two.o",
+                       defines=("FIXED", 'LIVEPATCH="livepatch=Y"'), debug=False)
+    result = livepatch.judge_livepatch(module)
+    assert result.targets == ["smc:smc_clc_prfx_match", "tls:get_netdev_for_sock"]
+    assert result.verdict == "unknown"  # tls is not this fix's

@@ -95,20 +95,27 @@ def klp_objects(elf: ElfObject) -> list[KlpObject]:
                 objects.append((first.text, *place))
     out = []
     for name, shndx, start in objects:
-        obj = KlpObject(name)
-        slot = start
-        while (shndx, slot) in funcs:  # the array ends at its empty entry
-            obj.funcs.append(funcs[(shndx, slot)])
-            slot += _klp_func_size(funcs, shndx, start)
-        out.append(obj)
+        end = _array_end(elf, shndx, start, funcs)
+        out.append(KlpObject(name, [funcs[(s, o)] for s, o in sorted(funcs)
+                                    if s == shndx and start <= o < end]))
     return out
 
 
-def _klp_func_size(funcs: dict[tuple[int, int], Replacement], shndx: int, start: int) -> int:
-    """The stride of a klp_func array: the distance between its first two entries, or (one
-    entry) anything that does not land on another entry."""
-    offsets = sorted(o for s, o in funcs if s == shndx and o > start)
-    return offsets[0] - start if offsets else 1 << 30
+def _array_end(elf: ElfObject, shndx: int, start: int,
+               funcs: dict[tuple[int, int], Replacement]) -> int:
+    """Where the klp_func array at `start` ends: its symbol's extent (`static struct klp_func
+    funcs[]` has a sized local symbol), else up to the first gap in a run of equally spaced
+    entries (a lone entry stands alone)."""
+    sym = elf.symbol_at(shndx, start)
+    if sym is not None and sym.value == start and sym.size:
+        return start + sym.size
+    offsets = sorted(o for s, o in funcs if s == shndx and o >= start)
+    if len(offsets) < 2:
+        return start + 1
+    stride, end = offsets[1] - offsets[0], offsets[0]
+    while end in offsets:
+        end += stride
+    return end
 
 
 def _is_function(elf: ElfObject, rel: Reloc) -> bool:
