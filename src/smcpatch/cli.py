@@ -465,6 +465,9 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, arch: st
     "suite": SUITE_HELP,
     "json": "write the result here (schema smcpatch-livepatch/1)",
     "force": "build even when Debian's module is already fixed",
+    "sign_key": "sign the livepatch with this private key (PEM), e.g. DKMS's MOK key "
+                "(/var/lib/dkms/mok.key): Secure Boot refuses unsigned modules",
+    "sign_cert": "the X.509 certificate of --sign-key (PEM or DER)",
     "prove": "boot Debian's kernel under QEMU: load its smc.ko, then the livepatch; wait for "
              "the transition, disable and remove it (nothing is loaded on this host)",
     "jobs": "make -j (default: the number of cores)",
@@ -473,7 +476,8 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, arch: st
 })
 def livepatch(c: Context, kernel: str | None = None, arch: str = "", out: str | None = None,
               suite: str | None = None, json: str | None = None, force: bool = False,
-              prove: bool = False, jobs: str | None = None, cache: str | None = None,
+              prove: bool = False, sign_key: str | None = None, sign_cert: str | None = None,
+              jobs: str | None = None, cache: str | None = None,
               matrix: str | None = None) -> None:
     """Build a livepatch replacing smc_clc_prfx_match() in a running smc.
 
@@ -491,11 +495,15 @@ def livepatch(c: Context, kernel: str | None = None, arch: str = "", out: str | 
             kernels=_kernel_request([_required(kernel, "--kernel")], [arch] if arch else None,
                                     "", suite, matrix),
             out_dir=_path(out), json_path=_output(json, "--json"), cache_dir=_path(cache),
-            force=force, jobs=_int(jobs, "--jobs", 0, 0, 256) or None, prove=prove)
+            force=force, jobs=_int(jobs, "--jobs", 0, 0, 256) or None, prove=prove,
+            sign_key=_input(sign_key, "--sign-key", "private key", KEY_LIMIT),
+            sign_cert=_input(sign_cert, "--sign-cert", "certificate", KEY_LIMIT))
         livepatch_cmd.check_request(request)
         with render.progress_display(console) as display:
             result = livepatch_cmd.run(request, display)
         console.print(escape(result.message), soft_wrap=True)
+        if result.built:
+            console.print(f"signature: {escape(result.signature)}", soft_wrap=True)
         if result.undefined:
             console.print(f"undefined symbols: {', '.join(result.undefined)}", soft_wrap=True)
         if result.judgement is not None:

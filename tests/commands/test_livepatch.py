@@ -73,3 +73,16 @@ def test_nothing_built_result_is_exit_0_and_valid_json(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     path.write_text(json.dumps(result.to_json()))  # judged by its schema after the test
     assert result.to_json()["judgement"] is None
+
+
+def test_signing_needs_a_key_and_its_certificate(tmp_path: Path,
+                                                 keys: tuple[Path, Path],
+                                                 other_keys: tuple[Path, Path]) -> None:
+    kernels = KernelRequest(kernels=("6.12.107",))
+    with pytest.raises(BadInput, match="both --sign-key and --sign-cert"):
+        livepatch_cmd.check_request(livepatch_cmd.LivepatchRequest(kernels, sign_key=keys[0]))
+    with pytest.raises(BadInput):
+        livepatch_cmd.check_request(livepatch_cmd.LivepatchRequest(
+            kernels, sign_key=keys[0], sign_cert=other_keys[1]))
+    livepatch_cmd.check_request(livepatch_cmd.LivepatchRequest(
+        kernels, sign_key=keys[0], sign_cert=keys[1]))

@@ -15,6 +15,7 @@ import pytest
 
 from smcpatch.commands import livepatch as livepatch_cmd
 from smcpatch.inspection.livepatch import judge_livepatch
+from smcpatch.inspection.signature import module_signature
 from smcpatch.kernels.request import KernelRequest
 from smcpatch.packaging import livepatch
 from smcpatch.pipeline import build, variants
@@ -27,11 +28,12 @@ ROOT = Path(__file__).resolve().parents[2]
 RELEASES = {"6.12.107": "6.12.107+deb12-amd64", "6.1.176": "6.1.0-50-amd64"}
 
 
-def _run(kernel: str, out: Path, force: bool = False,
-         prove: bool = False) -> livepatch_cmd.LivepatchResult:
+def _run(kernel: str, out: Path, force: bool = False, prove: bool = False,
+         keys: tuple[Path, Path] | None = None) -> livepatch_cmd.LivepatchResult:
     request = livepatch_cmd.LivepatchRequest(
         kernels=KernelRequest(kernels=(kernel,)), out_dir=out, json_path=out.parent / "r.json",
-        cache_dir=cache_root_for_tests(), force=force, prove=prove)
+        cache_dir=cache_root_for_tests(), force=force, prove=prove,
+        sign_key=keys[0] if keys else None, sign_cert=keys[1] if keys else None)
     return livepatch_cmd.run(request)
 
 
@@ -97,6 +99,16 @@ def test_broken_replacements_are_judged_vulnerable(tmp_path: Path) -> None:
         assert j.verdict == "vulnerable", (name, j.reasons)
         assert why in " ".join(j.objects[0].funcs[0].reasons)
         assert j.vermagic_ok and j.modversions_ok
+
+
+@pytest.mark.integration
+def test_signed_livepatch(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    result = _run("6.1.176", tmp_path / "out", keys=keys)
+    assert result.exit_code == 0 and result.judgement is not None
+    assert result.judgement.verdict == "fixed" and result.judgement.modversions_ok
+    assert result.signature.startswith("signed by smcpatch throwaway key"), result.signature
+    sig = module_signature(result.module) if result.module else None
+    assert sig is not None and sig["hash_algorithm"] == "sha256"
 
 
 @pytest.mark.integration

@@ -21,11 +21,12 @@ from .. import __version__
 from ..errors import BadInput
 from ..guest.livepatch import Proof, prove
 from ..inspection.livepatch import LivepatchJudgement, judge_livepatch
+from ..inspection.signature import describe, module_signature
 from ..kernels.kconfig import KernelConfig
 from ..kernels.request import KernelRequest
 from ..kernels.resolve import resolve
 from ..kernels.targets import Target
-from ..packaging import livepatch
+from ..packaging import livepatch, signing
 from ..pipeline import build, variants
 from ..pipeline.prepare import Options, Prepared, prepare
 from ..plumbing.cache import Cache
@@ -49,6 +50,8 @@ class LivepatchRequest:
     force: bool = False  # build even when Debian's module is already fixed
     jobs: int | None = None
     prove: bool = False  # load it into Debian's kernel under QEMU (guest.livepatch)
+    sign_key: Path | None = None  # e.g. DKMS's MOK key: Secure Boot refuses unsigned modules
+    sign_cert: Path | None = None
 
 
 @dataclass
@@ -66,6 +69,7 @@ class LivepatchResult:
     total_seconds: float = 0.0
     judgement: LivepatchJudgement | None = None
     proof: Proof | None = None
+    signature: str = "unsigned"  # the appended signature, described (inspection.signature)
 
     @property
     def exit_code(self) -> int:
@@ -92,6 +96,7 @@ class LivepatchResult:
                                   if self.build_seconds is not None else None),
                 "total_seconds": round(self.total_seconds, 2),
                 "judgement": self.judgement.to_json() if self.judgement else None,
+                "signature": self.signature,
                 "proof": self.proof.to_json() if self.proof else None}
 
 
@@ -106,6 +111,10 @@ def check_request(request: LivepatchRequest) -> None:
         check_arch(arch)
     if request.out_dir is not None:
         check_own_dir(request.out_dir.expanduser().absolute(), "--out", MARKER)
+    if (request.sign_key is None) != (request.sign_cert is None):
+        raise BadInput("signing needs both --sign-key and --sign-cert")
+    if request.sign_key is not None and request.sign_cert is not None:
+        signing.check_key_matches_cert(request.sign_key, request.sign_cert)
 
 
 def check_arch(arch: str) -> None:
@@ -167,6 +176,9 @@ def run(request: LivepatchRequest, display: Display = QUIET) -> LivepatchResult:
     built = livepatch.build_livepatch(
         ws, env, variants.smc_dir(prepared.variants.after), out_dir, functions,
         origin=f"Debian's {target.package_version} net/smc with our fix", jobs=request.jobs)
+    if request.sign_key is not None and request.sign_cert is not None:
+        signing.sign_module(ws, built.ko, request.sign_key, request.sign_cert, built.ko)
+    result.signature = describe(module_signature(built.ko))
     result.built = True
     result.out_dir, result.module, result.source = out_dir, built.ko, built.source
     result.undefined, result.build_seconds = built.undefined, built.seconds
