@@ -68,6 +68,8 @@ WRITERS = {
     "smcpatch-host/1": "`host --json PATH`",
     "smcpatch-bench/1": "`bench`: `stats.json` in its results directory",
     "smcpatch-audit/1": "`audit --json PATH`",
+    "smcpatch-livepatch/1": "`livepatch --kernel K --json PATH` (also `.smcpatch-livepatch.json` "
+                            "beside the module)",
 }
 SCALAR_DEFS = {"tool_version": "string", "generated": "string (UTC time)",
                "strings": "array of strings"}

@@ -467,6 +467,72 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, arch: st
 
 
 @task(auto_shortflags=False, help={
+    "kernel": KERNEL_HELP + " (one)",
+    "arch": "amd64 (the default; Debian's other kernels have no CONFIG_LIVEPATCH)",
+    "out": "build the livepatch here (new, empty, or an earlier one of ours; default: "
+           "livepatch/<release>)",
+    "suite": SUITE_HELP,
+    "json": "write the result here (schema smcpatch-livepatch/1)",
+    "force": "build even when Debian's module is already fixed",
+    "sign_key": "sign the livepatch with this private key (PEM), e.g. DKMS's MOK key "
+                "(/var/lib/dkms/mok.key): Secure Boot refuses unsigned modules",
+    "sign_cert": "the X.509 certificate of --sign-key (PEM or DER)",
+    "prove": "boot Debian's kernel under QEMU: load its smc.ko, then the livepatch; wait for "
+             "the transition, disable and remove it (nothing is loaded on this host)",
+    "jobs": "make -j (default: the number of cores)",
+    "cache": CACHE_HELP,
+    "matrix": MATRIX_HELP,
+})
+def livepatch(c: Context, kernel: str | None = None, arch: str = "", out: str | None = None,
+              suite: str | None = None, json: str | None = None, force: bool = False,
+              prove: bool = False, sign_key: str | None = None, sign_cert: str | None = None,
+              jobs: str | None = None, cache: str | None = None,
+              matrix: str | None = None) -> None:
+    """Build a livepatch replacing smc_clc_prfx_match() in a running smc.
+
+    Our verified fixed function, compiled against the kernel's headers with its own compiler,
+    on klp_object "smc"; judged like every module we build; with --prove applied and removed in
+    Debian's kernel under QEMU. Exit 0 when built and judged fixed (or Debian's module is already
+    fixed: nothing built), 1 when the livepatch is not judged fixed, would not load or failed in
+    the guest, 2 on bad input (a kernel that cannot live-patch, a fix that needs an
+    unexported symbol).
+    """
+    from .commands import livepatch as livepatch_cmd
+
+    with reported_errors():
+        request = livepatch_cmd.LivepatchRequest(
+            kernels=_kernel_request([_required(kernel, "--kernel")], [arch] if arch else None,
+                                    "", suite, matrix),
+            out_dir=_path(out), json_path=_output(json, "--json"), cache_dir=_path(cache),
+            force=force, jobs=_int(jobs, "--jobs", 0, 0, 256) or None, prove=prove,
+            sign_key=_input(sign_key, "--sign-key", "private key", KEY_LIMIT),
+            sign_cert=_input(sign_cert, "--sign-cert", "certificate", KEY_LIMIT))
+        livepatch_cmd.check_request(request)
+        with render.progress_display(console) as display:
+            result = livepatch_cmd.run(request, display)
+        console.print(escape(result.message), soft_wrap=True)
+        if result.built:
+            console.print(f"signature: {escape(result.signature)}", soft_wrap=True)
+        if result.undefined:
+            console.print(f"undefined symbols: {', '.join(result.undefined)}", soft_wrap=True)
+        if result.judgement is not None:
+            for reason in result.judgement.reasons:
+                console.print(f"  - {escape(reason)}", soft_wrap=True)
+            console.print(f"  vermagic ok: {result.judgement.vermagic_ok}, CRCs ok: "
+                          f"{result.judgement.modversions_ok}")
+        if result.proof is not None:
+            p = result.proof
+            console.print(f"guest ({p.release}, QEMU): {'proven' if p.ok else 'NOT proven'}: "
+                          f"insmod {p.insmod}, enabled {p.enabled}, transition {p.transition} "
+                          f"after {p.transition_seconds} s, smc patched {p.smc_patched}, "
+                          f"disabled and gone {p.gone}, rmmod {p.rmmod_status}; "
+                          f"console: {p.console}", soft_wrap=True)
+        if json:
+            console.print(f"JSON: {json}")
+    _fail(result.exit_code)
+
+
+@task(auto_shortflags=False, help={
     "kernel": f"the Debian kernel to boot (default: {GUEST_KERNEL}, a vulnerable one)",
     "suite": SUITE_HELP,
     "variant": "after (our fix, default) | canary (the fix + a deliberate 100 us delay in "
@@ -735,7 +801,7 @@ def audit(c: Context, kernel: str | None = None, source: str | None = None,
 
 
 namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench, scan, race, host,
-                       audit)
+                       audit, livepatch)
 
 
 # -- the console script: smcpatch's own tasks and options, nothing of invoke's --------------------
@@ -758,7 +824,7 @@ def print_help() -> None:
     print("Is this kernel's SMC module fixed against CVE-2025-40168, and at what cost?\n")
     print("tasks:")
     for name, t in namespace.tasks.items():
-        print(f"  {name:<{width}}  {_summary(t)}")
+        print(f"  {name:<{width}} {_summary(t)}")  # one space: 80 columns with `livepatch`
     print("\noptions:\n  -h, --help     this help\n  -V, --version  the version\n"
           "  -l, --list     the tasks, one per line\n")
     print(EXIT_CODES)

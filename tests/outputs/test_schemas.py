@@ -21,6 +21,7 @@ from smcpatch.commands import audit as audit_cmd
 from smcpatch.commands import dkms as dkms_cmd
 from smcpatch.commands import host as host_cmd
 from smcpatch.commands import inspect as inspect_cmd
+from smcpatch.commands import livepatch as livepatch_cmd
 from smcpatch.commands import race as race_cmd
 from smcpatch.commands import report as report_cmd
 from smcpatch.data import SCHEMAS
@@ -73,7 +74,7 @@ def described(root: dict[str, Any], node: dict[str, Any]) -> bool:
 def test_every_document_kind_of_the_code_has_its_schema() -> None:
     written = {report_stage.SCHEMA, jsonreport.SCHEMA, jsonreport.SCAN_SCHEMA, inspect_cmd.SCHEMA,
                dkms_cmd.SCHEMA, race_cmd.SCHEMA, host_cmd.SCHEMA, latency.STATS_SCHEMA,
-               audit_cmd.SCHEMA}
+               audit_cmd.SCHEMA, livepatch_cmd.SCHEMA}
     assert written == set(SCHEMAS)
     for kind, path in SCHEMAS.items():
         assert path.is_file() and path.parent == ROOT / "src" / "smcpatch" / "data" / "schemas"
@@ -257,6 +258,28 @@ def audit_document() -> dict[str, Any]:
     return audit_result().to_json()
 
 
+def livepatch_document(objs: dict[str, Path]) -> dict[str, Any]:
+    from smcpatch.inspection import evidence_json, inspect_module
+    from smcpatch.inspection.livepatch import KlpObject, LivepatchJudgement, Replacement
+
+    info = inspect_module(objs["modinfo"])
+    replacement = Replacement("smc_clc_prfx_match", "livepatch_smc_clc_prfx_match", "fixed",
+                              list(info.evidence.reasons), evidence_json(info))
+    judgement = LivepatchJudgement(
+        module="/tmp/lp/livepatch_smc_cve_2025_40168.ko", name="livepatch_smc_cve_2025_40168",
+        livepatch=True, vermagic="6.12.107+deb12-amd64 SMP preempt mod_unload modversions ",
+        objects=[KlpObject("smc", [replacement])], verdict="fixed", reasons=["fixed"],
+        vermagic_ok=True, modversions_ok=True)
+    result = livepatch_cmd.LivepatchResult(
+        kernel="6.12.107-1~deb12u1", release="6.12.107+deb12-amd64", state="vulnerable",
+        built=True, message="built", out_dir=Path("/tmp/lp"),
+        module=Path("/tmp/lp/livepatch_smc_cve_2025_40168.ko"),
+        source=Path("/tmp/lp/livepatch_smc_cve_2025_40168.c"),
+        undefined=["__fentry__", "klp_enable_patch"], build_seconds=8.97, total_seconds=115.6,
+        judgement=judgement)
+    return result.to_json()
+
+
 @pytest.fixture
 def documents(objs: dict[str, Path], keys: tuple[Path, Path],
               tmp_path: Path) -> dict[str, Callable[[], dict[str, Any]]]:
@@ -268,7 +291,8 @@ def documents(objs: dict[str, Path], keys: tuple[Path, Path],
             "smcpatch-race/1": race_document,
             "smcpatch-host/1": lambda: host_document(tmp_path / "machine"),
             "smcpatch-bench/1": bench_document,
-            "smcpatch-audit/1": audit_document}
+            "smcpatch-audit/1": audit_document,
+            "smcpatch-livepatch/1": lambda: livepatch_document(objs)}
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -50,4 +50,4 @@ COCCI_DIR = _path("cocci")
 # the JSON Schema of each document kind smcpatch writes, by the document's `schema` value
 SCHEMAS = {f"smcpatch-{kind}/1": _path("schemas", f"{kind}.schema.json")
            for kind in ("report", "inspect", "dkms", "scan", "race", "host", "bench",
-                           "audit")}
+                           "audit", "livepatch")}
