@@ -770,7 +770,7 @@ def audit(c: Context, kernel: str | None = None, source: str | None = None,
           general: bool = False, suite: str | None = None, json: str | None = None,
           timeout: str | None = None, cache: str | None = None,
           matrix: str | None = None) -> None:
-    """Find the sk_dst_get()->dev pattern in kernel source, with Coccinelle.
+    """Find the sk_dst_get()->dev pattern in kernel sources with Coccinelle.
 
     One rule per fix of the series, in cvehound's format (CVE-2025-40168, CVE-2025-40139,
     CVE-2025-40064, smc_vlan_by_tcpsk's 0b0e4d51c655, tls's CVE-2025-40149), run with Debian's
