@@ -9,6 +9,7 @@ raised deep as smcpatch.errors.SmcpatchError and reported here once, as one line
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect as pyinspect
 import json as json_module
 import math
@@ -109,13 +110,38 @@ def reported_errors() -> Iterator[None]:
         _quiet_broken_pipe()
     except Exit:
         raise
+    except OSError as exc:
+        if exc.errno not in _WRITE_FAILED:
+            _internal_error(exc)
+        _write_failed(exc)
     except Exception as exc:  # a bug: still one line, with a way to see the traceback
-        proc.kill_all()
-        if os.environ.get("SMCPATCH_DEBUG"):
-            raise
-        errors.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
-                     "(rerun with SMCPATCH_DEBUG=1 for the traceback)", soft_wrap=True)
-        raise Exit(code=3) from None
+        _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    proc.kill_all()
+    if os.environ.get("SMCPATCH_DEBUG"):
+        raise exc
+    errors.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                 "(rerun with SMCPATCH_DEBUG=1 for the traceback)", soft_wrap=True)
+    raise Exit(code=3) from None
+
+
+# a disk (or the terminal's file) that takes no more: the run cannot do what was asked, exit 2
+_WRITE_FAILED = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def _write_failed(exc: OSError) -> NoReturn:
+    """No space left (stdout to /dev/full, a full disk under the cache): one line, exit 2;
+    what stdout still holds is dropped so that nothing is written at exit."""
+    proc.kill_all()
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    where = f" ({exc.filename})" if exc.filename else ""
+    with contextlib.suppress(OSError):
+        errors.print(f"[red]error:[/] cannot write{escape(where)}: "
+                     f"{escape(exc.strerror or str(exc))}", soft_wrap=True)
+    raise Exit(code=2) from None
 
 
 def _quiet_broken_pipe() -> NoReturn:
@@ -158,22 +184,35 @@ def _choice(value: str, option: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _path(value: str | None) -> Path | None:
-    return Path(value).expanduser() if value else None
+def _path(value: str | None, option: str = "a path") -> Path | None:
+    return files.user_path(value, option) if value else None
 
 
 def _input(value: str | None, option: str, what: str, limit: int) -> Path | None:
     """An input file: checked for its type and size now, read with that limit later."""
-    if not value:
+    if value is None:
         return None
-    path = Path(value).expanduser()
+    path = files.user_path(value, option)
     files.check_input(path, what, limit)
     return path
 
 
 def _output(value: str | None, option: str) -> Path | None:
-    """An output path: refused now if nothing can be written there, never after the work."""
-    return files.check_output(Path(value), option) if value else None
+    """An output path: refused now if nothing can be written there, never after the work
+    (`--json ""` is refused, not taken for no --json)."""
+    if value is None:
+        return None
+    return files.check_output(files.user_path(value, option), option)
+
+
+def _distinct(outputs: dict[str, Path | None], vex: VexOutput | None = None) -> None:
+    """Every output of one run on its own file (before any work)."""
+    pairs = [(option, path) for option, path in outputs.items() if path is not None]
+    if vex is not None:
+        many = len(vex.formats) > 1
+        pairs += [(f"--vex ({fmt})" if many else "--vex", path)
+                  for fmt, path in vex.paths().items()]
+    files.check_distinct(pairs)
 
 
 def _vex(path: str | None, formats: list[str] | None, publisher: str | None,
@@ -183,11 +222,11 @@ def _vex(path: str | None, formats: list[str] | None, publisher: str | None,
 
     chosen = vex.check_formats(formats or [])
     who = vex.check_publisher(publisher, namespace)
-    if not path:
+    if path is None:
         if formats or publisher is not None or namespace is not None:
             raise BadInput("--vex-format, --vex-publisher and --vex-namespace go with --vex PATH")
         return None
-    return vex.check_output(vex.VexOutput(Path(path), chosen, who))
+    return vex.check_output(vex.VexOutput(files.user_path(path, "--vex"), chosen, who))
 
 
 def _say_vex(output: VexOutput | None) -> None:
@@ -215,13 +254,19 @@ def _kernel_request(kernel: list[str] | None, arch: list[str] | None, flavour: s
     return request
 
 
+def _say_why(code: int, why: list[str]) -> None:
+    """A red exit says why, naming the kernels that caused it (one line on stderr)."""
+    if code and why:
+        errors.print(f"[red]exit {code}:[/] {escape('; '.join(why))}", soft_wrap=True)
+
+
 def _fail(code: int) -> None:
     if code:
         raise Exit(code=code)
 
 
 def dump_json(data: Any) -> str:
-    return json_module.dumps(data, indent=2)
+    return json_module.dumps(data, indent=2, allow_nan=False)  # NaN is not JSON
 
 
 # -- the tasks ------------------------------------------------------------------------------------
@@ -313,6 +358,7 @@ def verify(c: Context, kernel: list[str] | None = None, arch: list[str] | None =
             sign_cert=_input(sign_cert, "--sign-cert", "certificate", KEY_LIMIT),
             patches=_path(patches),  # its series is read (and checked) before any download
             load=load, fail_on_vulnerable=fail_on_vulnerable)
+        _distinct({"--json": request.json_path, "--junit": request.junit_path}, request.vex)
         with render.progress_display(console) as display:
             result = verify_cmd.run(request, display)
         render.print_summary(result.reports, console)
@@ -324,6 +370,7 @@ def verify(c: Context, kernel: list[str] | None = None, arch: list[str] | None =
                   if r.error]
         if failed:  # a target that could not be verified: one line on stderr for build farms
             errors.print(f"[red]error:[/] {escape('; '.join(failed))}", soft_wrap=True)
+        _say_why(result.exit_code, result.why)
     _fail(result.exit_code)
 
 
@@ -366,10 +413,13 @@ def report(c: Context, merge: str | None = None, json: str | None = None,
     from .commands import report as report_cmd
 
     with reported_errors():
-        directory = files.check_input_dir(Path(_required(merge, "--merge DIR")),
-                                          "JSON reports")
+        directory = files.check_input_dir(files.user_path(_required(merge, "--merge DIR"),
+                                                          "--merge"), "JSON reports")
         result = report_cmd.merge(directory, _output(json, "--json"), fail_on_vulnerable)
         render.print_summary(result.reports, console)
+        if json:
+            console.print(f"JSON: {json}")
+        _say_why(result.exit_code, result.why)
     _fail(result.exit_code)
 
 
@@ -389,7 +439,8 @@ def inspect(c: Context, module: str | None = None, json: bool = False,
     from .commands import inspect as inspect_cmd
 
     with reported_errors():
-        path = files.check_input(Path(_required(module, "--module PATH")), "kernel module",
+        path = files.check_input(files.user_path(_required(module, "--module PATH"), "--module"),
+                                 "kernel module",
                                  inspect_cmd.MODULE_LIMIT)
         result = inspect_cmd.run(path, release or None,
                                  _input(symvers, "--symvers", "Module.symvers",
@@ -439,7 +490,7 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, arch: st
     from .commands import dkms as dkms_cmd
 
     with reported_errors():
-        out_dir = Path(out).expanduser() if out else None
+        out_dir = files.user_path(out, "--out") if out is not None else None
         request = dkms_cmd.DkmsRequest(
             kernels=_kernel_request([_required(kernel, "--kernel")], [arch] if arch else None,
                                     flavour, suite, matrix),
@@ -522,11 +573,11 @@ def bench(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
 
 def _output_dir(value: str | None, option: str) -> Path | None:
     """A results directory: new, empty or one of ours; refused now otherwise."""
-    if not value:
+    if value is None:
         return None
     from .guest.latency import RESULTS_MARKER
 
-    return files.check_own_dir(Path(value), option, RESULTS_MARKER)
+    return files.check_own_dir(files.user_path(value, option), option, RESULTS_MARKER)
 
 
 @task(iterable=["suite", "arch", "vex_format"], auto_shortflags=False, help={
@@ -564,6 +615,7 @@ def scan(c: Context, suite: list[str] | None = None, arch: list[str] | None = No
             vex=_vex(vex, vex_format, vex_publisher, vex_namespace),
             junit_path=_output(junit, "--junit"),
             parallel=_int(parallel, "--parallel", 4, 1, 16))
+        _distinct({"--json": request.json_path, "--junit": request.junit_path}, request.vex)
         scan_cmd.check_request(request)
         with render.progress_display(console) as display:
             result = scan_cmd.run(request, display)
@@ -667,6 +719,7 @@ def host(c: Context, root: str = "/", json: str | None = None, vex: str | None =
             root=Path(root or "/").expanduser(), json_path=_output(json, "--json"),
             vex=_vex(vex, vex_format, vex_publisher, vex_namespace), cache_dir=_path(cache),
             action="mitigate" if mitigate else "unmitigate" if unmitigate else None)
+        _distinct({"--json": request.json_path}, request.vex)
         host_cmd.check_request(request)
         result = host_cmd.run(request)
         render.print_host(result, console)
