@@ -26,15 +26,17 @@ def exit_code(reports: list[TargetReport], fail_on_vulnerable: bool = False) -> 
     return EXIT_OK
 
 
-def red_reasons(reports: list[TargetReport], fail_on_vulnerable: bool = False) -> list[str]:
-    """Why exit_code is not 0, one phrase per cause, naming the kernels (empty when it is 0)."""
+def red_reasons(reports: list[TargetReport], fail_on_vulnerable: bool = False,
+                errors_said: bool = False) -> list[str]:
+    """Why exit_code is not 0, one phrase per cause, naming the kernels (empty when it is 0).
+    errors_said: a target that stopped on an error is left out (its error line said why)."""
     def names(group: list[TargetReport]) -> str:
         return ", ".join(f"{r.package_version} {r.flavour}" for r in group)
 
     if not reports:
         return ["no kernel was judged"]
     why = []
-    unverified = [r for r in reports if not r.ok]
+    unverified = [r for r in reports if not r.ok and not (errors_said and r.error)]
     if unverified:
         why.append(f"our fix is not verified for {names(unverified)}")
     if fail_on_vulnerable:

@@ -38,7 +38,8 @@ class VerifyRequest:
 class VerifyResult:
     reports: list[report.TargetReport]
     exit_code: int
-    why: list[str] = field(default_factory=list)  # what made the exit red, kernel by kernel
+    # what made the exit red, kernel by kernel (a target's error has a line of its own)
+    why: list[str] = field(default_factory=list)
 
 
 def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
@@ -71,7 +72,7 @@ def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
 
         vex.write(request.vex, products.from_verify(reports))
     return VerifyResult(reports, exit_code(reports, request.fail_on_vulnerable),
-                        red_reasons(reports, request.fail_on_vulnerable))
+                        red_reasons(reports, request.fail_on_vulnerable, errors_said=True))
 
 
 def load_modules(cache: Cache, prepared: list[Prepared], display: Display = QUIET) -> None:

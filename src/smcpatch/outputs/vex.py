@@ -93,8 +93,8 @@ def check_output(output: VexOutput) -> VexOutput:
         if kind != files.FILE or any(parent == d or parent.startswith(d + "/")
                                      for d in _NOT_BESIDE):
             raise BadInput(f"--vex {path}: several formats are written to files named after it, "
-                           "not into a device, pipe or descriptor (nor beside one): give a "
-                           "file name, or one --vex-format")
+                           "not into a device or pipe (nor beside a device, nor a descriptor "
+                           "such as /dev/stdout): give a file name, or one --vex-format")
     output = VexOutput(path, output.formats, output.publisher)
     for fmt, target in output.paths().items():
         files.check_output(target, f"--vex ({fmt})" if len(output.formats) > 1 else "--vex")
