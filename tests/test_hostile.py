@@ -72,15 +72,22 @@ def test_a_device_given_as_output_is_written_through_not_replaced(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs", "null"]  # no temp left
 
 
-def test_a_symlink_output_keeps_the_link_and_replaces_its_target(tmp_path: Path,
-                                                                 reports: Path) -> None:
+def test_a_symlink_output_is_refused_and_its_target_untouched(tmp_path: Path,
+                                                               reports: Path) -> None:
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    refused(smcpatch("report", "--merge", str(reports), "--json", str(link)), "symbolic link")
+    assert link.is_symlink() and target.read_text() == "old"
+
+
+def test_a_replaced_output_keeps_its_mode(tmp_path: Path, reports: Path) -> None:
     target = tmp_path / "real.json"
     target.write_text("old")
     target.chmod(0o640)
-    link = tmp_path / "link.json"
-    link.symlink_to(target)
-    assert smcpatch("report", "--merge", str(reports), "--json", str(link)).returncode == 0
-    assert link.is_symlink() and json.loads(target.read_text())["schema"] == "smcpatch-report/1"
+    assert smcpatch("report", "--merge", str(reports), "--json", str(target)).returncode == 0
+    assert json.loads(target.read_text())["schema"] == "smcpatch-report/1"
     assert stat.S_IMODE(target.stat().st_mode) == 0o640  # a file we replace keeps its mode
 
 

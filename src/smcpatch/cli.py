@@ -9,6 +9,7 @@ raised deep as smcpatch.errors.SmcpatchError and reported here once, as one line
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect as pyinspect
 import json as json_module
 import math
@@ -33,6 +34,7 @@ from .installed.mitigation import PATH as HOST_MITIGATION
 from .kernels.matrix import GUEST_KERNEL
 from .kernels.request import KernelRequest
 from .outputs import terminal as render
+from .outputs.text import visible
 from .plumbing import files, proc
 from .plumbing.cache import Cache
 
@@ -117,14 +119,38 @@ def reported_errors() -> Iterator[None]:
         _quiet_broken_pipe()
     except Exit:
         raise
+    except OSError as exc:
+        if exc.errno not in _WRITE_FAILED:
+            _internal_error(exc)
+        _write_failed(exc)
     except Exception as exc:  # a bug: still one line, with a way to see the traceback
-        proc.kill_all()
-        if os.environ.get("SMCPATCH_DEBUG"):
-            raise
-        errors.print(render.fmt("[red]internal error:[/] {}: {} (rerun with SMCPATCH_DEBUG=1 "
-                                "for the traceback)", type(exc).__name__, str(exc)),
-                     soft_wrap=True)
-        raise Exit(code=3) from None
+        _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    proc.kill_all()
+    if os.environ.get("SMCPATCH_DEBUG"):
+        raise exc
+    errors.print(render.fmt("[red]internal error:[/] {}: {} (rerun with SMCPATCH_DEBUG=1 "
+                            "for the traceback)", type(exc).__name__, str(exc)), soft_wrap=True)
+    raise Exit(code=3) from None
+
+
+# a disk (or the terminal's file) that takes no more: the run cannot do what was asked, exit 2
+_WRITE_FAILED = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def _write_failed(exc: OSError) -> NoReturn:
+    """No space left (stdout to /dev/full, a full disk under the cache): one line, exit 2;
+    what stdout still holds is dropped so that nothing is written at exit."""
+    proc.kill_all()
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    where = f" ({exc.filename})" if exc.filename else ""
+    with contextlib.suppress(OSError):
+        errors.print(render.fmt("[red]error:[/] cannot write{}: {}", where,
+                                exc.strerror or str(exc)), soft_wrap=True)
+    raise Exit(code=2) from None
 
 
 def _quiet_broken_pipe() -> NoReturn:
@@ -167,22 +193,35 @@ def _choice(value: str, option: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _path(value: str | None) -> Path | None:
-    return Path(value).expanduser() if value else None
+def _path(value: str | None, option: str = "a path") -> Path | None:
+    return files.user_path(value, option) if value else None
 
 
 def _input(value: str | None, option: str, what: str, limit: int) -> Path | None:
     """An input file: checked for its type and size now, read with that limit later."""
-    if not value:
+    if value is None:
         return None
-    path = Path(value).expanduser()
+    path = files.user_path(value, option)
     files.check_input(path, what, limit)
     return path
 
 
 def _output(value: str | None, option: str) -> Path | None:
-    """An output path: refused now if nothing can be written there, never after the work."""
-    return files.check_output(Path(value), option) if value else None
+    """An output path: refused now if nothing can be written there, never after the work
+    (`--json ""` is refused, not taken for no --json)."""
+    if value is None:
+        return None
+    return files.check_output(files.user_path(value, option), option)
+
+
+def _distinct(outputs: dict[str, Path | None], vex: VexOutput | None = None) -> None:
+    """Every output of one run on its own file (before any work)."""
+    pairs = [(option, path) for option, path in outputs.items() if path is not None]
+    if vex is not None:
+        many = len(vex.formats) > 1
+        pairs += [(f"--vex ({fmt})" if many else "--vex", path)
+                  for fmt, path in vex.paths().items()]
+    files.check_distinct(pairs)
 
 
 def _vex(path: str | None, formats: list[str] | None, publisher: str | None,
@@ -192,11 +231,11 @@ def _vex(path: str | None, formats: list[str] | None, publisher: str | None,
 
     chosen = vex.check_formats(formats or [])
     who = vex.check_publisher(publisher, namespace)
-    if not path:
+    if path is None:
         if formats or publisher is not None or namespace is not None:
             raise BadInput("--vex-format, --vex-publisher and --vex-namespace go with --vex PATH")
         return None
-    return vex.check_output(vex.VexOutput(Path(path), chosen, who))
+    return vex.check_output(vex.VexOutput(files.user_path(path, "--vex"), chosen, who))
 
 
 def _say_vex(output: VexOutput | None) -> None:
@@ -224,13 +263,19 @@ def _kernel_request(kernel: list[str] | None, arch: list[str] | None, flavour: s
     return request
 
 
+def _say_why(code: int, why: list[str]) -> None:
+    """A red exit says why, naming the kernels that caused it (one line on stderr)."""
+    if code and why:
+        errors.print(render.fmt(f"[red]exit {code}:[/] {{}}", "; ".join(why)), soft_wrap=True)
+
+
 def _fail(code: int) -> None:
     if code:
         raise Exit(code=code)
 
 
 def dump_json(data: Any) -> str:
-    return json_module.dumps(data, indent=2)
+    return json_module.dumps(data, indent=2, allow_nan=False)  # NaN is not JSON
 
 
 # -- the tasks ------------------------------------------------------------------------------------
@@ -322,6 +367,7 @@ def verify(c: Context, kernel: list[str] | None = None, arch: list[str] | None =
             sign_cert=_input(sign_cert, "--sign-cert", "certificate", KEY_LIMIT),
             patches=_path(patches),  # its series is read (and checked) before any download
             load=load, fail_on_vulnerable=fail_on_vulnerable)
+        _distinct({"--json": request.json_path, "--junit": request.junit_path}, request.vex)
         with render.progress_display(console) as display:
             result = verify_cmd.run(request, display)
         render.print_summary(result.reports, console)
@@ -333,6 +379,7 @@ def verify(c: Context, kernel: list[str] | None = None, arch: list[str] | None =
                   if r.error]
         if failed:  # a target that could not be verified: one line on stderr for build farms
             errors.print(render.fmt("[red]error:[/] {}", "; ".join(failed)), soft_wrap=True)
+        _say_why(result.exit_code, result.why)
     _fail(result.exit_code)
 
 
@@ -375,10 +422,13 @@ def report(c: Context, merge: str | None = None, json: str | None = None,
     from .commands import report as report_cmd
 
     with reported_errors():
-        directory = files.check_input_dir(Path(_required(merge, "--merge DIR")),
-                                          "JSON reports")
+        directory = files.check_input_dir(files.user_path(_required(merge, "--merge DIR"),
+                                                          "--merge"), "JSON reports")
         result = report_cmd.merge(directory, _output(json, "--json"), fail_on_vulnerable)
         render.print_summary(result.reports, console)
+        if json:
+            console.print(render.fmt("JSON: {}", json))
+        _say_why(result.exit_code, result.why)
     _fail(result.exit_code)
 
 
@@ -398,7 +448,8 @@ def inspect(c: Context, module: str | None = None, json: bool = False,
     from .commands import inspect as inspect_cmd
 
     with reported_errors():
-        path = files.check_input(Path(_required(module, "--module PATH")), "kernel module",
+        path = files.check_input(files.user_path(_required(module, "--module PATH"), "--module"),
+                                 "kernel module",
                                  inspect_cmd.MODULE_LIMIT)
         result = inspect_cmd.run(path, release or None,
                                  _input(symvers, "--symvers", "Module.symvers",
@@ -448,7 +499,7 @@ def dkms(c: Context, kernel: str | None = None, out: str | None = None, arch: st
     from .commands import dkms as dkms_cmd
 
     with reported_errors():
-        out_dir = Path(out).expanduser() if out else None
+        out_dir = files.user_path(out, "--out") if out is not None else None
         request = dkms_cmd.DkmsRequest(
             kernels=_kernel_request([_required(kernel, "--kernel")], [arch] if arch else None,
                                     flavour, suite, matrix),
@@ -510,25 +561,27 @@ def livepatch(c: Context, kernel: str | None = None, arch: str = "", out: str | 
         livepatch_cmd.check_request(request)
         with render.progress_display(console) as display:
             result = livepatch_cmd.run(request, display)
-        console.print(escape(result.message), soft_wrap=True)
+        console.print(render.fmt("{}", result.message), soft_wrap=True)
         if result.built:
-            console.print(f"signature: {escape(result.signature)}", soft_wrap=True)
+            console.print(render.fmt("signature: {}", result.signature), soft_wrap=True)
         if result.undefined:
-            console.print(f"undefined symbols: {', '.join(result.undefined)}", soft_wrap=True)
+            console.print(render.fmt("undefined symbols: {}", ", ".join(result.undefined)),
+                          soft_wrap=True)
         if result.judgement is not None:
             for reason in result.judgement.reasons:
-                console.print(f"  - {escape(reason)}", soft_wrap=True)
+                console.print(render.fmt("  - {}", reason), soft_wrap=True)
             console.print(f"  vermagic ok: {result.judgement.vermagic_ok}, CRCs ok: "
                           f"{result.judgement.modversions_ok}")
         if result.proof is not None:
             p = result.proof
-            console.print(f"guest ({p.release}, QEMU): {'proven' if p.ok else 'NOT proven'}: "
-                          f"insmod {p.insmod}, enabled {p.enabled}, transition {p.transition} "
-                          f"after {p.transition_seconds} s, smc patched {p.smc_patched}, "
-                          f"disabled and gone {p.gone}, rmmod {p.rmmod_status}; "
-                          f"console: {p.console}", soft_wrap=True)
+            console.print(visible(
+                f"guest ({p.release}, QEMU): {'proven' if p.ok else 'NOT proven'}: "
+                f"insmod {p.insmod}, enabled {p.enabled}, transition {p.transition} "
+                f"after {p.transition_seconds} s, smc patched {p.smc_patched}, "
+                f"disabled and gone {p.gone}, rmmod {p.rmmod_status}; console: {p.console}"),
+                markup=False, soft_wrap=True)
         if json:
-            console.print(f"JSON: {json}")
+            console.print(render.fmt("JSON: {}", json))
     _fail(result.exit_code)
 
 
@@ -598,11 +651,11 @@ def bench(c: Context, kernel: str = GUEST_KERNEL, suite: str | None = None,
 
 def _output_dir(value: str | None, option: str) -> Path | None:
     """A results directory: new, empty or one of ours; refused now otherwise."""
-    if not value:
+    if value is None:
         return None
     from .guest.latency import RESULTS_MARKER
 
-    return files.check_own_dir(Path(value), option, RESULTS_MARKER)
+    return files.check_own_dir(files.user_path(value, option), option, RESULTS_MARKER)
 
 
 @task(iterable=["suite", "arch", "vex_format"], auto_shortflags=False, help={
@@ -640,6 +693,7 @@ def scan(c: Context, suite: list[str] | None = None, arch: list[str] | None = No
             vex=_vex(vex, vex_format, vex_publisher, vex_namespace),
             junit_path=_output(junit, "--junit"),
             parallel=_int(parallel, "--parallel", 4, 1, 16))
+        _distinct({"--json": request.json_path, "--junit": request.junit_path}, request.vex)
         scan_cmd.check_request(request)
         with render.progress_display(console) as display:
             result = scan_cmd.run(request, display)
@@ -745,6 +799,7 @@ def host(c: Context, root: str = "/", json: str | None = None, vex: str | None =
             root=Path(root).expanduser(), json_path=_output(json, "--json"),
             vex=_vex(vex, vex_format, vex_publisher, vex_namespace), cache_dir=_path(cache),
             action="mitigate" if mitigate else "unmitigate" if unmitigate else None)
+        _distinct({"--json": request.json_path}, request.vex)
         host_cmd.check_request(request)
         result = host_cmd.run(request)
         render.print_host(result, console)
@@ -770,7 +825,7 @@ def audit(c: Context, kernel: str | None = None, source: str | None = None,
           general: bool = False, suite: str | None = None, json: str | None = None,
           timeout: str | None = None, cache: str | None = None,
           matrix: str | None = None) -> None:
-    """Find the sk_dst_get()->dev pattern in kernel sources with Coccinelle.
+    """Find sk_dst_get()->dev reads in kernel source with Coccinelle.
 
     One rule per fix of the series, in cvehound's format (CVE-2025-40168, CVE-2025-40139,
     CVE-2025-40064, smc_vlan_by_tcpsk's 0b0e4d51c655, tls's CVE-2025-40149), run with Debian's
@@ -794,9 +849,9 @@ def audit(c: Context, kernel: str | None = None, source: str | None = None,
         with render.progress_display(console) as display:
             result = audit_cmd.run(request, display)
         for line in [*result.site_lines(), *result.rule_lines(), result.summary()]:
-            console.print(line, markup=False, soft_wrap=True)
+            console.print(render.fmt("{}", line), soft_wrap=True)
         if json:
-            console.print(f"JSON: {json}", markup=False, soft_wrap=True)
+            console.print(render.fmt("JSON: {}", json), soft_wrap=True)
     _fail(result.exit_code)
 
 

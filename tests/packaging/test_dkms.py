@@ -197,10 +197,11 @@ def test_out_dir_rules(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert (dkms.write_package(ws, states, empty) / "dkms.conf").is_file()
-    # a previous package of ours is replaced as a whole (a stale file does not survive)
+    # a previous package of ours is rewritten: a file that is not ours (not in its marker's
+    # list) survives, untouched
     (empty / "stale.txt").write_text("old")
     dkms.write_package(ws, states, empty)
-    assert not (empty / "stale.txt").exists() and (empty / "dkms.conf").is_file()
+    assert (empty / "stale.txt").read_text() == "old" and (empty / "dkms.conf").is_file()
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -259,3 +260,61 @@ def test_dkms_command_option_errors(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="built with gcc-14 of trixie"):
         run(trixie, check=True)
     assert not (cache / "debs").exists()
+
+
+# -- rewriting into a directory that holds more than our package --------------------------------
+def test_a_rerun_keeps_what_a_user_left_and_replaces_only_ours(tmp_path: Path) -> None:
+    ws = synthetic_ws(tmp_path, DATA / "smc_clc_vulnerable.c")
+    out = dkms.write_package(ws, states_for(ws), tmp_path / "pkg")
+    listed = json.loads((out / dkms.MARKER).read_text())["files"]
+    assert "dkms.conf" in listed and "net/smc/smc_clc.c" in listed
+    assert f"patches/{MAIN_PATCH}" in listed and dkms.MARKER not in listed
+    # a user's build and notes beside our files; an old file of ours the new package lacks
+    (out / "net/smc/smc_clc.o").write_bytes(b"\x7fELF object")
+    (out / "net/smc/.smc_clc.o.cmd").write_text("cmd")
+    (out / "NOTES").write_text("mine")
+    (out / "net/smc/smc.h").write_text("/* edited by hand: ours to replace */\n")
+    (ws.source_tree / "net/smc/smc_old.c").write_text("/* gone next time */\n")
+    dkms.write_package(ws, states_for(ws), out)
+    assert (out / "net/smc/smc_old.c").is_file()
+    (ws.source_tree / "net/smc/smc_old.c").unlink()
+    dkms.write_package(ws, states_for(ws), out)
+    assert (out / "net/smc/smc_clc.o").read_bytes() == b"\x7fELF object"
+    assert (out / "net/smc/.smc_clc.o.cmd").read_text() == "cmd"
+    assert (out / "NOTES").read_text() == "mine"
+    assert (out / "net/smc/smc.h").read_text() == "/* header */\n"  # ours again
+    assert not (out / "net/smc/smc_old.c").exists()  # ours, no longer written: removed
+    marker = json.loads((out / dkms.MARKER).read_text())
+    assert "NOTES" not in marker["files"] and "net/smc/smc_old.c" not in marker["files"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".smcpatch-tmp-")] == []
+
+
+def test_a_user_file_where_the_package_writes_is_refused_untouched(tmp_path: Path) -> None:
+    ws = synthetic_ws(tmp_path, DATA / "smc_clc_vulnerable.c")
+    out = dkms.write_package(ws, states_for(ws), tmp_path / "pkg")
+    (out / "net/smc/smc_new.c").write_text("the user's own")
+    (ws.source_tree / "net/smc/smc_new.c").write_text("/* Debian's */\n")
+    before = (out / dkms.MARKER).read_text()
+    with pytest.raises(BadInput, match="smc_new.c not written by smcpatch"):
+        dkms.write_package(ws, states_for(ws), out)
+    assert (out / "net/smc/smc_new.c").read_text() == "the user's own"
+    assert (out / dkms.MARKER).read_text() == before
+
+
+def test_a_directory_not_ours_or_a_forged_marker_is_refused(tmp_path: Path) -> None:
+    ws = synthetic_ws(tmp_path, DATA / "smc_clc_vulnerable.c")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes").write_text("mine")
+    with pytest.raises(BadInput, match="not empty"):
+        dkms.write_package(ws, states_for(ws), theirs)
+    assert [p.name for p in theirs.iterdir()] == ["notes"]
+    out = dkms.write_package(ws, states_for(ws), tmp_path / "pkg")
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    marker = json.loads((out / dkms.MARKER).read_text())
+    marker["files"].append("../victim")
+    (out / dkms.MARKER).write_text(json.dumps(marker))
+    with pytest.raises(BadInput, match="outside"):
+        dkms.write_package(ws, states_for(ws), out)
+    assert victim.read_text() == "keep"

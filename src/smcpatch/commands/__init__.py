@@ -24,3 +24,26 @@ def exit_code(reports: list[TargetReport], fail_on_vulnerable: bool = False) -> 
     if fail_on_vulnerable and any(r.shipped_state != "fixed" for r in reports):
         return EXIT_FAIL
     return EXIT_OK
+
+
+def red_reasons(reports: list[TargetReport], fail_on_vulnerable: bool = False,
+                errors_said: bool = False) -> list[str]:
+    """Why exit_code is not 0, one phrase per cause, naming the kernels (empty when it is 0).
+    errors_said: a target that stopped on an error is left out (its error line said why)."""
+    def names(group: list[TargetReport]) -> str:
+        return ", ".join(f"{r.package_version} {r.flavour}" for r in group)
+
+    if not reports:
+        return ["no kernel was judged"]
+    why = []
+    unverified = [r for r in reports if not r.ok and not (errors_said and r.error)]
+    if unverified:
+        why.append(f"our fix is not verified for {names(unverified)}")
+    if fail_on_vulnerable:
+        by_state: dict[str, list[TargetReport]] = {}
+        for r in reports:
+            if r.shipped_state != "fixed":
+                by_state.setdefault(r.shipped_state, []).append(r)
+        for state, group in by_state.items():
+            why.append(f"--fail-on-vulnerable: the shipped module is {state} in {names(group)}")
+    return why

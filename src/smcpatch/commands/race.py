@@ -170,7 +170,8 @@ def run(request: RaceRequest, display: Display = QUIET) -> RaceResult:
     result.exit_code = (EXIT_OK if result.fixed_survived is not False
                         and result.canary_caught is not False else EXIT_FAIL)
     if request.json_path:
-        write_output(request.json_path, json.dumps(result.to_json(), indent=2) + "\n")
+        write_output(request.json_path,
+                     json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n", "--json")
     return result
 
 

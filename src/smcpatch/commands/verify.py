@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInput, SmcpatchError
@@ -14,7 +14,7 @@ from ..pipeline import report
 from ..pipeline.prepare import Options, Prepared, prepare
 from ..plumbing.cache import Cache
 from ..plumbing.progress import QUIET, Display
-from . import exit_code
+from . import exit_code, red_reasons
 
 
 @dataclass
@@ -38,6 +38,8 @@ class VerifyRequest:
 class VerifyResult:
     reports: list[report.TargetReport]
     exit_code: int
+    # what made the exit red, kernel by kernel (a target's error has a line of its own)
+    why: list[str] = field(default_factory=list)
 
 
 def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
@@ -60,16 +62,17 @@ def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
         signing.sign_plan(cache, [(p.workspace, p.report) for p in prepared],
                           request.sign_key, request.sign_cert)
     if request.json_path:
-        jsonreport.write_json(request.json_path, jsonreport.document(reports))
-    if request.vex:
-        from ..outputs import products, vex
-
-        vex.write(request.vex, products.from_verify(reports))
+        jsonreport.write_json(request.json_path, jsonreport.document(reports), "--json")
     if request.junit_path:
         from ..outputs import junit
 
         junit.write(request.junit_path, junit.verify_suite(reports, request.fail_on_vulnerable))
-    return VerifyResult(reports, exit_code(reports, request.fail_on_vulnerable))
+    if request.vex:  # last: with nothing to state it raises, after the others are written
+        from ..outputs import products, vex
+
+        vex.write(request.vex, products.from_verify(reports))
+    return VerifyResult(reports, exit_code(reports, request.fail_on_vulnerable),
+                        red_reasons(reports, request.fail_on_vulnerable, errors_said=True))
 
 
 def load_modules(cache: Cache, prepared: list[Prepared], display: Display = QUIET) -> None:

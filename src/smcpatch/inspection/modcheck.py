@@ -90,11 +90,14 @@ def read_module_symvers(path: Path) -> dict[str, int]:
                 continue
             fields = line.split("\t")
             if len(fields) < 2:
-                raise InspectError(f"{label}:{lineno}: not a Module.symvers line: {line[:80]!r}")
+                # the file's content is never echoed: a file named by mistake may hold secrets
+                raise InspectError(f"{label}:{lineno}: not a Module.symvers line (expected "
+                                   "0xCRC<TAB>symbol<TAB>module...): not a Module.symvers")
             try:
                 crc = int(fields[0], 16)
             except ValueError:
-                raise InspectError(f"{label}:{lineno}: bad CRC {fields[0][:20]!r}") from None
+                raise InspectError(f"{label}:{lineno}: the first field is not a hexadecimal CRC: "
+                                   "not a Module.symvers") from None
             out[fields[1]] = crc
     return out
 

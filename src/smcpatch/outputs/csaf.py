@@ -133,4 +133,4 @@ def build(doc: VexDocument) -> dict[str, Any]:
 
 
 def render(doc: VexDocument) -> str:
-    return json.dumps(build(doc), indent=2, sort_keys=True) + "\n"  # keys sorted: test 6.2.13
+    return json.dumps(build(doc), indent=2, sort_keys=True, allow_nan=False) + "\n"  # 6.2.13

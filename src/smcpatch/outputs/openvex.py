@@ -56,4 +56,4 @@ def build(doc: VexDocument) -> dict[str, Any]:
 
 
 def render(doc: VexDocument) -> str:
-    return json.dumps(build(doc), indent=2) + "\n"
+    return json.dumps(build(doc), indent=2, allow_nan=False) + "\n"

@@ -14,7 +14,7 @@ its format is asked for (cyclonedx-python-lib is the slowest import).
 from __future__ import annotations
 
 import importlib
-import stat
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,27 +80,40 @@ def check_publisher(name: str | None, namespace: str | None) -> Publisher:
     return Publisher(name.strip(), namespace)
 
 
+_NOT_BESIDE = ("/dev", "/proc", "/sys")  # where a name of our own making has no place
+
+
 def check_output(output: VexOutput) -> VexOutput:
-    """Every file the output will write can be written (before any work)."""
+    """Every file the output will write can be written (before any work). Names derived from
+    PATH (several formats) only for a regular file or a new name, never beside a device."""
     path = output.path.expanduser()
-    if len(output.formats) > 1 and path.exists() and not stat.S_ISREG(path.stat().st_mode):
-        raise BadInput(f"--vex {path}: several formats are written to files named after it, "
-                       "not into a device or pipe: give a file name, or one --vex-format")
+    if len(output.formats) > 1:
+        kind = files.output_kind(path, "--vex")
+        parent = os.path.realpath(path.parent)
+        if kind != files.FILE or any(parent == d or parent.startswith(d + "/")
+                                     for d in _NOT_BESIDE):
+            raise BadInput(f"--vex {path}: several formats are written to files named after it, "
+                           "not into a device or pipe (nor beside a device, nor a descriptor "
+                           "such as /dev/stdout): give a file name, or one --vex-format")
     output = VexOutput(path, output.formats, output.publisher)
     for fmt, target in output.paths().items():
-        files.check_output(target, f"--vex ({fmt})")
+        files.check_output(target, f"--vex ({fmt})" if len(output.formats) > 1 else "--vex")
     return output
 
 
 def write(output: VexOutput, statements: Iterable[ProductStatement],
           generated: datetime | None = None) -> dict[str, Path]:
-    """Every format asked for, each from the same document; format -> the file written."""
+    """Every format asked for, each from the same document; format -> the file written. With
+    nothing to state no document can exist: an earlier run's file under these names is removed
+    (never left for CI to collect as this run's), and NothingToState says so."""
     doc = VexDocument.of(statements, generated, output.publisher)
-    if not doc.statements:
-        raise NothingToState(f"--vex {output.path}: nothing was judged, and a VEX document "
-                             "needs at least one statement: none written (the other reports "
-                             "say why)")
     paths = output.paths()
+    if not doc.statements:
+        removed = [str(p) for p in paths.values() if files.withdraw_output(p)]
+        gone = f"; the earlier {', '.join(removed)} removed" if removed else ""
+        raise NothingToState(f"--vex {output.path}: nothing was judged, and a VEX document "
+                             f"needs at least one statement: none written{gone} (the other "
+                             "reports say why)")
     for fmt, path in paths.items():
-        files.write_output(path, writer(fmt).render(doc))
+        files.write_output(path, writer(fmt).render(doc), "--vex")
     return paths

@@ -6,7 +6,9 @@
     net/smc/*             the kernel's own net/smc sources as Debian ships them (unpatched)
     patches/*.patch       our fixes the shipped source lacks; dkms applies them at build time
     README.smcpatch       which fix is applied, which is already in the source
-    .smcpatch-dkms.json   what was written (marks the directory as ours: rewriting it is allowed)
+    .smcpatch-dkms.json   what was written, every file listed (marks the directory as ours:
+                          rewriting it is allowed, and only the files it lists are replaced or
+                          removed; a user's built objects or notes beside them stay)
 
 The package carries one kernel's sources, so ``BUILD_EXCLUSIVE_KERNEL`` and every
 ``PATCH_MATCH`` name that kernel ABI (all its flavours, e.g. ``^6\\.1\\.0-50-``). Fixes the shipped
@@ -30,7 +32,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .. import __version__
 from ..errors import BadInput, BuildError, PatchError
@@ -40,8 +42,8 @@ from ..pipeline.classify import FixState, patch_tool
 from ..pipeline.fetch import Workspace
 from ..plumbing import hostpkg
 from ..plumbing import proc as children
-from ..plumbing.cache import publish_dir
-from ..plumbing.files import check_own_dir
+from ..plumbing.cache import sweep_stale_temps
+from ..plumbing.files import check_own_dir, temp_name, write_atomic
 from . import signing
 
 PACKAGE_NAME = "smc-cve-2025-40168"
@@ -123,26 +125,117 @@ def write_package(ws: Workspace, states: list[FixState], out_dir: Path,
     _check_smc_enabled(ws)
     out_dir = out_dir.expanduser().absolute()
     check_out_dir(out_dir)
+    previous = our_files(out_dir)
     to_apply = [s for s in states if s.state == "vulnerable"]
-    with publish_dir(out_dir) as tmp:
-        (tmp / "net" / "smc").mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(out_dir.parent, out_dir.name)  # what a killed run of ours left
+    stage = out_dir.parent / temp_name(out_dir.name)
+    stage.mkdir()
+    try:
+        (stage / "net" / "smc").mkdir(parents=True)
         for path in sorted((fixed_sources or smc).iterdir()):
             if path.is_file() and not path.is_symlink():
-                shutil.copy2(path, tmp / "net" / "smc" / path.name)
-        copied = _copy_patches(to_apply, tmp / "patches")
+                shutil.copy2(path, stage / "net" / "smc" / path.name)
+        copied = _copy_patches(to_apply, stage / "patches")
         patch_names = [] if fixed_sources else copied
-        _check_patches_apply(tmp, patch_names)
-        (tmp / "dkms.conf").write_text(dkms_conf(ws, states, patch_names, bool(fixed_sources)))
-        (tmp / README).write_text(_readme(ws, states, patch_names, bool(fixed_sources)))
+        _check_patches_apply(stage, patch_names)
+        (stage / "dkms.conf").write_text(dkms_conf(ws, states, patch_names, bool(fixed_sources)))
+        (stage / README).write_text(_readme(ws, states, patch_names, bool(fixed_sources)))
         if fixed_sources:
-            (tmp / "Makefile").write_text(TOP_MAKEFILE)
+            (stage / "Makefile").write_text(TOP_MAKEFILE)
+        written = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*")
+                         if p.is_file())
         marker = {"format": FORMAT, "tool": f"smcpatch {__version__}", "package": PACKAGE_NAME,
                   "version": package_version(ws), "kernel": ws.target.package_version,
                   "abi": ws.target.abi, "release_regex": release_regex(ws),
                   "fixes": {s.fix_id: s.state for s in states}, "patches": patch_names,
-                  "created": time.time()}
-        (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
+                  "files": written, "created": time.time()}
+        if out_dir.is_dir() and any(out_dir.iterdir()):
+            _update_in_place(stage, out_dir, previous, written, marker)
+        else:  # new (or empty): the whole package appears at once
+            (stage / MARKER).write_text(_marker_text(marker))
+            if out_dir.is_dir():
+                out_dir.rmdir()
+            stage.rename(out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return out_dir
+
+
+def _marker_text(marker: dict[str, object]) -> str:
+    return json.dumps(marker, indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
+def our_files(out_dir: Path) -> set[str] | None:
+    """What an earlier package of ours wrote in out_dir (its marker's list; None: a package
+    whose marker predates the list, or none). Only those are ever replaced or removed: built
+    objects, a notes file or anything else a user put there stays."""
+    try:
+        data = json.loads((out_dir / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    listed = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(listed, list):
+        return None
+    if not all(isinstance(rel, str) and _inside(rel) for rel in listed):
+        raise BadInput(f"{out_dir / MARKER}: it lists a file outside {out_dir}: not a marker "
+                       "smcpatch wrote; nothing changed")
+    return set(listed)
+
+
+def _inside(rel: str) -> bool:
+    parts = PurePosixPath(rel).parts
+    return bool(parts) and not PurePosixPath(rel).is_absolute() and ".." not in parts \
+        and "." not in parts and rel != MARKER
+
+
+def _real_dirs(out_dir: Path, rel: str) -> bool:
+    """Every directory between out_dir and rel is a directory of out_dir's (no symlink out)."""
+    here = out_dir
+    for part in PurePosixPath(rel).parts[:-1]:
+        here = here / part
+        if here.is_symlink() or (here.exists() and not here.is_dir()):
+            return False
+    return True
+
+
+def _update_in_place(stage: Path, out_dir: Path, previous: set[str] | None,
+                     written: list[str], marker: dict[str, object]) -> None:
+    """Rewrite our package in a directory that holds more than ours: our files replaced, those
+    we no longer write removed, nothing else touched. The marker claims old and new files while
+    this runs, so an interrupted update is finished by the next run."""
+    if previous is None:  # a marker without its list: what we write now, and our patches
+        previous = {rel for rel in written if (out_dir / rel).exists()} | \
+            {f"patches/{p.name}" for p in (out_dir / "patches").glob("*.patch")}
+    theirs = [rel for rel in written if rel not in previous and os.path.lexists(out_dir / rel)]
+    crooked = [rel for rel in sorted(set(written) | previous) if not _real_dirs(out_dir, rel)]
+    if theirs or crooked:
+        raise BadInput(f"--out {out_dir}: "
+                       + (f"{', '.join(theirs[:5])} not written by smcpatch, and the package "
+                          "has a file of that name" if theirs else
+                          f"{', '.join(crooked[:5])} lies under a symlink or a file")
+                       + ": move it away and rerun; nothing was changed")
+    write_atomic(out_dir / MARKER, _marker_text({**marker,
+                                                 "files": sorted(previous | set(written))}))
+    for rel in written:
+        dest, new = out_dir / rel, stage / rel
+        if dest.is_file() and not dest.is_symlink() and dest.read_bytes() == new.read_bytes():
+            continue  # unchanged: its mtime kept, make rebuilds nothing for it
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(new, dest)
+        os.utime(dest)  # newer than any object a user built from the file it replaces
+    for rel in sorted(previous - set(written)):
+        dest = out_dir / rel
+        if os.path.lexists(dest) and not dest.is_dir():
+            dest.unlink()
+            _remove_empty_parents(dest.parent, out_dir)
+    write_atomic(out_dir / MARKER, _marker_text(marker))
+
+
+def _remove_empty_parents(directory: Path, top: Path) -> None:
+    while directory != top and directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+        directory = directory.parent
 
 
 def _check_smc_enabled(ws: Workspace) -> None:
