@@ -9,12 +9,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from invoke import Collection, Context, Exit, task
-
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # usable before `pip install -e .` too
 
+# first: signals and standard streams made safe (a SIGTERM or Ctrl-C from here on is a quiet
+# exit, never a traceback), before anything heavy is imported
+from smcpatch.__main__ import start  # noqa: E402
+
+start()
+
+from invoke import Collection, Context, Exit, task  # noqa: E402
+
 from smcpatch import cli  # noqa: E402
+from smcpatch.plumbing import proc  # noqa: E402
 
 
 def _unknown_options_exit_2() -> None:
@@ -37,6 +44,30 @@ def _unknown_options_exit_2() -> None:
 
 
 _unknown_options_exit_2()
+
+
+def _signals_exit_130_143() -> None:
+    """invoke turns a KeyboardInterrupt that reaches it into exit 1 (and SIGTERM, which the
+    tasks' error edge raises as Terminated, too). A task reports its own interrupt in one line
+    (cli.reported_errors); one that arrives outside it (invoke's own work before or after the
+    task) ends the run quietly with the shell's code: 143 for SIGTERM, 130 for Ctrl-C."""
+    from invoke.program import Program
+
+    execute = Program.execute
+
+    def execute_in_edge(self: Program) -> None:
+        proc.handle_signals()
+        try:
+            execute(self)
+        except KeyboardInterrupt as exc:
+            proc.ignore_signals()
+            proc.kill_all()
+            raise Exit(code=proc.exit_code(exc)) from None
+
+    Program.execute = execute_in_edge  # type: ignore[method-assign]
+
+
+_signals_exit_130_143()
 
 
 @task(help={

@@ -201,16 +201,31 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: children killed, temp dirs removed, one line."""
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C. A subclass, not KeyboardInterrupt itself: Python 3.11 marks a KeyboardInterrupt
+    that passes through exec() of a string (dataclasses do that at import) as unhandled and
+    kills the process with SIGINT at exit, after the edge has reported it and chosen 130."""
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Terminated() if signum == signal.SIGTERM else Interrupted()
 
 
 def handle_signals() -> None:
-    """From here on SIGTERM raises Terminated and SIGINT KeyboardInterrupt, for the error edge
-    to catch (only the main thread may set handlers: elsewhere this does nothing)."""
+    """From here on SIGTERM raises Terminated and SIGINT Interrupted (both KeyboardInterrupt),
+    for the error edge to catch (only the main thread may set handlers: elsewhere this does
+    nothing)."""
     with contextlib.suppress(ValueError):
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+
+
+def ignore_signals() -> None:
+    """The run is ending on its own terms (reporting an interrupt, or exiting): SIGTERM and
+    SIGINT no longer change that (SIGKILL still does, and the reaper still sees it)."""
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def exit_code(exc: KeyboardInterrupt) -> int:
