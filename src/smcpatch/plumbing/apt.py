@@ -25,7 +25,7 @@ HOST_APT_DIR = Path("/etc/apt")
 LISTS_MAX_AGE_S = 24 * 3600
 # apt's own http(s) timeout: a connection or transfer silent this long fails (a full disk under
 # the cache, a mirror that stops answering) instead of apt waiting on it for ever
-HTTP_STALL_S = 60
+HTTP_STALL_S = 30
 
 
 @dataclass(frozen=True)
