@@ -115,6 +115,25 @@ def test_sigterm_early_in_dkms_never_a_traceback(tmp_path: Path) -> None:
     assert signalled >= 5
 
 
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_inv_from_tasks_py_on_is_as_quiet(tmp_path: Path, sig: int, code: int) -> None:
+    """`inv`: from tasks.py's first instruction (invoke's own start-up before it is invoke's),
+    through its parsing and the task, to invoke's own exit (which would say exit 1)."""
+    env = _env(tmp_path)
+    signalled = 0
+    for delay in (0.0, 0.1, 0.2, 0.4):
+        proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(ROOT), "dkms",
+                                 "--kernel", "6.1.176"], env=env, cwd=tmp_path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        if _signal_after_start(proc, sig, delay):
+            signalled += 1
+            _assert_quiet(proc, code, f"inv, {signal.Signals(sig).name} at +{delay} s")
+        else:
+            proc.communicate(timeout=60)
+    assert signalled >= 3
+
+
 def test_version_with_stdout_closed_is_a_quiet_exit(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "smcpatch", "--version"], env=_env(tmp_path),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -161,3 +180,25 @@ def test_an_ascii_only_stdout_gets_escapes_not_an_exit_3(tmp_path: Path) -> None
     assert b"Traceback" not in done.stderr and b"internal error" not in done.stderr
     assert b"6.1.0-50-amd64-\\xe9" in done.stdout
     done.stdout.decode("ascii")  # nothing but ASCII reached the stream
+
+
+def test_a_3_gb_patch_file_is_refused_by_its_size_before_reading(tmp_path: Path) -> None:
+    """Reads capped before they start: a --patches series naming a 3 GB (sparse) patch is one
+    line and exit 2, in seconds and without the file in memory, before any download."""
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    package = ROOT / "src" / "smcpatch" / "data" / "patches"
+    for source in package.iterdir():
+        (patches / source.name).write_bytes(source.read_bytes())
+    huge = sorted(patches.glob("*.patch"))[0]
+    with open(huge, "r+b") as handle:
+        handle.truncate(3 * 1024**3)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "smcpatch", "verify", "--kernel", "6.1.176",
+                           "--patches", str(patches)], env=_env(tmp_path), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"error: {huge}: 3072.0 MB, larger than a patch can be "
+                           "(8.0 MB at most)\n")
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "cache" / "debs").exists()
