@@ -2,8 +2,8 @@
 apt-get, dkms, patch, gcc --version ...), and the signals that end the run.
 
 `run()` is the short call (every child has a timeout; a timeout or, with check=True, a failure is
-the caller's smcpatch error in one line); `spawn()` + `finish()` are for the long-running ones a
-caller watches (QEMU, make with its log).
+the caller's smcpatch error in one line); `spawn()` is for a child the caller watches itself
+with its own clock and ends with `kill_group()` (QEMU and its stall detection).
 
 Each child starts a session of its own (so a terminal's Ctrl-C reaches smcpatch, which decides)
 and its process group is registered twice: here, so that an interrupt kills every group at once
@@ -29,8 +29,6 @@ from ..errors import SmcpatchError
 
 # what callers pass for stdin/stdout/stderr, so that no module outside plumbing imports subprocess
 PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
-Popen = subprocess.Popen
-Completed = subprocess.CompletedProcess
 
 _REAPER = r"""
 import os, signal, sys, time
