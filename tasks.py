@@ -12,11 +12,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # usable before `pip install -e .` too
 
-# first: signals and standard streams made safe (a SIGTERM or Ctrl-C from here on is a quiet
-# exit, never a traceback), before anything heavy is imported
+# first, when invoke's program runs this file (`inv`, `python -m invoke`; not when a test imports
+# it): signals and standard streams made safe, a SIGTERM or Ctrl-C from here on a quiet exit,
+# never a traceback, before anything heavy is imported
 from smcpatch.__main__ import start  # noqa: E402
 
-start()
+if Path(sys.argv[0]).name in ("inv", "invoke") or Path(sys.argv[0]).parent.name == "invoke":
+    start()
 
 from invoke import Collection, Context, Exit, task  # noqa: E402
 
