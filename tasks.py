@@ -61,6 +61,13 @@ def _signals_exit_130_143() -> None:
         proc.handle_signals()
         try:
             execute(self)
+        except Exception as exc:
+            interrupt = proc.interrupt_behind(exc)
+            if interrupt is None:
+                raise
+            proc.ignore_signals()
+            proc.kill_all()
+            raise Exit(code=proc.exit_code(interrupt)) from None
         except KeyboardInterrupt as exc:
             proc.ignore_signals()
             proc.kill_all()

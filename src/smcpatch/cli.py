@@ -94,23 +94,31 @@ def reported_errors() -> Iterator[None]:
         errors.print(f"[red]error:[/] {escape(exc.one_line())}", markup=True, soft_wrap=True)
         raise Exit(code=exc.exit_code) from None
     except KeyboardInterrupt as exc:
-        proc.ignore_signals()  # the run is stopping: a second signal must not cut its report
-        killed = proc.kill_all()
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        children = f"; {killed} running command(s) stopped" if killed else ""
-        errors.print(f"[red]{what}[/]{children}: nothing half-written was kept; rerun to resume")
-        raise Exit(code=proc.exit_code(exc)) from None
+        _stopped(exc)
     except BrokenPipeError:
         _quiet_broken_pipe()
     except Exit:
         raise
     except Exception as exc:  # a bug: still one line, with a way to see the traceback
+        interrupt = proc.interrupt_behind(exc)
+        if interrupt is not None:  # a signal, wrapped by Python (RuntimeError of __set_name__)
+            _stopped(interrupt)
         proc.kill_all()
         if os.environ.get("SMCPATCH_DEBUG"):
             raise
         errors.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
                      "(rerun with SMCPATCH_DEBUG=1 for the traceback)", soft_wrap=True)
         raise Exit(code=3) from None
+
+
+def _stopped(exc: KeyboardInterrupt) -> NoReturn:
+    """Ctrl-C or SIGTERM: every child group killed, one line, 130 or 143."""
+    proc.ignore_signals()  # the run is stopping: a second signal must not cut its report
+    killed = proc.kill_all()
+    what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    children = f"; {killed} running command(s) stopped" if killed else ""
+    errors.print(f"[red]{what}[/]{children}: nothing half-written was kept; rerun to resume")
+    raise Exit(code=proc.exit_code(exc)) from None
 
 
 def _quiet_broken_pipe() -> NoReturn:
@@ -796,8 +804,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = 0
     except Exit as exc:
         code = exc.code
-    except KeyboardInterrupt as exc:  # a signal while the edge was reporting another outcome
-        code = proc.exit_code(exc)
+    except BaseException as exc:  # a signal while the edge was reporting another outcome
+        interrupt = exc if isinstance(exc, KeyboardInterrupt) else proc.interrupt_behind(exc)
+        if interrupt is None:
+            raise
+        code = proc.exit_code(interrupt)
     proc.ignore_signals()  # the run is over: its exit code stands
     sys.exit(code)
 

@@ -152,3 +152,28 @@ def test_the_reaper_outlives_nothing_but_a_kill_of_the_run() -> None:
     finally:
         proc.kill_group(parent)
     assert _gone_within(10) == []
+
+
+def test_a_signal_wrapped_by_python_is_still_that_signal() -> None:
+    """A signal while a class is made (during an import) reaches the edge as RuntimeError("Error
+    calling __set_name__ ...") in Python 3.11: the edge still sees the signal behind it."""
+    class Named:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise proc.Terminated()
+
+    with pytest.raises(BaseException) as caught:
+        type("Made", (), {"attr": Named()})
+    assert proc.interrupt_behind(caught.value) is not None
+    assert proc.exit_code(proc.interrupt_behind(caught.value)) == 143
+    assert proc.interrupt_behind(RuntimeError("a bug")) is None
+    try:  # an outcome already reported, raised `from None`, is not taken for the signal again
+        raise SmcpatchError("x") from proc.Interrupted()
+    except SmcpatchError as exc:
+        assert proc.interrupt_behind(exc) is not None
+    try:
+        try:
+            raise proc.Interrupted()
+        except KeyboardInterrupt:
+            raise SmcpatchError("reported") from None
+    except SmcpatchError as exc:
+        assert proc.interrupt_behind(exc) is None

@@ -226,6 +226,19 @@ def ignore_signals() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The signal an exception stands for, if any: Python 3.11 wraps an exception raised while a
+    class is made (a signal during an import) in RuntimeError("Error calling __set_name__ ...")."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return None
+
+
 def exit_code(exc: KeyboardInterrupt) -> int:
     """The shell's code for the signal that ended the run: 143 for SIGTERM, 130 for Ctrl-C."""
     return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
