@@ -66,11 +66,11 @@ def _signals_exit_130_143() -> None:
             if interrupt is None:
                 raise
             proc.ignore_signals()
-            proc.kill_all()
+            proc.kill_all(stopping=True)
             raise Exit(code=proc.exit_code(interrupt)) from None
         except KeyboardInterrupt as exc:
             proc.ignore_signals()
-            proc.kill_all()
+            proc.kill_all(stopping=True)
             raise Exit(code=proc.exit_code(exc)) from None
 
     Program.execute = execute_in_edge  # type: ignore[method-assign]

@@ -114,7 +114,7 @@ def reported_errors() -> Iterator[None]:
 def _stopped(exc: KeyboardInterrupt) -> NoReturn:
     """Ctrl-C or SIGTERM: every child group killed, one line, 130 or 143."""
     proc.ignore_signals()  # the run is stopping: a second signal must not cut its report
-    killed = proc.kill_all()
+    killed = proc.kill_all(stopping=True)
     what = "terminated" if isinstance(exc, Terminated) else "interrupted"
     children = f"; {killed} running command(s) stopped" if killed else ""
     errors.print(f"[red]{what}[/]{children}: nothing half-written was kept; rerun to resume")

@@ -177,3 +177,22 @@ def test_a_signal_wrapped_by_python_is_still_that_signal() -> None:
             raise SmcpatchError("reported") from None
     except SmcpatchError as exc:
         assert proc.interrupt_behind(exc) is None
+
+
+def test_after_an_interrupt_no_worker_starts_a_child() -> None:
+    """The race behind a run that did not stop: the interrupt killed every group while a worker
+    was about to start make, which then ran on while the pool's shutdown waited for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def worker_run() -> int:
+        return proc.run(["true"], timeout=10).returncode
+
+    with pytest.raises(KeyboardInterrupt), ThreadPoolExecutor(1) as pool, \
+            proc.stopped_on_interrupt():
+        raise proc.Interrupted()
+    with ThreadPoolExecutor(1) as pool, \
+            pytest.raises(SmcpatchError, match="^true not started: the run is stopping$"):
+        pool.submit(worker_run).result()
+    assert proc.run(["true"], timeout=10).returncode == 0  # the main thread reports and exits
+    with ThreadPoolExecutor(1) as pool, proc.stopped_on_interrupt():  # a new pool: a new run
+        assert pool.submit(worker_run).result() == 0

@@ -51,6 +51,9 @@ for sig in (signal.SIGTERM, signal.SIGKILL):
 
 _lock = threading.Lock()
 _live: dict[int, subprocess.Popen[Any]] = {}
+# set when an interrupt killed every group: a worker thread may start no child after that (one
+# started a moment later would run on while the pool's shutdown waits for it)
+_stopping = False
 _reaper: subprocess.Popen[str] | None = None
 
 
@@ -73,6 +76,8 @@ def spawn(args: list[str], *, stdin: int | IO[Any] | None = subprocess.DEVNULL,
           text: bool = False, errors: str | None = None) -> subprocess.Popen[Any]:
     """Popen in a session of its own, registered until reaped (wait with `finish`)."""
     with _lock:
+        if _stopping and threading.current_thread() is not threading.main_thread():
+            raise SmcpatchError(f"{os.path.basename(args[0])} not started: the run is stopping")
         proc = subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
                                 cwd=cwd, text=text, errors=errors, start_new_session=True)
         _live[proc.pid] = proc
@@ -185,9 +190,12 @@ def _finish_capped(child: subprocess.Popen[Any], timeout: float,
     return bytes(got[out_fd]), bytes(got[err_fd])
 
 
-def kill_all() -> int:
-    """Kill every registered child group now (an interrupt); how many there were."""
+def kill_all(stopping: bool = False) -> int:
+    """Kill every registered child group now; how many there were. `stopping` (an interrupt):
+    worker threads start no child from now on."""
+    global _stopping
     with _lock:
+        _stopping = _stopping or stopping
         procs = list(_live.values())
     for proc in procs:
         kill_group(proc)
@@ -247,9 +255,14 @@ def exit_code(exc: KeyboardInterrupt) -> int:
 @contextlib.contextmanager
 def stopped_on_interrupt() -> Iterator[None]:
     """Around a thread pool whose workers run children: an interrupt (Ctrl-C, SIGTERM) kills
-    every child group at once, so the pool's shutdown does not wait for a build to finish."""
+    every child group at once, so the pool's shutdown does not wait for a build to finish, and
+    no worker starts another while it waits."""
+    global _stopping
+    with _lock:
+        _stopping = False  # a new pool: an interrupt of an earlier one (in-process) is over
     try:
         yield
-    except BaseException:
-        kill_all()
+    except BaseException as exc:
+        kill_all(stopping=isinstance(exc, KeyboardInterrupt)
+                 or interrupt_behind(exc) is not None)
         raise
