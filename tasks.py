@@ -9,12 +9,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from invoke import Collection, Context, Exit, task
-
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # usable before `pip install -e .` too
 
+# first, when invoke's program runs this file (`inv`, `python -m invoke`; not when a test imports
+# it): signals and standard streams made safe, a SIGTERM or Ctrl-C from here on a quiet exit,
+# never a traceback, before anything heavy is imported
+from smcpatch.__main__ import start  # noqa: E402
+
+if Path(sys.argv[0]).name in ("inv", "invoke") or Path(sys.argv[0]).parent.name == "invoke":
+    start()
+
+from invoke import Collection, Context, Exit, task  # noqa: E402
+
 from smcpatch import cli  # noqa: E402
+from smcpatch.plumbing import proc  # noqa: E402
 
 
 def _unknown_options_exit_2() -> None:
@@ -37,6 +46,37 @@ def _unknown_options_exit_2() -> None:
 
 
 _unknown_options_exit_2()
+
+
+def _signals_exit_130_143() -> None:
+    """invoke turns a KeyboardInterrupt that reaches it into exit 1 (and SIGTERM, which the
+    tasks' error edge raises as Terminated, too). A task reports its own interrupt in one line
+    (cli.reported_errors); one that arrives outside it (invoke's own work before or after the
+    task) ends the run quietly with the shell's code: 143 for SIGTERM, 130 for Ctrl-C."""
+    from invoke.program import Program
+
+    execute = Program.execute
+
+    def execute_in_edge(self: Program) -> None:
+        proc.handle_signals()
+        try:
+            execute(self)
+        except Exception as exc:
+            interrupt = proc.interrupt_behind(exc)
+            if interrupt is None:
+                raise
+            proc.ignore_signals()
+            proc.kill_all(stopping=True)
+            raise Exit(code=proc.exit_code(interrupt)) from None
+        except KeyboardInterrupt as exc:
+            proc.ignore_signals()
+            proc.kill_all(stopping=True)
+            raise Exit(code=proc.exit_code(exc)) from None
+
+    Program.execute = execute_in_edge  # type: ignore[method-assign]
+
+
+_signals_exit_130_143()
 
 
 @task(help={

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 def _console_width() -> int | None:
     """A terminal's own width; piped output honours COLUMNS, else 80 (CI logs read it)."""
-    if sys.stdout.isatty():
+    if sys.stdout is None or sys.stdout.isatty():  # None: closed (`>&-`) before start-up
         return None
     with contextlib.suppress(ValueError):
         return max(40, int(os.environ.get("COLUMNS", "")))
@@ -87,12 +87,7 @@ KERNEL_HELP = ("upstream version (6.1.176), Debian version (6.12.95-1~bpo12+1) o
 MATRIX_LIMIT, REPORT_LIMIT, KEY_LIMIT = 1 * files.MB, 64 * files.MB, 1 * files.MB
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: children killed, temp dirs removed, one line."""
-
-
-def _on_sigterm(signum: int, frame: object) -> NoReturn:
-    raise Terminated()
+Terminated = proc.Terminated  # SIGTERM, handled like Ctrl-C
 
 
 @contextlib.contextmanager
@@ -101,8 +96,7 @@ def reported_errors() -> Iterator[None]:
 
     Ctrl-C or SIGTERM kill every child process group at once (a build does not run on), the
     stages' temp dirs go as the exception unwinds; a closed stdout is a quiet exit."""
-    with contextlib.suppress(ValueError):  # only the main thread may set handlers
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    proc.handle_signals()
     try:
         yield
     except SmcpatchError as exc:
@@ -110,11 +104,7 @@ def reported_errors() -> Iterator[None]:
         errors.print(render.fmt("[red]error:[/] {}", exc.one_line()), soft_wrap=True)
         raise Exit(code=exc.exit_code) from None
     except KeyboardInterrupt as exc:
-        killed = proc.kill_all()
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        children = f"; {killed} running command(s) stopped" if killed else ""
-        errors.print(f"[red]{what}[/]{children}: nothing half-written was kept; rerun to resume")
-        raise Exit(code=143 if isinstance(exc, Terminated) else 130) from None
+        _stopped(exc)
     except BrokenPipeError:
         _quiet_broken_pipe()
     except Exit:
@@ -124,6 +114,9 @@ def reported_errors() -> Iterator[None]:
             _internal_error(exc)
         _write_failed(exc)
     except Exception as exc:  # a bug: still one line, with a way to see the traceback
+        interrupt = proc.interrupt_behind(exc)
+        if interrupt is not None:  # a signal, wrapped by Python (RuntimeError of __set_name__)
+            _stopped(interrupt)
         _internal_error(exc)
 
 
@@ -151,6 +144,16 @@ def _write_failed(exc: OSError) -> NoReturn:
         errors.print(render.fmt("[red]error:[/] cannot write{}: {}", where,
                                 exc.strerror or str(exc)), soft_wrap=True)
     raise Exit(code=2) from None
+
+
+def _stopped(exc: KeyboardInterrupt) -> NoReturn:
+    """Ctrl-C or SIGTERM: every child group killed, one line, 130 or 143."""
+    proc.ignore_signals()  # the run is stopping: a second signal must not cut its report
+    killed = proc.kill_all(stopping=True)
+    what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    children = f"; {killed} running command(s) stopped" if killed else ""
+    errors.print(f"[red]{what}[/]{children}: nothing half-written was kept; rerun to resume")
+    raise Exit(code=proc.exit_code(exc)) from None
 
 
 def _quiet_broken_pipe() -> NoReturn:
@@ -966,25 +969,26 @@ def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
     return name, kwargs
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `smcpatch` console script."""
+def main(argv: list[str] | None = None) -> NoReturn:
+    """The `smcpatch` console script: the whole run, from the signal handlers to the last
+    flush, inside the one error edge (smcpatch.__main__ made the process safe before this)."""
+    proc.handle_signals()
     args = sys.argv[1:] if argv is None else argv
-    code = 0
     try:
         with reported_errors():
             parsed = parse_argv(args)
-        if parsed is not None:
-            name, kwargs = parsed
-            namespace.tasks[name].body(Context(), **kwargs)
+            if parsed is not None:
+                name, kwargs = parsed
+                namespace.tasks[name].body(Context(), **kwargs)
+            sys.stdout.flush()  # what print() left in the buffer meets a reader gone only here
+        code = 0
     except Exit as exc:
         code = exc.code
-    except BrokenPipeError:
-        code = 128 + signal.SIGPIPE
-    try:  # what print() left in the buffer meets a reader gone only here
-        sys.stdout.flush()
-    except BrokenPipeError:
-        code = 128 + signal.SIGPIPE
-        with contextlib.suppress(OSError):  # nothing more for Python to flush at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BaseException as exc:  # a signal while the edge was reporting another outcome
+        interrupt = exc if isinstance(exc, KeyboardInterrupt) else proc.interrupt_behind(exc)
+        if interrupt is None:
+            raise
+        code = proc.exit_code(interrupt)
+    proc.ignore_signals()  # the run is over: its exit code stands
     sys.exit(code)
 

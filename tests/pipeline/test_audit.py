@@ -403,7 +403,7 @@ def test_a_rule_spatch_refuses_is_an_audit_error(spatch: str, tmp_path: Path) ->
 def test_a_slow_spatch_is_stopped(spatch: str, tmp_path: Path) -> None:
     tree = vulnerable_tree(tmp_path)
     rule = audit.parse_rule(COCCI_DIR / "CVE-2025-40168.cocci")
-    with pytest.raises(AuditError, match="ran out of time"):
+    with pytest.raises(AuditError, match="timed out after"):
         audit.run_rule(rule, tree, timeout=0.01)
 
 

@@ -103,3 +103,38 @@ def test_runs_in_parallel_share_the_private_configuration_safely(tmp_path: Path)
     assert len(set(roots)) == 1
     parts = sorted(p.name for p in (roots[0] / "sources.list.d").iterdir())
     assert parts == ["smcpatch-suites.list"]
+
+
+def test_a_stalled_archive_fails_within_apts_own_timeout(tmp_path: Path, monkeypatch) -> None:
+    """A mirror that accepts the connection and never answers (as apt's http method saw when the
+    cache's disk filled): apt gives up after Acquire::http::Timeout, one line, no wait for ever."""
+    import socket
+    import time
+
+    from smcpatch.plumbing import apt as apt_module
+
+    monkeypatch.setattr(apt_module, "HTTP_STALL_S", 2)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)  # accepted by the kernel, never read nor answered
+        uri = f"http://127.0.0.1:{server.getsockname()[1]}/d"
+        apt = Apt(Cache.open(tmp_path / "cache"), host_apt_dir=_host_dir(tmp_path, uri))
+        assert 'Acquire::http::Timeout "2";' in apt.config.read_text()
+        started = time.monotonic()
+        with pytest.raises(FetchError, match="apt-get update failed") as caught:
+            apt.update(force=True)
+    assert "\n" not in caught.value.one_line()
+    assert time.monotonic() - started < 120
+
+
+def test_an_apt_call_that_outlives_its_timeout_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    """Whatever apt waits on, the call itself has a timeout: the child is killed, one line."""
+    apt = Apt(Cache.open(tmp_path / "cache"), host_apt_dir=_host_dir(tmp_path, "http://127.0.0.1:9/d"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text("#!/bin/sh\nexec sleep 3017.73\n")
+    (bin_dir / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    with pytest.raises(FetchError, match=r"^apt-get -q download \(is the archive reachable\?\) "
+                                         r"timed out after 1 s$"):
+        apt._run(["apt-get", "-q", "download", "x"], timeout=1)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -321,8 +320,8 @@ def _loaded(entry: Path, checker: Sanitizer, manifest: dict[str, object],
 
 
 def _compiler_identity(cc: str) -> str:
-    done = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False)
-    return done.stdout.splitlines()[0] if done.stdout else cc
+    done = proc.run([cc, "--version"], capture_output=True, text=True, timeout=60)
+    return str(done.stdout).splitlines()[0] if done.stdout else cc
 
 
 # -- the build ---------------------------------------------------------------------------------
@@ -376,8 +375,8 @@ def _run(args: list[str], log: Path, cwd: Path, timeout: float = BUILD_TIMEOUT_S
     with open(log, "a") as handle:
         handle.write("$ " + " ".join(args) + "\n")
         handle.flush()
-        child = proc.spawn(args, stdout=handle, stderr=subprocess.STDOUT, env=environ, cwd=cwd)
-        proc.finish(child, timeout=timeout)
+        child = proc.run(args, stdout=handle, stderr=proc.STDOUT, env=environ, cwd=cwd,
+                         timeout=timeout, what=" ".join(args[:2]), error=BuildError)
     if child.returncode != 0:
         text = log.read_text(errors="replace")
         if "No space left on device" in text:

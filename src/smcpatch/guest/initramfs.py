@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import stat
-import subprocess
 from pathlib import Path
 
 from ..data import GUEST_DIR
 from ..errors import FetchError
 from ..kernels.targets import HOST_ARCH
-from ..plumbing import hostpkg
+from ..plumbing import hostpkg, unpack
 from ..plumbing.apt import Apt
 from ..plumbing.cache import Cache, publish_dir
 from ..plumbing.files import write_atomic
@@ -97,14 +96,10 @@ def busybox(cache: Cache | None, arch: str) -> Path:
     if not binary.is_file():
         [deb] = apt.download([record], cache.dir("debs"))
         with publish_dir(entry) as tmp:
-            proc = subprocess.run(
-                ["bash", "-c", 'set -o pipefail; dpkg-deb --fsys-tarfile "$1" | '
-                 'tar -xO ./bin/busybox > "$2"', "smcpatch", str(deb), str(tmp / "busybox")],
-                capture_output=True, text=True, check=False)
+            unpack.run_shell('set -o pipefail; dpkg-deb --fsys-tarfile "$1" | '
+                             'tar -xO ./bin/busybox > "$2"', [str(deb), str(tmp / "busybox")],
+                             what=f"unpack busybox from {deb.name}", where=tmp)
             (tmp / "busybox").chmod(0o755)
-            if proc.returncode != 0:
-                raise FetchError(f"cannot unpack busybox from {deb.name}: "
-                                 f"{proc.stderr.strip()[-200:]}")
     return binary
 
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 import gzip
 import lzma
 import struct
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput, VmError
-from ..plumbing import hostpkg, unpack
+from ..plumbing import hostpkg, proc, unpack
 from ..plumbing.cache import hash_file, publish_dir
 from ..plumbing.files import write_atomic
 
@@ -58,10 +57,10 @@ def prepare_guest_kernel(image_deb: Path, cache_dir: Path) -> GuestKernel:
             unpack.run(["dpkg-deb", "-x", str(image_deb), str(tmp)],
                        what=f"unpack {image_deb.name}", where=tmp)
             release = _find_release(tmp, image_deb)
-            proc = subprocess.run(["depmod", "-b", str(tmp), release],
-                                  capture_output=True, text=True)
-            if proc.returncode:
-                raise VmError(f"depmod -b {tmp} {release} failed: {proc.stderr.strip()}")
+            done = proc.run(["depmod", "-b", str(tmp), release], capture_output=True,
+                            text=True, timeout=600, what="depmod", error=VmError)
+            if done.returncode:
+                raise VmError(f"depmod -b {tmp} {release} failed: {done.stderr.strip()}")
     release = _find_release(dest, image_deb)
     vmlinuz = dest / "boot" / f"vmlinuz-{release}"
     if not vmlinuz.is_file():
@@ -111,16 +110,16 @@ def extract_pvh_vmlinux(vmlinuz: Path) -> bytes | None:
     payload = data[pm_start + off: pm_start + off + length]
     try:
         if payload[:4] == b"\x28\xb5\x2f\xfd":  # zstd, le32 size appended
-            proc = subprocess.run(["zstd", "-dcq"], input=payload[:-4], capture_output=True,
-                                  timeout=120)
-            image = proc.stdout
+            done = proc.run(["zstd", "-dcq"], input=payload[:-4], capture_output=True,
+                            timeout=120, what="zstd", error=VmError)
+            image = bytes(done.stdout)
         elif payload[:6] == b"\xfd7zXZ\x00":  # xz, le32 size appended
             image = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload[:-4])
         elif payload[:2] == b"\x1f\x8b":
             image = gzip.decompress(payload)
         else:
             return None
-    except (OSError, lzma.LZMAError, subprocess.SubprocessError, EOFError):
+    except (OSError, lzma.LZMAError, VmError, EOFError):
         return None
     size, = struct.unpack("<I", payload[-4:])
     if len(image) != size or not _has_pvh_entry(image):

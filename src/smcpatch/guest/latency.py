@@ -15,7 +15,6 @@ import json
 import math
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +24,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BadInput, VmError
-from ..plumbing import hostpkg
+from ..plumbing import hostpkg, proc
 from ..plumbing.files import check_own_dir
 from . import initramfs, machine, share
 from .kernel import GuestKernel, check_module_matches
@@ -206,12 +205,10 @@ def load_pyperf_runs(path: Path) -> list[list[float]]:
 
 def pyperf_compare(results_dir: Path, variant: str) -> str:
     base, cand = results_dir / f"{BASELINE}.json", results_dir / f"{variant}.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pyperf", "compare_to", str(base), str(cand), "--table",
-         "--min-speed", "1"],
-        capture_output=True, text=True,
-    )
-    return (proc.stdout + proc.stderr).strip()
+    done = proc.run([sys.executable, "-m", "pyperf", "compare_to", str(base), str(cand),
+                     "--table", "--min-speed", "1"], capture_output=True, text=True, timeout=120,
+                    what="pyperf compare_to", error=VmError)
+    return str(done.stdout + done.stderr).strip()
 
 
 # ---------------------------------------------------------------------------------------------

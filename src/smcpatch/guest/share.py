@@ -8,7 +8,6 @@ import hashlib
 import json
 import shutil
 import site
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from ..data import GUEST_DIR
 from ..errors import BuildError
-from ..plumbing import hostpkg
+from ..plumbing import hostpkg, proc
 from ..plumbing.cache import publish_dir
 
 GUEST_SHARE = "/run/smcb/results"  # where init.sh mounts the share inside the guest
@@ -38,10 +37,11 @@ def build_helper(cache_dir: Path) -> tuple[Path, Path]:
             ["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-o", str(tmp / "libsmcbench.so"),
              str(src)],
         ):
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode:
+            done = proc.run(cmd, capture_output=True, text=True, timeout=300, what="gcc",
+                            error=BuildError)
+            if done.returncode:
                 raise BuildError(f"building the guest helper failed: {' '.join(cmd)}\n"
-                                 f"{proc.stderr}")
+                                 f"{done.stderr}")
     return exe, lib
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
+from ..errors import InspectError
+from ..plumbing import proc
 from .elf import MACHINES, Machine, load_elf_bytes, machine_of
 
 _LINE = re.compile(r"^\s*([0-9a-f]+):\t(.*)$")
@@ -40,12 +41,13 @@ def instruction_stream(module: Path, function: str) -> list[str] | None:
     with tempfile.NamedTemporaryFile(suffix=".o") as plain:
         plain.write(data)  # objdump can't read .ko.xz
         plain.flush()
-        proc = subprocess.run([machine.objdump, "-dr", "--no-show-raw-insn",
-                               f"--disassemble={function}", plain.name],
-                              capture_output=True, text=True, timeout=120, check=False)
-    if proc.returncode != 0:
+        done = proc.run([machine.objdump, "-dr", "--no-show-raw-insn",
+                         f"--disassemble={function}", plain.name],
+                        capture_output=True, text=True, timeout=120, what="objdump",
+                        error=InspectError)
+    if done.returncode != 0:
         return None
-    return _normalize(proc.stdout, function)
+    return _normalize(str(done.stdout), function)
 
 
 def _normalize(text: str, function: str) -> list[str] | None:

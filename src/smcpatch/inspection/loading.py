@@ -11,7 +11,6 @@ import os
 import shutil
 import stat
 import struct
-import subprocess
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from elftools.common.exceptions import DWARFError, ELFError, ELFParseError
 from elftools.construct import ConstructError
 
 from ..errors import InspectError, ToolMissing
+from ..plumbing import proc
 
 #: Refuse to decompress anything larger than this (a module is a few MiB; this guards bombs).
 MAX_ELF_SIZE = 512 * 1024 * 1024
@@ -99,14 +99,9 @@ def _zstd_command(exe: str, raw: bytes, label: str) -> bytes:
     with tempfile.TemporaryFile() as source:
         source.write(raw)
         source.seek(0)
-        proc = subprocess.Popen([exe, "-dc", "-q"], stdin=source, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stderr is not None
-        out = proc.stdout.read(MAX_ELF_SIZE + 1)
-        if len(out) > MAX_ELF_SIZE:
-            proc.kill()
-        err = proc.stderr.read()
-        code = proc.wait()
+        done = proc.run([exe, "-dc", "-q"], stdin=source, capture_output=True, timeout=300,
+                        limit=MAX_ELF_SIZE, what=f"{label}: zstd", error=InspectError)
+        out, err, code = bytes(done.stdout), bytes(done.stderr), done.returncode
     if len(out) > MAX_ELF_SIZE:
         raise InspectError(f"{label}: decompresses to more than {MAX_ELF_SIZE} bytes")
     if code != 0:

@@ -19,7 +19,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,10 +26,11 @@ from typing import Any, Protocol
 from debian.debian_support import Version
 
 from ..cve import CVE
-from ..errors import BadInput, SmcpatchError
+from ..errors import BadInput, FetchError, SmcpatchError
 from ..kernels import versions
 from ..pipeline import images
 from ..plumbing import debmeta
+from ..plumbing import proc as children
 from ..plumbing.apt import Apt, Offer, host_sources
 from ..plumbing.cache import Cache, hash_inputs, safe_name
 from ..plumbing.files import temp_name, write_atomic
@@ -179,9 +179,10 @@ class AptIndex:
             self.unreachable = exc.one_line()
 
     def names(self, prefix: str) -> list[str]:
-        proc = subprocess.run(self.apt.cache_command("pkgnames", prefix), env=self.apt.env(),
-                              capture_output=True, text=True, timeout=300, check=False)
-        return sorted(set(proc.stdout.split()))
+        done = children.run(self.apt.cache_command("pkgnames", prefix), env=self.apt.env(),
+                            capture_output=True, text=True, timeout=300, error=FetchError,
+                            what="apt-cache pkgnames")
+        return sorted(set(str(done.stdout).split()))
 
     def offers(self, names: list[str]) -> list[Offer]:
         return self.apt.offers(names)

@@ -8,9 +8,9 @@ refreshed once a day, so a resolution with warm lists is a few apt-cache calls.
 from __future__ import annotations
 
 import re
-import subprocess
 
 from ..errors import BadInput, FetchError
+from ..plumbing import proc as children
 from ..plumbing.apt import Apt, Offer
 from ..plumbing.cache import Cache
 from ..plumbing.suites import host_releases, release_of, served_suites
@@ -45,9 +45,10 @@ class Archive:
         return self.apt.offers(names)
 
     def names(self, prefix: str) -> list[str]:
-        proc = subprocess.run(self.apt.cache_command("pkgnames", prefix), env=self.apt.env(),
-                              capture_output=True, text=True, timeout=300, check=False)
-        return sorted(set(proc.stdout.split()))
+        done = children.run(self.apt.cache_command("pkgnames", prefix), env=self.apt.env(),
+                            capture_output=True, text=True, timeout=300, error=FetchError,
+                            what="apt-cache pkgnames")
+        return sorted(set(str(done.stdout).split()))
 
     def kernel_sources(self) -> list[Offer]:
         """Every linux-source-<series> version of every suite."""

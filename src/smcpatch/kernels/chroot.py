@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 from ..errors import BuildError, ToolMissing
@@ -115,12 +114,9 @@ def ensure_chroot(cache: Cache, suite: str, packages: list[str]) -> Path:
                     '--aptopt=Acquire::Check-Valid-Until "false"',
                     f"--include={','.join(packages)}", suite, str(tmp / "root"), *lines]
             with open(log, "w") as handle:
-                try:
-                    code = proc.run(args, stdout=handle, stderr=subprocess.STDOUT,
-                                    timeout=MMDEBSTRAP_TIMEOUT_S).returncode
-                except subprocess.TimeoutExpired as exc:
-                    raise BuildError(f"mmdebstrap {suite} timed out after "
-                                     f"{MMDEBSTRAP_TIMEOUT_S}s") from exc
+                code = proc.run(args, stdout=handle, stderr=proc.STDOUT,
+                                timeout=MMDEBSTRAP_TIMEOUT_S, what=f"mmdebstrap {suite}",
+                                error=BuildError).returncode
             if code != 0:
                 kept = cache.dir("chroots", f"{suite}-failed.log")
                 shutil.copy2(log, kept)

@@ -5,11 +5,11 @@ built it, CONFIG_ARM64/CONFIG_S390 its architecture) and the toolchain that foll
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..plumbing import hostpkg
+from ..plumbing import proc as children
 from ..plumbing.files import MB, read_input
 from .targets import HOST_ARCH
 
@@ -117,5 +117,5 @@ def compiler_package(config: KernelConfig) -> str:
 
 
 def compiler_identity(compiler: str) -> str:
-    proc = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
-    return proc.stdout.splitlines()[0] if proc.stdout else compiler
+    done = children.run([compiler, "--version"], capture_output=True, text=True, timeout=60)
+    return str(done.stdout).splitlines()[0] if done.stdout else compiler

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -38,7 +37,7 @@ from .. import __version__
 from ..errors import BadInput, BuildError, PatchError
 from ..kernels.kconfig import KernelConfig, ensure_toolchain
 from ..pipeline import build
-from ..pipeline.classify import FixState, patch_tool
+from ..pipeline.classify import FixState, patch_tool, run_patch
 from ..pipeline.fetch import Workspace
 from ..plumbing import hostpkg
 from ..plumbing import proc as children
@@ -281,17 +280,15 @@ def _check_patches_apply(package: Path, patch_names: list[str]) -> None:
     """Apply the patches in dkms's order to a scratch copy: strictly (no fuzz), never -t/-f."""
     if not patch_names:
         return
-    exe = patch_tool()
+    patch_tool()
     applied: list[str] = []
     scratch = package / ".patch-check"
     shutil.copytree(package / "net", scratch / "net")
     try:
         for name in patch_names:
-            proc = subprocess.run([exe, "-p1", "--batch", "--forward", "--fuzz=0", "-s",
-                                   "-d", str(scratch), "-i", str(package / "patches" / name)],
-                                  capture_output=True, text=True, timeout=120, check=False)
-            if proc.returncode != 0:
-                detail = " ".join((proc.stdout + proc.stderr).split())[:300]
+            done = run_patch(scratch, package / "patches" / name, reverse=False, dry_run=False)
+            if not done.ok:
+                detail = " ".join(done.output.split())[:300]
                 after = f" after {', '.join(applied)}" if applied else ""
                 raise PatchError(f"{name} does not apply{after} on the packaged sources: {detail}")
             applied.append(name)
@@ -397,8 +394,8 @@ TOOLS = (hostpkg.Tool("dkms", "dkms"),)
 def ensure_dkms(install: bool = True) -> str:
     """dkms's version (``dkms-3.0.10``); installed with apt when missing and root (hostpkg)."""
     hostpkg.ensure(TOOLS, "dkms", install=install)
-    proc = subprocess.run(["dkms", "--version"], capture_output=True, text=True, check=False)
-    return (proc.stdout.strip() or proc.stderr.strip()).splitlines()[0]
+    done = children.run(["dkms", "--version"], capture_output=True, text=True, timeout=60)
+    return str(done.stdout.strip() or done.stderr.strip()).splitlines()[0]
 
 
 def build_package(ws: Workspace, package: Path, work: Path, jobs: int | None = None,

@@ -9,7 +9,6 @@ import lzma
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from ..inspection.signature import (
 from ..kernels.kconfig import KernelConfig
 from ..pipeline.fetch import Workspace
 from ..pipeline.report import TargetReport
+from ..plumbing import proc
 from ..plumbing.cache import Cache
 from ..plumbing.files import TMP_PREFIX
 
@@ -50,12 +50,12 @@ def verify_signature(path: Path, cert: Path) -> bool:
     with tempfile.TemporaryDirectory(prefix="smcpatch-verify-") as tmp:
         (Path(tmp) / "content").write_bytes(content)
         (Path(tmp) / "sig.der").write_bytes(blob)
-        proc = subprocess.run(
+        done = proc.run(
             [_openssl(), "cms", "-verify", "-binary", "-inform", "DER", "-in", f"{tmp}/sig.der",
              "-content", f"{tmp}/content", "-certfile", str(cert), "-nointern", "-noverify",
-             "-out", "/dev/null"], capture_output=True, text=True, check=False, timeout=60,
-            stdin=subprocess.DEVNULL)
-    return proc.returncode == 0
+             "-out", "/dev/null"], capture_output=True, text=True, timeout=60,
+            what="openssl cms -verify")
+    return done.returncode == 0
 
 
 
@@ -67,18 +67,17 @@ def sign_file_path(ws: Workspace) -> Path:
         raise ToolMissing(f"{exe} not found: the kernel's kbuild tree has no sign-file (Debian "
                           f"ships it in {ws.target.kbuild}; in your own tree run "
                           f"`make -C {ws.kdir} scripts`)")
-    proc = subprocess.run([str(exe)], capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
-    if "Usage" not in proc.stderr + proc.stdout:  # it runs: no args prints its usage, exit 2
-        missing = re.findall(r"(\S+\.so[.0-9]*): cannot open shared object", proc.stderr)
+    done = proc.run([str(exe)], capture_output=True, text=True, timeout=60, what=str(exe))
+    if "Usage" not in done.stderr + done.stdout:  # it runs: no args prints its usage, exit 2
+        missing = re.findall(r"(\S+\.so[.0-9]*): cannot open shared object", done.stderr)
         if missing:
             pkgs = sorted({_LIB_PACKAGES.get(lib, "") for lib in missing} - {""})
             fix = (f"run `apt-get install -y {' '.join(pkgs)}`" if pkgs else
                    f"install the package that ships {', '.join(missing)} "
                    f"(`apt-file search {missing[0]}`)")
             raise ToolMissing(f"{exe} cannot run: {', '.join(missing)} missing: {fix}")
-        detail = " ".join(proc.stderr.split())[:200] or f"exit {proc.returncode}"
-        glibc = re.search(r"GLIBC_[0-9.]+", proc.stderr)
+        detail = " ".join(done.stderr.split())[:200] or f"exit {done.returncode}"
+        glibc = re.search(r"GLIBC_[0-9.]+", done.stderr)
         if glibc:
             raise ToolMissing(f"{exe} needs {glibc.group(0)}, newer than this host's C library "
                               f"(it is {ws.target.kbuild} of another Debian suite): sign with a "
@@ -100,12 +99,12 @@ def _is_pem(path: Path) -> bool:
 
 def _public_key(args: list[str], what: str, path: Path) -> str:
     env = {**os.environ, "KBUILD_SIGN_PIN": os.environ.get("KBUILD_SIGN_PIN", "")}
-    proc = subprocess.run([_openssl(), *args], capture_output=True, text=True, check=False, env=env,
-                          stdin=subprocess.DEVNULL, timeout=60)
-    if proc.returncode != 0 or "PUBLIC KEY" not in proc.stdout:
-        reason = (proc.stderr.strip().splitlines() or ["openssl failed"])[0]
+    done = proc.run([_openssl(), *args], capture_output=True, text=True, env=env, timeout=60,
+                    what="openssl")
+    if done.returncode != 0 or "PUBLIC KEY" not in done.stdout:
+        reason = (done.stderr.strip().splitlines() or ["openssl failed"])[0]
         raise BadInput(f"cannot read the {what} {path}: {reason}")
-    return proc.stdout.strip()
+    return str(done.stdout).strip()
 
 
 def check_key_matches_cert(key: Path, cert: Path) -> None:
@@ -154,12 +153,12 @@ def sign_module(ws: Workspace, module: Path, key: Path, cert: Path, out: Path,
         unsigned, signed = Path(tmp) / "unsigned.ko", Path(tmp) / "signed.ko"
         unsigned.write_bytes(data)
         env = {**os.environ, "KBUILD_SIGN_PIN": os.environ.get("KBUILD_SIGN_PIN", "")}
-        proc = subprocess.run([str(exe), algo, str(key.absolute()), str(cert.absolute()),
-                               str(unsigned), str(signed)], capture_output=True, text=True,
-                              check=False, env=env, stdin=subprocess.DEVNULL, timeout=120)
-        if proc.returncode != 0 or not signed.is_file():
-            detail = " ".join((proc.stderr or proc.stdout).split())[:300]
-            raise SmcpatchError(f"sign-file failed (exit {proc.returncode}): {detail}")
+        done = proc.run([str(exe), algo, str(key.absolute()), str(cert.absolute()),
+                         str(unsigned), str(signed)], capture_output=True, text=True,
+                        env=env, timeout=120, what="sign-file")
+        if done.returncode != 0 or not signed.is_file():
+            detail = " ".join((done.stderr or done.stdout).split())[:300]
+            raise SmcpatchError(f"sign-file failed (exit {done.returncode}): {detail}")
         raw = signed.read_bytes()
         sig = parse_signature(raw, str(signed))
         if sig is None or sig["hash_algorithm"] != algo:

@@ -14,7 +14,6 @@ read (the shape, not a judgement: a caller may hold RTNL or the device).
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -196,12 +195,9 @@ def run_rule(rule: Rule, tree: Path, timeout: float = SPATCH_TIMEOUT_S) -> RuleR
     files = rule_files(rule, tree)
     run = RuleRun(rule=rule, files=files, missing_functions=_missing_functions(rule, tree, files))
     if files:
-        try:
-            done = proc.run(spatch_command(rule, files), cwd=tree, capture_output=True,
-                            text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AuditError(f"spatch ran out of time ({timeout:.0f} s) on {rule.path.name} "
-                             f"over {len(files)} file(s) of {tree}") from None
+        done = proc.run(spatch_command(rule, files), cwd=tree, capture_output=True, text=True,
+                        timeout=timeout, error=AuditError,
+                        what=f"spatch on {rule.path.name} over {len(files)} file(s) of {tree}")
         if done.returncode != 0:
             tail = [ln for ln in (done.stderr or "").splitlines() if ln.strip()][-3:]
             raise AuditError(f"spatch failed (exit {done.returncode}) on {rule.path.name}: "

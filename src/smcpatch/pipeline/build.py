@@ -11,7 +11,6 @@ import dataclasses
 import os
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,12 +139,12 @@ def build_variants(cache: Cache, key: str, kdir: Path, before_src: Path, after_s
 def _chroot_compiler(env: BuildEnv, config: KernelConfig) -> str:
     """The identity of the chroot's compiler (the kernel's own, installed by mmdebstrap)."""
     assert env.root is not None
-    proc = subprocess.run(["chroot", str(env.root), config.build_compiler, "--version"],
-                          capture_output=True, text=True, timeout=60, check=False)
-    if proc.returncode != 0:
+    done = proc.run(["chroot", str(env.root), config.build_compiler, "--version"],
+                    capture_output=True, text=True, timeout=60, error=BuildError)
+    if done.returncode != 0:
         raise ToolMissing(f"{config.build_compiler} is missing from the chroot {env.root}: "
                           "remove that directory to have it made again")
-    return proc.stdout.splitlines()[0]
+    return str(done.stdout).splitlines()[0]
 
 
 def _kdir_identity(kdir: Path) -> str:
@@ -233,9 +232,8 @@ def _make(kdir: Path, work: Path, log: Path, jobs: int | None, env: BuildEnv,
     with open(log, "w") as handle:
         handle.write("$ " + " ".join(args) + "\n")
         handle.flush()
-        make = proc.spawn(args, stdout=handle, stderr=subprocess.STDOUT, env=environ)
-        proc.finish(make, timeout=3600)
-        code = make.returncode
+        code = proc.run(args, stdout=handle, stderr=proc.STDOUT, env=environ, timeout=3600,
+                        what="make", error=BuildError).returncode
     if code != 0 and "No space left on device" in log.read_text(errors="replace"):
         shutil.rmtree(work, ignore_errors=True)  # free what the build wrote; rebuilt next time
         raise BuildError(f"make failed: no space left on device in {work.parent} "

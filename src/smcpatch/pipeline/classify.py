@@ -17,20 +17,20 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from ..errors import ConfigError, PatchError, ToolMissing, UnknownFix
-from ..plumbing import hostpkg
+from ..plumbing import hostpkg, proc
 from ..plumbing.files import MB, read_input
 
 SERIES_NAME = "series"
 MARKER_NAME = ".smcpatch-variants.json"
 SMC_DIR = "net/smc"
 PATCH_TIMEOUT = 120.0
+PATCH_LIMIT = 8 * MB  # a fix's patch is a few KB: a larger file is refused unread
 _FORMAT_VERSION = 1
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -125,7 +125,7 @@ def _safe_relpath(rel: str) -> bool:
 def parse_patch(path: Path) -> list[_Hunk]:
     """The hunks of a unified -p1 diff, with the file each belongs to."""
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = read_input(path, "patch", PATCH_LIMIT).decode("utf-8", "replace").splitlines()
     except OSError as e:
         raise ConfigError(f"cannot read patch {path}: {e.strerror}") from e
     hunks: list[_Hunk] = []
@@ -368,6 +368,8 @@ class _PatchRun:
 
 
 def run_patch(tree: Path, patch: Path, *, reverse: bool, dry_run: bool) -> _PatchRun:
+    """The one way smcpatch runs GNU patch (classify's dry runs, the variants, patched copies,
+    the DKMS package's check): -p1 in `tree`, --batch --forward --fuzz=0, never -t or -f."""
     cmd = [
         patch_tool(),
         "-p1",
@@ -392,24 +394,15 @@ def run_patch(tree: Path, patch: Path, *, reverse: bool, dry_run: bool) -> _Patc
     env.pop("PATCH_VERSION_CONTROL", None)
     env.pop("VERSION_CONTROL", None)
     try:
-        proc = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=PATCH_TIMEOUT,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise PatchError(f"patch timed out after {PATCH_TIMEOUT:.0f}s on {patch.name}") from e
+        done = proc.run(cmd, capture_output=True, text=True, errors="replace",
+                        timeout=PATCH_TIMEOUT, env=env, what=f"patch on {patch.name}",
+                        error=PatchError)
     except FileNotFoundError as e:
         raise ToolMissing("patch(1) not found; install it with: apt-get install patch") from e
-    out = (proc.stdout + proc.stderr).strip()
+    out = str(done.stdout + done.stderr).strip()
     if "malformed patch" in out or "Only garbage was found" in out:
         raise ConfigError(f"{patch.name} is not a usable patch: {_first_line(out)}")
-    return _PatchRun(proc.returncode == 0, proc.returncode, out)
+    return _PatchRun(done.returncode == 0, done.returncode, out)
 
 
 def _first_line(text: str) -> str:

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -231,11 +230,8 @@ def patched_copy(cache: Cache, entry_name: str, patch: Path, src: Path, what: st
         if not entry_is_current(entry, inputs):
             with atomic_dir(entry, inputs) as tmp:
                 shutil.copytree(src, tmp / "net" / "smc")
-                proc = subprocess.run(["patch", "-p1", "--batch", "--forward", "--fuzz=0",
-                                       "-d", str(tmp), "-i", str(patch)],
-                                      capture_output=True, text=True, timeout=60, check=False,
-                                      env={**os.environ, "LC_ALL": "C"})
-                if proc.returncode != 0:
+                done = run_patch(tmp, patch, reverse=False, dry_run=False)
+                if not done.ok:
                     raise PatchError(f"{patch.name} does not apply to {what}: "
-                                     f"{(proc.stdout.strip().splitlines() or ['?'])[-1]}")
+                                     f"{(done.output.splitlines() or ['?'])[-1]}")
     return entry / "net" / "smc"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,9 @@ from .progress import Poller, Progress, silent
 
 HOST_APT_DIR = Path("/etc/apt")
 LISTS_MAX_AGE_S = 24 * 3600
+# apt's own http(s) timeout: a connection or transfer silent this long fails (a full disk under
+# the cache, a mirror that stops answering) instead of apt waiting on it for ever
+HTTP_STALL_S = 30
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class Apt:
             f'Dir::Etc::SourceParts "{parts}";\n'
             'Acquire::Check-Valid-Until "false";\n'
             'Acquire::Languages "none";\n'
+            f'Acquire::http::Timeout "{HTTP_STALL_S}";\n'
+            f'Acquire::https::Timeout "{HTTP_STALL_S}";\n'
             'APT::Get::List-Cleanup "false";\n'
         )
         with self.cache.lock(f"apt-config-{self.root.name}"):
@@ -135,12 +139,9 @@ class Apt:
         return {**os.environ, "APT_CONFIG": str(self.config), "LC_ALL": "C"}
 
     def _run(self, args: list[str], cwd: Path | None = None, timeout: int = 600) -> str:
-        try:
-            proc = children.run(args, cwd=cwd, env=self.env(), capture_output=True, text=True,
-                                timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise FetchError(f"{' '.join(args[:2])} timed out after {timeout}s: "
-                             "is the archive reachable?") from exc
+        proc = children.run(args, cwd=cwd, env=self.env(), capture_output=True, text=True,
+                            timeout=timeout, error=FetchError,
+                            what=f"{' '.join(args[:3])} (is the archive reachable?)")
         if proc.returncode != 0:
             raise FetchError(f"{' '.join(args[:2])} failed: {_last_error(proc.stderr)}")
         return str(proc.stdout)
@@ -156,7 +157,8 @@ class Apt:
                 return  # another run updated while we waited for the lock
             stamp.unlink(missing_ok=True)
             proc = children.run(["apt-get", "-q", "update"], env=self.env(),
-                                capture_output=True, text=True, timeout=900)
+                                capture_output=True, text=True, timeout=900, error=FetchError,
+                                what="apt-get update (is the archive reachable?)")
             # apt-get update exits 0 even when every index failed to download: read its words
             failed = [ln for ln in proc.stderr.splitlines()
                       if ln.startswith(("E:", "Err:")) or "Failed to fetch" in ln]
@@ -169,8 +171,9 @@ class Apt:
 
     def fields(self, name: str, version: str) -> dict[str, str]:
         """The control fields of name=version (the first stanza of apt-cache show), or {}."""
-        proc = subprocess.run(self.cache_command("show", f"{name}={version}"), env=self.env(),
-                              capture_output=True, text=True, timeout=120, check=False)
+        proc = children.run(self.cache_command("show", f"{name}={version}"), env=self.env(),
+                            capture_output=True, text=True, timeout=120, error=FetchError,
+                            what="apt-cache show")
         return first_stanza(proc.stdout)
 
     def show(self, name: str, version: str) -> PackageRecord | None:
@@ -186,8 +189,9 @@ class Apt:
         reading of `apt-cache madison`."""
         if not names:
             return []
-        proc = subprocess.run(self.cache_command("madison", *names), env=self.env(),
-                              capture_output=True, text=True, timeout=300, check=False)
+        proc = children.run(self.cache_command("madison", *names), env=self.env(),
+                            capture_output=True, text=True, timeout=300, error=FetchError,
+                            what="apt-cache madison")
         found: list[Offer] = []
         for line in proc.stdout.splitlines():
             cols = [c.strip() for c in line.split("|")]
@@ -339,9 +343,9 @@ def _undo_epoch_name(where: Path, record: PackageRecord, wanted: Path) -> None:
 
 
 def _native_arch() -> str:
-    proc = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
-                          check=False)
-    return proc.stdout.strip() or "amd64"
+    proc = children.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                        timeout=60)
+    return str(proc.stdout).strip() or "amd64"
 
 
 def _fresh(stamp: Path) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import subprocess
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from debian.changelog import Changelog
 from debian.deb822 import Deb822, Packages, PkgRelation
 
 from ..errors import FetchError
+from . import proc as children
 
 # /usr/lib/apt/apt-helper cat-file decompresses whatever apt stored (.lz4, .xz, .gz, plain)
 APT_HELPER = "/usr/lib/apt/apt-helper"
@@ -56,11 +56,12 @@ def enabled(fields: dict[str, str]) -> bool:
 
 def index_text(path: Path) -> str:
     """A Packages index as apt stored it (lz4/xz/gz/plain), decompressed by apt itself."""
-    proc = subprocess.run([APT_HELPER, "cat-file", str(path)], capture_output=True, check=False)
+    proc = children.run([APT_HELPER, "cat-file", str(path)], capture_output=True, timeout=300,
+                        what=f"reading the package index {path.name}", error=FetchError)
     if proc.returncode != 0:
         raise FetchError(f"cannot read the package index {path.name}: "
                          f"{proc.stderr.decode(errors='replace').strip()[-200:]}")
-    return proc.stdout.decode("utf-8", "replace")
+    return str(proc.stdout.decode("utf-8", "replace"))
 
 
 def packages_named(path: Path, pattern: re.Pattern[str]) -> Iterator[Packages]:

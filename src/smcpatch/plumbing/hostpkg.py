@@ -126,9 +126,10 @@ def apt_install(packages: Sequence[str],
             f"running (up to {LOCK_TIMEOUT_S} s) ...")
     if not _updated:  # a fresh machine's lists may be empty; best effort: a stale one may do
         proc.run(["apt-get", "-q", *wait, "update"], env=env, capture_output=True,
-                 timeout=APT_TIMEOUT_S)
+                 timeout=APT_TIMEOUT_S, what="apt-get update")
         _updated = True
     done = proc.run(["apt-get", "-q", *wait, "install", "-y", "--no-install-recommends",
-                     *packages], env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S)
+                     *packages], env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S,
+                    what="apt-get install")
     tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
     return done.returncode == 0, tail

@@ -5,7 +5,6 @@ turned into one clear line, the pipeline a child that dies with the run."""
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 from ..errors import ExtractError
@@ -34,10 +33,8 @@ _HOSTILE_MARKERS = ("Removing leading", "Member name contains '..'")
 def run(args: list[str], what: str, timeout: int = 1800, where: Path | None = None) -> None:
     """Run an extraction command; `where` is the temp dir it writes into (for the messages)."""
     env = {**os.environ, "LC_ALL": "C"}
-    try:
-        done = proc.run(args, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired as exc:
-        raise ExtractError(f"{what}: timed out after {timeout}s") from exc
+    done = proc.run(args, capture_output=True, text=True, timeout=timeout, env=env, what=what,
+                    error=ExtractError)
     hostile = [ln for ln in done.stderr.splitlines() if any(m in ln for m in _HOSTILE_MARKERS)]
     if hostile:
         raise ExtractError(f"{what}: refusing a hostile archive (a member or link outside the "
