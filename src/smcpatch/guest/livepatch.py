@@ -47,8 +47,13 @@ echo "LP-DISABLE $? $(t)"
 i=0
 while [ $i -lt 600 ] && [ -d $D ]; do usleep 100000; i=$((i+1)); done
 echo "LP-GONE $([ -d $D ] && echo no || echo yes) $(t)"
-rmmod @NAME@
-echo "LP-RMMOD $? $(t)"
+# the kernel drops its last reference to the module after the sysfs directory goes (klp frees
+# the patch from a work item): rmmod may say "in use" for a moment, so it is tried again
+i=0
+until rmmod @NAME@; do
+    i=$((i+1)); [ $i -ge 50 ] && break; usleep 100000
+done
+echo "LP-RMMOD $([ $i -ge 50 ] && echo 1 || echo 0) $(t)"
 echo "LP-LEFT $(grep -c '^@NAME@ ' /proc/modules)"
 echo "LP-TAINTED $(cat /proc/sys/kernel/tainted)"
 echo LP-DMESG
