@@ -226,3 +226,12 @@ def test_vex_with_nothing_to_state_removes_the_earlier_file(tmp_path: Path) -> N
     with pytest.raises(NothingToState, match="removed"):
         vex.write(output, [])
     assert not any(path.exists() for path in output.paths().values())
+
+
+@pytest.mark.parametrize("namespace", ["https://[::1", "https://[x]/", "http://", "ftp://a.b"])
+def test_a_namespace_urlsplit_refuses_is_one_line(namespace: str) -> None:
+    from smcpatch.errors import BadInput
+    from smcpatch.outputs.vex import check_publisher
+
+    with pytest.raises(BadInput, match="--vex-namespace"):
+        check_publisher(None, namespace)

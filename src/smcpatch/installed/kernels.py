@@ -84,15 +84,16 @@ def _builtin(root: Root, directory: str) -> bool:
 def _smc_path(root: Root, directory: str, names: list[str]) -> tuple[str | None, str]:
     """smc.ko relative to the modules directory, as modprobe would pick it; and a note when
     modules.dep and the files disagree. A candidate counts when it is a regular file as the
-    machine sees it (its links followed inside ROOT): never a FIFO or a device."""
+    machine sees it (its links followed inside ROOT); one that is a FIFO, device or directory is
+    still returned (never read: host judges it undecided, not as a kernel without SMC)."""
     named_smc = [rel for rel in names if SMC_FILE.fullmatch(rel.rsplit("/", 1)[-1])]
     kinds = {rel: root.kind(f"{directory}/{rel}") for rel in named_smc}
     found = sorted((rel for rel in named_smc if kinds[rel] == "file"),
                    key=lambda rel: (not rel.startswith("updates/"), rel))
     odd = [rel for rel in named_smc if kinds[rel] in ("dir", "other")]
-    if odd and not found:
-        return None, (f"{odd[0]} is not a regular file (a FIFO, device or directory): not a "
-                      "module the kernel can load")
+    if odd and not found:  # named smc.ko but nothing to judge: undecided, never "no SMC"
+        return odd[0], (f"{odd[0]} is not a regular file (a FIFO, device or directory): it "
+                        "cannot be judged")
     dep = _read(root, f"{directory}/modules.dep", DEP_LIMIT, "a modules.dep")
     named = None
     for line in (dep or "").splitlines():

@@ -72,8 +72,12 @@ def check_publisher(name: str | None, namespace: str | None) -> Publisher:
     if not name.strip() or not name.isprintable() or len(name) > 200:
         raise BadInput(f"--vex-publisher {name!r}: a name on one line, 1 to 200 characters")
     namespace = default.namespace if namespace is None else namespace
-    parts = urlsplit(namespace)
-    if parts.scheme not in ("https", "http") or not parts.hostname or not namespace.isprintable() \
+    try:
+        parts = urlsplit(namespace)
+        hostname = parts.hostname
+    except ValueError:  # urlsplit refuses some URLs outright ("https://[::1": invalid IPv6)
+        hostname = None
+    if hostname is None or parts.scheme not in ("https", "http") or not namespace.isprintable() \
             or " " in namespace:
         raise BadInput(f"--vex-namespace {namespace!r}: an http(s) URL the publisher controls, "
                        "e.g. https://security.example.com")
