@@ -234,8 +234,9 @@ CASES = [
                     + b"install smc /bin/false\n"})),
     Case("the first of two install lines wins (blocked)", "modprobe", (0,),
          host_conf({"/etc/modprobe.d/a.conf": b"install smc /bin/false\n",
-                    "/etc/modprobe.d/b.conf": b"install smc /sbin/modprobe --ignore-install smc\n"})),
-    Case("CRLF: `blacklist smc\\r` is no blacklist", "modprobe", (1,),
+                    "/etc/modprobe.d/b.conf":
+                    b"install smc /sbin/modprobe --ignore-install smc\n"})),
+    Case("CRLF: the install command ends in a CR kmod keeps: loadable", "modprobe", (1,),
          host_conf({"/etc/modprobe.d/b.conf": b"install smc /bin/false\r\n"})),
     Case("a 70 MB modprobe.d file is refused", "modprobe", (2,),
          host_conf({"/etc/modprobe.d/huge.conf": b"#" * (70 * 1024 * 1024)})),
