@@ -17,12 +17,18 @@ sys.path.insert(0, str(ROOT / "src"))  # usable before `pip install -e .` too
 # never a traceback, before anything heavy is imported
 from smcpatch.__main__ import start  # noqa: E402
 
-if Path(sys.argv[0]).name in ("inv", "invoke") or Path(sys.argv[0]).parent.name == "invoke":
+RUN_BY_INVOKE = (Path(sys.argv[0]).name in ("inv", "invoke")
+                 or Path(sys.argv[0]).parent.name == "invoke")
+if RUN_BY_INVOKE:
     start()
 
 from invoke import Collection, Context, Exit, task  # noqa: E402
 
 from smcpatch import cli  # noqa: E402
+from smcpatch.outputs.text import set_front_end  # noqa: E402
+
+if RUN_BY_INVOKE:  # every command printed for the user to run names `inv`, the program in use
+    set_front_end("inv")
 from smcpatch.plumbing import proc  # noqa: E402
 
 

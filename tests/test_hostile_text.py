@@ -216,7 +216,7 @@ def test_matrix_lines_are_shell_words(kernel: str, flavour: str) -> None:
         assert visible(str(exc)).isprintable()
         return
     assert line.isprintable()
-    assert shlex.split(line) == ["inv", "verify", "--kernel", kernel, "--arch", "amd64",
+    assert shlex.split(line) == ["smcpatch", "verify", "--kernel", kernel, "--arch", "amd64",
                                  "--flavour", flavour, "--json",
                                  f"report-{kernel}-{flavour}.json"]
 

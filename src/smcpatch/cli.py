@@ -863,7 +863,9 @@ namespace = Collection(kernels, verify, matrix, report, inspect, dkms, bench, sc
 
 
 # -- the console script: smcpatch's own tasks and options, nothing of invoke's --------------------
-EXIT_CODES = "exit codes: 0 done, 1 a failed check, 2 bad input (each task's help says more)"
+EXIT_CODES = ("exit codes: 0 done, 1 a failed check, 2 bad input or undecided, 3 a bug,\n"
+              "  4 fixed but refused by the kernel (inspect), 130 Ctrl-C, 141 closed pipe,\n"
+              "  143 SIGTERM (each task's help says more)")
 
 
 def _options(t: Task[Any]) -> dict[str, tuple[str, Any]]:
@@ -922,7 +924,11 @@ def print_task_help(name: str) -> None:
 def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
     """(task, its keyword arguments) from argv, or None when help or the version was printed.
     Anything unknown is bad input (exit 2), never a guess."""
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:  # a usage error, as argparse-based tools say it: the help on stderr, exit 2
+        with contextlib.redirect_stdout(sys.stderr):
+            print_help()
+        raise Exit(code=2)
+    if argv[0] in ("-h", "--help"):
         print_help()
         return None
     if argv[0] in ("-V", "--version"):

@@ -49,6 +49,7 @@ from ..outputs.products import (
     Status,
     status_of,
 )
+from ..outputs.text import command
 from ..outputs.vex import VexOutput
 from ..plumbing import files
 from . import EXIT_FAIL, EXIT_OK
@@ -320,7 +321,7 @@ def summary(result: HostResult) -> str:
     """One line: the machine's verdict."""
     exposed = [s for s in result.kernels if s.exposed]
     if exposed:
-        return "EXPOSED: " + _exposure(exposed)
+        return "EXPOSED: " + _exposure(exposed, result.root)
     bad = [s for s in result.kernels if s.verdict in BAD and s.smc == "module"]
     if bad:
         names = ", ".join(s.kernel.release for s in bad)
@@ -330,7 +331,7 @@ def summary(result: HostResult) -> str:
     return "not exposed: no installed kernel has a vulnerable smc.ko"
 
 
-def _exposure(exposed: list[KernelState]) -> str:
+def _exposure(exposed: list[KernelState], root: str) -> str:
     """What is exposed and the steps out: block or upgrade what can load, unload what is."""
     module = ("a vulnerable or undecided" if any(s.verdict == "unknown" for s in exposed)
               else "a vulnerable")
@@ -344,7 +345,8 @@ def _exposure(exposed: list[KernelState]) -> str:
     said = ([f"{module} smc is loaded in {names(loaded)}"] if loaded else []) + \
         ([f"smc may be loaded in {names(maybe)} (/proc/modules unreadable)"] if maybe else []) + \
         ([f"{module} smc.ko can load in {names(loadable)}"] if loadable else [])
-    steps = (["upgrade (see advice) or block smc now with `smcpatch host --mitigate`"]
+    mitigate = command("host", *(["--root", root] if root != "/" else []), "--mitigate")
+    steps = ([f"upgrade (see advice) or block smc now with `{mitigate}`"]
              if any(s.loadable for s in exposed) else []) + \
         (["unload it with `rmmod smc` or reboot"] if loaded else [])
     return "; ".join(said) + ": " + ", then ".join(steps) if steps else "; ".join(said)

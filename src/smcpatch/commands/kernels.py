@@ -14,7 +14,7 @@ from ..kernels import matrix, targets
 from ..kernels.archive import Archive
 from ..kernels.targets import Target
 from ..kernels.versions import upstream_of
-from ..outputs.text import shell_word, visible
+from ..outputs.text import command, visible
 from ..plumbing.cache import Cache
 from ..plumbing.progress import Progress, silent
 
@@ -49,9 +49,8 @@ def _job_line(job: dict[str, str]) -> str:
         if visible(job[key]) != job[key]:
             raise BadInput(f"matrix entry {key} {visible(job[key])}: not a kernel version "
                            "(control characters)")
-    words = ["inv", "verify", "--kernel", job["kernel"], "--arch", job["arch"], "--flavour",
-             job["flavour"], "--json", f"report-{job['kernel']}-{job['flavour']}.json"]
-    return " ".join(shell_word(w) for w in words)
+    return command("verify", "--kernel", job["kernel"], "--arch", job["arch"], "--flavour",
+                   job["flavour"], "--json", f"report-{job['kernel']}-{job['flavour']}.json")
 
 
 @dataclass

@@ -26,6 +26,7 @@ from ..kernels.kconfig import KernelConfig
 from ..kernels.request import KernelRequest
 from ..kernels.resolve import resolve
 from ..kernels.targets import Target
+from ..outputs.text import command
 from ..packaging import livepatch, signing
 from ..pipeline import build, variants
 from ..pipeline.prepare import Options, Prepared, prepare
@@ -121,7 +122,7 @@ def check_arch(arch: str) -> None:
     if arch not in LIVEPATCH_ARCHES:
         raise BadInput(f"Debian's {arch} kernels cannot be live-patched (CONFIG_LIVEPATCH is "
                        f"set in Debian's {', '.join(LIVEPATCH_ARCHES)} kernels only): upgrade "
-                       "the kernel, or block smc (`smcpatch host --mitigate`)")
+                       f"the kernel, or block smc (`{command('host', '--mitigate')}`)")
 
 
 def check_target(target: Target) -> None:

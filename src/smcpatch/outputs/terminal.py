@@ -391,9 +391,12 @@ def print_dkms(summary: dict[str, Any], console: Console) -> None:
             else "no patch needed"
         console.print(fmt("  {}: {} in Debian's source -> {}", f["id"], f["state"], done))
     if summary.get("fixed_sources"):
-        # a command to copy and run: the directory is one shell word whatever its name
-        console.print(fmt("  build: cd {} && make -C /lib/modules/<release>/build M=$PWD   "
-                          "(or dkms add $PWD)", shell_word(summary["package"])))
+        # a command to copy and run: the directory is one shell word whatever its name, and
+        # module_src/<release> names the release it is for
+        package = summary["package"]
+        build = f"/lib/modules/{package.rstrip('/').rsplit('/', 1)[-1]}/build"
+        console.print(fmt("  build: cd {} && make -C {} M=\"$PWD\"   (or dkms add \"$PWD\")",
+                          shell_word(package), shell_word(build)))
     if summary["check"]:
         ck = summary["check"]
         console.print(fmt("  dkms build ({}, {} s) for {}: smc.ko {}, vermagic {}, modversions "

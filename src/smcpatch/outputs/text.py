@@ -54,6 +54,20 @@ def xml_safe(value: str) -> str:
     return _XML_FORBIDDEN.sub(lambda m: _escape_char(m.group()), value)
 
 
+# the program the user runs the tasks with: `smcpatch` (the console script) or `inv` (a checkout's
+# tasks.py sets it), so that every command printed for a user runs as printed
+_FRONT_END = ["smcpatch"]
+
+
+def set_front_end(program: str) -> None:
+    _FRONT_END[0] = program
+
+
+def command(*words: object) -> str:
+    """A command line for the user to run: the front end in use, then each word one shell word."""
+    return " ".join(shell_word(w) for w in (_FRONT_END[0], *words))
+
+
 def shell_word(value: object) -> str:
     """One shell word that `shlex.split` (and sh) read back as the value itself."""
     return shlex.quote(str(value))
