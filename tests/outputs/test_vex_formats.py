@@ -218,7 +218,7 @@ def test_the_formats_agree_with_each_other_and_the_scan_rows() -> None:
     rows = [r for r in ROWS if r.error is None]
     expected = {key(f"pkg:deb/debian/{r.package}@{r.version}?arch={r.arch}"): r for r in rows}
     for name, said in read.items():
-        subset = {k: v for k, v in said.items() if k[1].startswith("linux-image-6.1.0-50")}
+        subset = {k: v for k, v in said.items() if k[2].startswith("linux-image-6.1.0-50")}
         assert set(subset) == set(expected), name  # the same products, the failed one left out
         for product, row in expected.items():
             assert said[product].status == VERDICT[row.verdict], (name, product)
@@ -233,8 +233,8 @@ def test_the_formats_agree_with_verifys_report(tmp_path: Path) -> None:
     report = _target_report(tmp_path)
     read = readings(documents(products.from_verify([report])))
     assert not disagreements(read)
-    image = ("deb", report.image_package, report.package_version, report.arch)
-    ours = ("generic", "smc.ko", report.release, report.arch)
+    image = ("CVE-2025-40168", "deb", report.image_package, report.package_version, report.arch)
+    ours = ("CVE-2025-40168", "generic", "smc.ko", report.release, report.arch)
     for name, said in read.items():
         assert set(said) == {image, ours}, name
         assert said[image].status == VERDICT[report.shipped.verdict if report.shipped else ""]
@@ -247,11 +247,13 @@ def test_verify_without_debians_module_or_a_loadable_one(tmp_path: Path) -> None
     affected (no component), and the module built there only to be inspected is not stated."""
     report = _target_report(tmp_path, compile_only=True)
     report.shipped, report.image_module_path = None, ""
-    [image] = products.from_verify([report])
-    assert (image.status, image.justification) == (Status.NOT_AFFECTED,
-                                                   products.Justification.COMPONENT_NOT_PRESENT)
-    assert image.name == "linux-image-6.1.0-50-amd64" and image.module is None
-    read = readings(documents([image]))
+    said = products.from_verify([report])  # one per CVE of smc.ko: none of them is there
+    assert [s.cve for s in said] == ["CVE-2025-40168", "CVE-2025-40064", "CVE-2025-40139"]
+    for image in said:
+        assert (image.status, image.justification) == (
+            Status.NOT_AFFECTED, products.Justification.COMPONENT_NOT_PRESENT)
+        assert image.name == "linux-image-6.1.0-50-amd64" and image.module is None
+    read = readings(documents(said))
     assert not disagreements(read)
     assert {s.status for r in read.values() for s in r.values()} == {"not_affected"}
 

@@ -1,6 +1,6 @@
 """What a kernel image package says for itself, taken out of it in one place (fetch and scan):
-its smc.ko and tls.ko (any compression) and its Debian changelog, nothing else of the 60-100 MB package
-(its data.tar.xz is one xz stream: the whole of it is decoded once)."""
+its smc.ko and tls.ko (any compression) and its Debian changelog, nothing else of the 60-100 MB
+package (its data.tar.xz is one xz stream: the whole of it is decoded once)."""
 
 from __future__ import annotations
 

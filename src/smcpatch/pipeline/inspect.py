@@ -12,10 +12,10 @@ from .. import inspection
 from ..data import FIXES_DIR
 from ..errors import BadInput, InspectError
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
+from . import report as report_module  # what a module's report holds is part of the key
 from .build import BuildResult
 from .classify import FixState
 from .fetch import Workspace
-from . import report as report_module  # what a module's report holds is part of the key
 from .report import ModuleReport, TargetReport
 
 PRIMARY_FUNCTION = "smc_clc_prfx_match"

@@ -31,7 +31,8 @@ from ..plumbing.progress import Progress, silent
 from . import images
 
 CVE = "CVE-2025-40168"
-RESULT_RECIPE = 2  # 2: per-fix verdicts and tls.ko. Bump when what a result holds changes: cached results are made again
+# bump when what a result holds changes: cached results are made again (2: per fix, tls.ko)
+RESULT_RECIPE = 2
 
 
 @dataclass(frozen=True)
