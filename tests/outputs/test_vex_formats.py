@@ -20,7 +20,14 @@ from packageurl import PackageURL
 from smcpatch.errors import BadInput, NothingToState
 from smcpatch.outputs import csaf, cyclonedx, openvex, products, vex
 from smcpatch.outputs.products import ProductStatement, Publisher, Status, VexDocument
-from tests.outputs.test_vex_junit import ROWS, TIME, _row, _target_report
+from tests.outputs.test_vex_junit import (
+    ROWS,
+    TIME,
+    _row,
+    _target_report,
+    per_fix_report,
+    per_fix_row,
+)
 from tests.vexcheck import (
     bsi_results,
     csaf_lib_problems,
@@ -45,11 +52,12 @@ def scan_statements() -> list[ProductStatement]:
         "fixed", "agree", package="linux-image-6.12.111+deb12-amd64",
         version="6.12.111-1~deb12u1", suite="bookworm-security",
         release="6.12.111+deb12-amd64", changelog_fixed_in="6.12.111-1",
-        module_path="lib/modules/6.12.111+deb12-amd64/kernel/net/smc/smc.ko.xz")])
+        module_path="lib/modules/6.12.111+deb12-amd64/kernel/net/smc/smc.ko.xz"),
+        per_fix_row()])  # a row judged per fix: smc.ko's CVEs and tls.ko's
 
 
 def verify_statements(directory: Path) -> list[ProductStatement]:
-    return products.from_verify([_target_report(directory)])
+    return products.from_verify([_target_report(directory), per_fix_report(directory)])
 
 
 def documents(statements: list[ProductStatement]) -> dict[str, str]:
@@ -94,8 +102,8 @@ def _product(doc: Doc) -> Doc:
     return product
 
 
-def _vuln(doc: Doc) -> Doc:
-    vuln: Doc = doc["vulnerabilities"][0]
+def _vuln(doc: Doc, cve: str = "CVE-2025-40168") -> Doc:
+    vuln: Doc = next(v for v in doc["vulnerabilities"] if v["cve"] == cve)
     return vuln
 
 
@@ -262,7 +270,8 @@ def test_a_disagreement_is_seen() -> None:
     """The agreement check can fail: one format saying another status of one product."""
     texts = documents(scan_statements())
     doc = json.loads(texts["cyclonedx"])
-    doc["vulnerabilities"][0]["analysis"]["state"] = "in_triage"
+    next(v for v in doc["vulnerabilities"]
+         if v["analysis"]["state"] != "in_triage")["analysis"]["state"] = "in_triage"
     problems = disagreements({**readings(texts), "cyclonedx": read_cyclonedx(doc)})
     assert len(problems) == 1 and "status" in problems[0]
 
@@ -293,7 +302,7 @@ def test_csaf_document_profile_and_tree() -> None:
     assert {r["category"] for r in vuln["remediations"]} == {"vendor_fix", "workaround"}
     fix = next(r for r in vuln["remediations"] if r["category"] == "vendor_fix")
     assert "linux 6.1.187-1 or later" in fix["details"]
-    assert [t["category"] for t in vuln["threats"]] == ["impact"]
+    assert [t["category"] for t in vuln["threats"]] == ["impact", "impact"]  # 6.1.176, 6.12.107
     # the same facts in another order or at another time: the same id
     later = VexDocument.of(reversed(statements), TIME.replace(year=2027))
     assert json.loads(csaf.render(later))["document"]["tracking"]["id"] == tracking["id"]
@@ -306,7 +315,8 @@ def test_cyclonedx_analysis(tmp_path: Path) -> None:
     assert doc["specVersion"] == "1.6" and doc["serialNumber"].startswith("urn:uuid:")
     by_state = {v["analysis"]["state"]: v for v in doc["vulnerabilities"]}
     assert set(by_state) == {"exploitable", "resolved_with_pedigree"}  # Debian's, ours
-    exploitable = by_state["exploitable"]
+    exploitable = next(v for v in doc["vulnerabilities"] if v["analysis"]["state"] ==
+                       "exploitable" and "6.1.176" in v["bom-ref"])
     assert exploitable["analysis"]["response"] == ["update", "workaround_available"]
     assert exploitable["cwes"] == [416] and exploitable["source"]["name"] == "NVD"
     assert "6.1.187-1" in exploitable["recommendation"]
