@@ -143,3 +143,16 @@ def test_junit_one_case_per_fix(tmp_path: Path) -> None:
     assert "Debian's module: CVE-2025-40139" in names
     scan = [case.name for case in junit.scan_suite([per_fix_row()])]
     assert "linux-image-6.12.107+deb12-amd64 6.12.107-1~deb12u1: CVE-2025-40149" in scan
+
+
+def test_the_summary_has_a_compact_line_per_fix() -> None:
+    from rich.console import Console
+
+    from smcpatch.outputs import terminal
+
+    console = Console(width=80, record=True, color_system=None)
+    terminal.print_summary([per_fix_report()], console)
+    text = console.export_text()
+    assert ("per fix 6.12.107-1~deb12u1 amd64: Debian's module CVE-2025-40168 vulnerable, "
+            "CVE-2025-40064 vulnerable") in text.replace("\n", " ")
+    assert "our module CVE-2025-40168 fixed" in text.replace("\n", " ")
