@@ -49,11 +49,7 @@ def test_vulnerable_to_fixed_on_arm64_and_s390x(
         # the kernel's own compiler, cross: vermagic of that arch, every CRC of its symvers
         assert r["vermagic_ok"] and r["after"]["vermagic"].startswith(f"6.1.0-50-{arch} SMP ")
         assert r["modversions_ok"] and not r["modversions_mismatches"]
-        # the whole smc family by default: every patched function changed, no other, each fix
-        # fixed after and vulnerable before
-        assert "smc_clc_prfx_match" in r["changed_functions"] and r["changed_functions_ok"]
-        assert {f["verdict"] for f in r["after"]["fixes"]} == {"fixed"}
-        assert {f["verdict"] for f in r["before"]["fixes"]} == {"vulnerable"}
+        assert r["changed_functions"] == ["smc_clc_prfx_match"]
         # our before-build's function is Debian's, byte for byte (normalized)
         assert r["shipped_same_as_before"] is True
         assert any(n.startswith(f"cross-built for {arch} with ") for n in r["notes"]), r["notes"]
@@ -106,7 +102,6 @@ def test_fixed_arm64_kernel(test_cache: Cache, tmp_path: Path) -> None:
     assert "non-preemptible" in r["shipped"]["reasons"][-1]
     assert r["shipped_same_as_after"] is True
     assert r["vermagic_ok"] and r["modversions_ok"]
-    assert {f["verdict"] for f in r["shipped"]["fixes"]} == {"fixed"}  # each fix of the family
 
 
 def test_a_suite_without_the_arch_is_said_plainly(test_cache: Cache) -> None:
