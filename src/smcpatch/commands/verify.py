@@ -43,9 +43,7 @@ class VerifyResult:
 def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
     """Every check of the request is made before any download: bad input fails fast."""
     cache = Cache.open(request.cache_dir)
-    options = Options(fixes=request.fixes or default_fixes(request.patches,
-                                                           request.kernels.user_tree),
-                      jobs=request.jobs)
+    options = Options(fixes=request.fixes or default_fixes(request.patches), jobs=request.jobs)
     if request.patches is not None:
         options.patches_dir = request.patches
     if not options.selected_fixes:
@@ -74,11 +72,10 @@ def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
     return VerifyResult(reports, exit_code(reports, request.fail_on_vulnerable))
 
 
-def default_fixes(patches: Path | None, user_tree: bool = False) -> list[str]:
+def default_fixes(patches: Path | None) -> list[str]:
     """Without --fix, our series' whole smc family (every fix of smc.ko with a signature and a
-    patch), each judged after the build. A series of the user's (--patches) and a tree of the
-    user's (--source, which may hold only the files it patches) keep the series' default."""
-    if patches is not None or user_tree:
+    patch), each judged after the build; a series of the user's (--patches) its own default."""
+    if patches is not None:
         return ["default"]
     from ..inspection import load_fixes
 
