@@ -43,7 +43,7 @@ class VerifyResult:
 def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
     """Every check of the request is made before any download: bad input fails fast."""
     cache = Cache.open(request.cache_dir)
-    options = Options(fixes=request.fixes or default_fixes(request.patches), jobs=request.jobs)
+    options = Options(fixes=request.fixes or ["default"], jobs=request.jobs)
     if request.patches is not None:
         options.patches_dir = request.patches
     if not options.selected_fixes:
@@ -70,16 +70,6 @@ def run(request: VerifyRequest, display: Display = QUIET) -> VerifyResult:
 
         junit.write(request.junit_path, junit.verify_suite(reports, request.fail_on_vulnerable))
     return VerifyResult(reports, exit_code(reports, request.fail_on_vulnerable))
-
-
-def default_fixes(patches: Path | None) -> list[str]:
-    """Without --fix, our series' whole smc family (every fix of smc.ko with a signature and a
-    patch), each judged after the build; a series of the user's (--patches) its own default."""
-    if patches is not None:
-        return ["default"]
-    from ..inspection import load_fixes
-
-    return [sig.series_id for sig in load_fixes() if sig.module == "smc" and sig.series_id]
 
 
 def load_modules(cache: Cache, prepared: list[Prepared], display: Display = QUIET) -> None:
