@@ -118,6 +118,10 @@ def test_verify_per_cve_statements(tmp_path: Path) -> None:
     # only the CVE our module fixed points Debian's image at it
     assert ours["CVE-2025-40168"].purl in (image["CVE-2025-40168"].action or "")
     assert ours["CVE-2025-40168"].purl not in (image["CVE-2025-40139"].action or "")
+    # the sibling's fix is not in the series' default: the workaround asks for every fix
+    assert "verify --kernel 6.12.107+deb12-amd64 --fix all" in (image["CVE-2025-40139"].action
+                                                               or "")
+    assert "--fix all" not in (image["CVE-2025-40168"].action or "")
 
 
 def test_per_fix_json_reads_back_and_is_judged_again(tmp_path: Path) -> None:

@@ -262,6 +262,11 @@ VERIFIED = ("Load the smc.ko smcpatch rebuilt with the fix for this kernel and "
             "packages it for DKMS), " + NO_LOAD + ".")
 UNDECIDED = ("The binary alone did not settle it: run smcpatch verify --kernel {release}, which "
              "also builds the module with and without the fix and compares.")
+# a sibling CVE's fix is not in the series' default: --fix all builds the module with it
+REBUILD_FAMILY = ("Load an smc.ko rebuilt with every fix of the series for this exact kernel "
+                  "(smcpatch verify --kernel {release} --fix all builds and checks one; smcpatch "
+                  "dkms --kernel {release} --fix all --out DIR packages it for DKMS), " + NO_LOAD
+                  + ".")
 # tls.ko: smcpatch rebuilds no tls.ko; Debian's upgrade, or tls kept unloaded
 NO_TLS = ("Keep tls from loading where kernel TLS is not used (install tls /bin/false in "
           "/etc/modprobe.d).")
@@ -311,7 +316,7 @@ def _scan_fix(row: ScanRow, cve: str, judged: dict[str, Any], path: str,
     module = File(path, sha256) if sha256 else None
     tls = vulnerability(cve).module == "tls"
     action = (NO_TLS if tls and status is Status.AFFECTED
-              else None if tls else _action(status, row.release))
+              else None if tls else _action(status, row.release, cve))
     return ProductStatement.debian(row.package, row.version, row.arch, status, notes.strip(),
                                    row.deb_sha256, module, None, action, cve)
 
@@ -343,11 +348,11 @@ def _changelog_note(row: ScanRow) -> str:
     return f"Debian's changelog of this package does not name {CVE}."
 
 
-def _action(status: Status, release: str) -> str | None:
+def _action(status: Status, release: str, cve: str = CVE) -> str | None:
     """What to do, for the kernel release (uname -r) the package holds: --kernel takes it and
     names the flavour too."""
     if status is Status.AFFECTED:
-        return REBUILD.format(release=release)
+        return (REBUILD if cve == CVE else REBUILD_FAMILY).format(release=release)
     if status is Status.UNDER_INVESTIGATION:
         return UNDECIDED.format(release=release)
     return None
@@ -400,7 +405,7 @@ def _image(report: TargetReport, shipped: ModuleReport, cve: str, verdict: str,
     sha256 = _file_sha256(shipped.path)
     inside = report.image_module_path or (f"lib/modules/{report.release}/kernel/net/smc/"
                                           f"{Path(shipped.path).name}")
-    action = _action(status, report.release)
+    action = _action(status, report.release, cve)
     if status is Status.AFFECTED and rebuilt is not None and rebuilt.file is not None:
         action = VERIFIED.format(purl=rebuilt.purl, sha256=rebuilt.file.sha256,
                                  release=report.release)
