@@ -12,7 +12,7 @@ Validators (the real ones, each able to fail; tests/outputs/test_vex_formats.py 
   profile's 6.1.27.x among them), which runs on node: the tests install it with npm into
   <test cache>/node, and skip only when node or npm is absent.
 
-Readers take each document back to {(purl type, name, version, arch): Said} through its own
+Readers take each document back to {(CVE, purl type, name, version, arch): Said} through its own
 structure, in the format's own words mapped here (not by smcpatch's maps), so that the tests can
 hold the three formats and the JSON report against each other.
 """
@@ -152,23 +152,30 @@ class Said:
     """What a document says of one product."""
 
     purl: str
+    cve: str
     status: str  # fixed | affected | not_affected | under_investigation
     justification: str | None  # in the format's own words
     sha256: str | None  # of the product's own file (the .deb, the rebuilt smc.ko)
-    module_sha256: str | None  # of smc.ko inside the package
+    module_sha256: str | None  # of the module inside the package (smc.ko; tls.ko for its CVE)
 
 
-Key = tuple[str, str, str, str]  # purl type, name, version, arch: the purl parsed, not spelled
+# CVE, purl type, name, version, arch: the purl parsed, not spelled
+Key = tuple[str, str, str, str, str]
+TLS_CVE = "CVE-2025-40149"  # the one CVE of the series whose module is tls.ko
 
 
-def key(purl: str) -> Key:
+def key(purl: str, cve: str = "CVE-2025-40168") -> Key:
     p = PackageURL.from_string(purl)
-    return p.type, p.name, p.version or "", (p.qualifiers or {}).get("arch", "")
+    return cve, p.type, p.name, p.version or "", (p.qualifiers or {}).get("arch", "")
+
+
+def _module_dir(cve: str) -> str:
+    return "/net/tls/" if cve == TLS_CVE else "/net/smc/"
 
 
 def _by_key(said: list[Said]) -> dict[Key, Said]:
-    out = {key(s.purl): s for s in said}
-    assert len(out) == len(said), "two statements for one product"
+    out = {key(s.purl, s.cve): s for s in said}
+    assert len(out) == len(said), "two statements for one product and CVE"
     return out
 
 
@@ -177,7 +184,8 @@ def read_openvex(document: dict[str, Any]) -> dict[Key, Said]:
     for st in document["statements"]:
         [product] = st["products"]
         module = product.get("subcomponents", [{}])[0].get("hashes", {}).get("sha-256")
-        said.append(Said(product["@id"], st["status"], st.get("justification"),
+        said.append(Said(product["@id"], st["vulnerability"]["name"], st["status"],
+                         st.get("justification"),
                          product.get("hashes", {}).get("sha-256"), module))
     return _by_key(said)
 
@@ -195,18 +203,21 @@ def read_csaf(document: dict[str, Any]) -> dict[Key, Said]:
         if "product" in branch:
             products[branch["product"]["product_id"]] = branch["product"]
         stack += branch.get("branches", [])
-    [vuln] = document["vulnerabilities"]
-    label = {pid: f["label"] for f in vuln.get("flags", []) for pid in f["product_ids"]}
     said = []
-    for category, ids in vuln["product_status"].items():
-        for pid in ids:
-            helper = products[pid]["product_identification_helper"]
-            hashes = {h["filename"]: h["file_hashes"][0]["value"]
-                      for h in helper.get("hashes", [])}
-            own = [v for name, v in hashes.items() if "/" not in name]  # the .deb, smc.ko
-            inside = [v for name, v in hashes.items() if "/" in name]  # a path in the package
-            said.append(Said(helper["purl"], CSAF_STATUS[category], label.get(pid),
-                             own[0] if own else None, inside[0] if inside else None))
+    for vuln in document["vulnerabilities"]:
+        label = {pid: f["label"] for f in vuln.get("flags", []) for pid in f["product_ids"]}
+        for category, ids in vuln["product_status"].items():
+            for pid in ids:
+                helper = products[pid]["product_identification_helper"]
+                hashes = {h["filename"]: h["file_hashes"][0]["value"]
+                          for h in helper.get("hashes", [])}
+                own = [v for name, v in hashes.items() if "/" not in name]  # the .deb, smc.ko
+                # a path in the package: the module of this CVE
+                inside = [v for name, v in hashes.items()
+                          if "/" in name and _module_dir(vuln["cve"]) in f"/{name}"]
+                said.append(Said(helper["purl"], vuln["cve"], CSAF_STATUS[category],
+                                 label.get(pid), own[0] if own else None,
+                                 inside[0] if inside else None))
     return _by_key(said)
 
 
@@ -236,8 +247,9 @@ def read_cyclonedx(data: dict[str, Any]) -> dict[Key, Said]:
         analysis = vuln["analysis"]
         for target in vuln["affects"]:
             component = by_ref[target["ref"]]
-            nested = component.get("components", [])
-            said.append(Said(component["purl"], CYCLONEDX_STATE[analysis["state"]],
+            nested = [c for c in component.get("components", [])
+                      if _module_dir(vuln["id"]) in f"/{c.get('description', '')}"]
+            said.append(Said(component["purl"], vuln["id"], CYCLONEDX_STATE[analysis["state"]],
                              analysis.get("justification"), _sha256(component),
                              _sha256(nested[0]) if nested else None))
     return _by_key(said)

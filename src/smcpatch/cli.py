@@ -329,7 +329,8 @@ def kernels(c: Context, flavour: str = "", arch: list[str] | None = None,
         "parallel": "targets verified at once (default: the number of cores)",
         "jobs": "make -j per target (default: the cores shared by the targets at once)",
         "cache": CACHE_HELP,
-        "fix": "default (the series' default set), all, or a fix id (repeatable)",
+        "fix": "default (the series' default set), all, or a fix id (repeatable); each fix "
+               "chosen is judged on its own",
         "source": "your own kernel tree (or a dir holding net/smc); needs --kdir",
         "kdir": "your prepared kernel build/headers directory (make -C KDIR M=...)",
         "sign_key": "sign each fixed after-module with this private key (PEM) and the kernel's "

@@ -33,11 +33,17 @@ def test_verify_writes_vex_and_junit(test_cache: Cache, tmp_path: Path) -> None:
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-2000:])
     document = json.loads((tmp_path / "v.json").read_text())
     assert not openvex_problems(document)
-    statuses = [(s["products"][0]["@id"].split("@")[0], s["status"])
+    # one statement per CVE of smc.ko per product; ours built with the default fix alone
+    statuses = [(s["vulnerability"]["name"], s["products"][0]["@id"].split("@")[0], s["status"])
                 for s in document["statements"]]
-    assert statuses == [("pkg:deb/debian/linux-image-6.1.0-50-amd64", "affected"),
-                        ("pkg:generic/smcpatch/smc.ko", "fixed")]
+    cves = ["CVE-2025-40168", "CVE-2025-40064", "CVE-2025-40139"]
+    assert statuses == [
+        *((cve, "pkg:deb/debian/linux-image-6.1.0-50-amd64", "affected") for cve in cves),
+        ("CVE-2025-40168", "pkg:generic/smcpatch/smc.ko", "fixed"),
+        *((cve, "pkg:generic/smcpatch/smc.ko", "affected") for cve in cves[1:])]
     [suite] = list(JUnitXml.fromfile(str(tmp_path / "j.xml")))
     names = {case.name for case in suite}
     assert {"vermagic", "modversions", "after-module fixed", "Debian's module"} <= names
+    assert "after-module fixed: CVE-2025-40168" in names
+    assert {f"Debian's module: {label}" for label in (*cves, "0b0e4d51c655")} <= names
     assert suite.failures == 0 and suite.errors == 0

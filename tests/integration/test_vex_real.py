@@ -107,8 +107,19 @@ def test_the_scan_formats_agree_with_each_other_and_the_json(scanned: Path) -> N
     images = json.loads((scanned / "r.json").read_text())["images"]
     assert len(images) >= 10 and all(i["error"] is None for i in images)
     for name, said in read.items():
-        assert set(said) == {key(i["purl"]) for i in images}, name
+        primary = {k: v for k, v in said.items() if k[0] == "CVE-2025-40168"}
+        assert set(primary) == {key(i["purl"]) for i in images}, name
         for image in images:
+            # every CVE judged in the image, each as its fix's verdict (tls.ko's too)
+            for fix in image["fixes"]:
+                if fix["cve"] is None:  # 0b0e4d51c655: judged, never a VEX statement
+                    continue
+                per_cve = said[key(image["purl"], fix["cve"])]
+                assert per_cve.status == VERDICT[fix["verdict"].replace("undecided",
+                                                                        "unknown")], name
+                module = image["tls_module_sha256" if fix["module"] == "tls"
+                               else "module_sha256"]
+                assert per_cve.module_sha256 == module, (name, image["purl"], fix["cve"])
             statement = said[key(image["purl"])]
             assert statement.purl == image["purl"], name  # one spelling everywhere
             assert statement.status == VERDICT[image["verdict"]], (name, image["purl"])
@@ -125,17 +136,26 @@ def test_the_verify_formats_agree_with_each_other_and_the_json(verified: Path) -
     expected = {}
     for t in targets:
         assert t["ok"] and len(t["image_sha256"]) == 64, t["answer"]
-        image = ("deb", t["image_package"], t["package_version"], t["arch"])
-        expected[image] = (VERDICT[t["shipped"]["verdict"]], t["image_sha256"])
-        expected[("generic", "smc.ko", t["release"], t["arch"])] = ("fixed", None)
+        # the default fix built; every smc CVE judged in Debian's module and in ours
+        assert [f["id"] for f in t["fixes"]] == ["CVE-2025-40168"]
+        ours = {f["cve"]: f["verdict"] for f in t["after"]["fixes"]}
+        for fix in t["shipped"]["fixes"]:
+            if fix["cve"] is None:  # 0b0e4d51c655: judged, never a VEX statement
+                continue
+            image = (fix["cve"], "deb", t["image_package"], t["package_version"], t["arch"])
+            expected[image] = (VERDICT[fix["verdict"]], t["image_sha256"])
+            expected[(fix["cve"], "generic", "smc.ko", t["release"], t["arch"])] = (
+                "fixed" if fix["cve"] == "CVE-2025-40168" else VERDICT[ours[fix["cve"]]], None)
     for name, said in read.items():
         assert set(said) == set(expected), name
         for product, (status, sha256) in expected.items():
             assert said[product].status == status, (name, product)
             if sha256:
                 assert said[product].sha256 == sha256, (name, product)
-    statuses = sorted(read["openvex"][p].status for p in expected if p[0] == "deb")
+    statuses = sorted(read["openvex"][p].status for p in expected
+                      if p[:2] == ("CVE-2025-40168", "deb"))
     assert statuses == ["affected", "fixed"]  # 6.1.176 Debian's vulnerable, 6.12.117 fixed
+    assert {p[0] for p in expected} == {"CVE-2025-40168", "CVE-2025-40064", "CVE-2025-40139"}
 
 
 def test_writing_every_format_is_fast(scanned: Path, tmp_path: Path) -> None:

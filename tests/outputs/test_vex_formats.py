@@ -20,7 +20,14 @@ from packageurl import PackageURL
 from smcpatch.errors import BadInput, NothingToState
 from smcpatch.outputs import csaf, cyclonedx, openvex, products, vex
 from smcpatch.outputs.products import ProductStatement, Publisher, Status, VexDocument
-from tests.outputs.test_vex_junit import ROWS, TIME, _row, _target_report
+from tests.outputs.test_vex_junit import (
+    ROWS,
+    TIME,
+    _row,
+    _target_report,
+    per_fix_report,
+    per_fix_row,
+)
 from tests.vexcheck import (
     bsi_results,
     csaf_lib_problems,
@@ -45,11 +52,12 @@ def scan_statements() -> list[ProductStatement]:
         "fixed", "agree", package="linux-image-6.12.111+deb12-amd64",
         version="6.12.111-1~deb12u1", suite="bookworm-security",
         release="6.12.111+deb12-amd64", changelog_fixed_in="6.12.111-1",
-        module_path="lib/modules/6.12.111+deb12-amd64/kernel/net/smc/smc.ko.xz")])
+        module_path="lib/modules/6.12.111+deb12-amd64/kernel/net/smc/smc.ko.xz"),
+        per_fix_row()])  # a row judged per fix: smc.ko's CVEs and tls.ko's
 
 
 def verify_statements(directory: Path) -> list[ProductStatement]:
-    return products.from_verify([_target_report(directory)])
+    return products.from_verify([_target_report(directory), per_fix_report(directory)])
 
 
 def documents(statements: list[ProductStatement]) -> dict[str, str]:
@@ -94,8 +102,8 @@ def _product(doc: Doc) -> Doc:
     return product
 
 
-def _vuln(doc: Doc) -> Doc:
-    vuln: Doc = doc["vulnerabilities"][0]
+def _vuln(doc: Doc, cve: str = "CVE-2025-40168") -> Doc:
+    vuln: Doc = next(v for v in doc["vulnerabilities"] if v["cve"] == cve)
     return vuln
 
 
@@ -218,7 +226,7 @@ def test_the_formats_agree_with_each_other_and_the_scan_rows() -> None:
     rows = [r for r in ROWS if r.error is None]
     expected = {key(f"pkg:deb/debian/{r.package}@{r.version}?arch={r.arch}"): r for r in rows}
     for name, said in read.items():
-        subset = {k: v for k, v in said.items() if k[1].startswith("linux-image-6.1.0-50")}
+        subset = {k: v for k, v in said.items() if k[2].startswith("linux-image-6.1.0-50")}
         assert set(subset) == set(expected), name  # the same products, the failed one left out
         for product, row in expected.items():
             assert said[product].status == VERDICT[row.verdict], (name, product)
@@ -233,8 +241,8 @@ def test_the_formats_agree_with_verifys_report(tmp_path: Path) -> None:
     report = _target_report(tmp_path)
     read = readings(documents(products.from_verify([report])))
     assert not disagreements(read)
-    image = ("deb", report.image_package, report.package_version, report.arch)
-    ours = ("generic", "smc.ko", report.release, report.arch)
+    image = ("CVE-2025-40168", "deb", report.image_package, report.package_version, report.arch)
+    ours = ("CVE-2025-40168", "generic", "smc.ko", report.release, report.arch)
     for name, said in read.items():
         assert set(said) == {image, ours}, name
         assert said[image].status == VERDICT[report.shipped.verdict if report.shipped else ""]
@@ -247,11 +255,13 @@ def test_verify_without_debians_module_or_a_loadable_one(tmp_path: Path) -> None
     affected (no component), and the module built there only to be inspected is not stated."""
     report = _target_report(tmp_path, compile_only=True)
     report.shipped, report.image_module_path = None, ""
-    [image] = products.from_verify([report])
-    assert (image.status, image.justification) == (Status.NOT_AFFECTED,
-                                                   products.Justification.COMPONENT_NOT_PRESENT)
-    assert image.name == "linux-image-6.1.0-50-amd64" and image.module is None
-    read = readings(documents([image]))
+    said = products.from_verify([report])  # one per CVE of smc.ko: none of them is there
+    assert [s.cve for s in said] == ["CVE-2025-40168", "CVE-2025-40064", "CVE-2025-40139"]
+    for image in said:
+        assert (image.status, image.justification) == (
+            Status.NOT_AFFECTED, products.Justification.COMPONENT_NOT_PRESENT)
+        assert image.name == "linux-image-6.1.0-50-amd64" and image.module is None
+    read = readings(documents(said))
     assert not disagreements(read)
     assert {s.status for r in read.values() for s in r.values()} == {"not_affected"}
 
@@ -260,7 +270,8 @@ def test_a_disagreement_is_seen() -> None:
     """The agreement check can fail: one format saying another status of one product."""
     texts = documents(scan_statements())
     doc = json.loads(texts["cyclonedx"])
-    doc["vulnerabilities"][0]["analysis"]["state"] = "in_triage"
+    next(v for v in doc["vulnerabilities"]
+         if v["analysis"]["state"] != "in_triage")["analysis"]["state"] = "in_triage"
     problems = disagreements({**readings(texts), "cyclonedx": read_cyclonedx(doc)})
     assert len(problems) == 1 and "status" in problems[0]
 
@@ -291,7 +302,7 @@ def test_csaf_document_profile_and_tree() -> None:
     assert {r["category"] for r in vuln["remediations"]} == {"vendor_fix", "workaround"}
     fix = next(r for r in vuln["remediations"] if r["category"] == "vendor_fix")
     assert "linux 6.1.187-1 or later" in fix["details"]
-    assert [t["category"] for t in vuln["threats"]] == ["impact"]
+    assert [t["category"] for t in vuln["threats"]] == ["impact", "impact"]  # 6.1.176, 6.12.107
     # the same facts in another order or at another time: the same id
     later = VexDocument.of(reversed(statements), TIME.replace(year=2027))
     assert json.loads(csaf.render(later))["document"]["tracking"]["id"] == tracking["id"]
@@ -304,7 +315,8 @@ def test_cyclonedx_analysis(tmp_path: Path) -> None:
     assert doc["specVersion"] == "1.6" and doc["serialNumber"].startswith("urn:uuid:")
     by_state = {v["analysis"]["state"]: v for v in doc["vulnerabilities"]}
     assert set(by_state) == {"exploitable", "resolved_with_pedigree"}  # Debian's, ours
-    exploitable = by_state["exploitable"]
+    exploitable = next(v for v in doc["vulnerabilities"] if v["analysis"]["state"] ==
+                       "exploitable" and "6.1.176" in v["bom-ref"])
     assert exploitable["analysis"]["response"] == ["update", "workaround_available"]
     assert exploitable["cwes"] == [416] and exploitable["source"]["name"] == "NVD"
     assert "6.1.187-1" in exploitable["recommendation"]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from junitparser import JUnitXml
 
+from smcpatch.inspection import FixResult, fixes_for_module
 from smcpatch.outputs import junit, openvex, products
 from smcpatch.outputs.products import ProductStatement, VexDocument
 from smcpatch.pipeline.report import TargetReport
@@ -37,6 +38,31 @@ def _row(verdict: str, changelog: str = "silent", **extra: Any) -> ScanRow:
     for key, value in extra.items():
         setattr(row, key, value)
     return row
+
+
+def fixes_json(verdicts: dict[str, str], module: str = "smc") -> list[dict[str, Any]]:
+    """Per-fix verdicts of one module as the inspector writes them (FixResult.to_json), by CVE
+    or commit (a fix not named: fixed)."""
+    return [FixResult(fix=sig.id, cve=sig.cve or None, module=sig.module,
+                      functions=list(sig.functions),
+                      verdict=verdicts.get(sig.label, "fixed"),  # type: ignore[arg-type]
+                      reasons=[f"{sig.functions[0]}: {verdicts.get(sig.label, 'fixed')}"],
+                      title=sig.title).to_json()
+            for sig in fixes_for_module(module)]
+
+
+def per_fix_row(**extra: Any) -> ScanRow:
+    """A 6.12 image judged per fix: smc.ko's four fixes (CVE-2025-40064 undecided, the others
+    vulnerable), and tls.ko's CVE-2025-40149 fixed."""
+    smc = fixes_json({"CVE-2025-40168": "vulnerable", "CVE-2025-40139": "vulnerable",
+                      "CVE-2025-40064": "undecided", "0b0e4d51c655": "vulnerable"})
+    return _row("vulnerable", **{
+        "package": "linux-image-6.12.107+deb12-amd64", "version": "6.12.107-1~deb12u1",
+        "release": "6.12.107+deb12-amd64",
+        "module_path": "lib/modules/6.12.107+deb12-amd64/kernel/net/smc/smc.ko.xz",
+        "fixes": smc + fixes_json({}, "tls"),
+        "tls_module_path": "lib/modules/6.12.107+deb12-amd64/kernel/net/tls/tls.ko.xz",
+        "tls_module_sha256": "7e" * 32, **extra})
 
 
 ROWS = [
@@ -94,6 +120,27 @@ def _target_report(modules: Path | None = None, **changes: Any) -> TargetReport:
             module = getattr(report, side)
             module.path = str(modules / f"{side}-smc.ko")
             Path(module.path).write_bytes(f"{side} module".encode())
+    return report
+
+
+def per_fix_report(modules: Path | None = None, **changes: Any) -> TargetReport:
+    """6.12.107 verified with CVE-2025-40168's fix alone: every module judged per fix (our
+    after-module fixed in that one, vulnerable in the others; Debian's vulnerable in all)."""
+    vulnerable = {label: "vulnerable" for label in ("CVE-2025-40168", "CVE-2025-40139",
+                                                    "CVE-2025-40064", "0b0e4d51c655")}
+    before, after, shipped = _module("vulnerable"), _module("fixed"), _module("vulnerable")
+    before.fixes, shipped.fixes = fixes_json(vulnerable), fixes_json(vulnerable)
+    after.fixes = fixes_json({**vulnerable, "CVE-2025-40168": "fixed"})
+    chosen = [{"id": "CVE-2025-40168", "state": "vulnerable", "variant": "main",
+               "functions": "smc_clc_prfx_match", "detail": ""}]
+    report = _report("6.12.107", **{"before": before, "after": after, "shipped": shipped,
+                                    "fixes": chosen, **changes})
+    report.image_package, report.image_sha256 = "linux-image-6.12.107+deb12-amd64", "e1" * 32
+    if modules is not None:
+        for side in ("shipped", "after"):
+            module = getattr(report, side)
+            module.path = str(modules / f"{side}-6.12-smc.ko")
+            Path(module.path).write_bytes(f"{side} 6.12 module".encode())
     return report
 
 

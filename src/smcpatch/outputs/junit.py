@@ -52,6 +52,13 @@ def verify_suite(reports: list[TargetReport], fail_on_vulnerable: bool = False) 
             shipped.result = [_result(Failure, finding) if fail_on_vulnerable
                               else _result(Skipped, finding)]
         suite.add_testcase(shipped)
+        for label, verdict in report.shipped_fixes():  # and per fix, the same way
+            case = _case(f"Debian's module: {label}", classname)
+            if verdict != "fixed":
+                finding = f"finding: Debian's module is {verdict} for {label}"
+                case.result = [_result(Failure, finding) if fail_on_vulnerable
+                               else _result(Skipped, finding)]
+            suite.add_testcase(case)
     return suite
 
 
@@ -78,6 +85,14 @@ def scan_suite(rows: list[ScanRow]) -> TestSuite:
             case.result = [_result(Failure, f"Debian's changelog names the fix in "
                                    f"{row.changelog_fixed_in}, the binary is {row.verdict}")]
         suite.add_testcase(case)
+        for fix in row.fixes:  # one case per fix judged in the image (smc.ko's, tls.ko's)
+            label = fix.get("cve") or fix.get("fix")
+            per_fix = _case(f"{row.package} {row.version}: {label}", case.classname)
+            if fix.get("verdict") == "vulnerable":
+                per_fix.result = [_result(Failure, f"{fix.get('module')}.ko vulnerable to {label}")]
+            elif fix.get("verdict") != "fixed":
+                per_fix.result = [_result(Error, f"{label}: {fix.get('verdict')}")]
+            suite.add_testcase(per_fix)
     return suite
 
 

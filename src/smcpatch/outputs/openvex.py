@@ -1,8 +1,9 @@
 """OpenVEX 0.2.0 (https://openvex.dev/ns/v0.2.0) over the product model: one statement per
-product. A product is its purl (and SHA256); a Debian package's smc.ko is a subcomponent (the
-package's purl with the module's path as subpath, its SHA256). status_notes carry the evidence;
-an affected product gets an action statement (upgrade, else the rebuilt module), a not_affected
-one its justification.
+product and CVE of the series (each names its own vulnerability). A product is its purl (and
+SHA256); the module judged in a Debian package (smc.ko; tls.ko for CVE-2025-40149) is a
+subcomponent (the package's purl with the module's path as subpath, its SHA256). status_notes
+carry the evidence; an affected product gets an action statement (upgrade, else the rebuilt
+module), a not_affected one its justification.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ import json
 import uuid
 from typing import Any
 
-from ..cve import CVE, DESCRIPTION
+from ..cve import vulnerability
 from .products import ProductStatement, Status, VexDocument
 
 NAME = "openvex"
 SUFFIX = ".openvex.json"
 CONTEXT = "https://openvex.dev/ns/v0.2.0"
-VULNERABILITY = {"@id": f"https://www.cve.org/CVERecord?id={CVE}", "name": CVE,
-                 "description": DESCRIPTION}
+
+
+def _vulnerability(cve: str) -> dict[str, str]:
+    return {"@id": f"https://www.cve.org/CVERecord?id={cve}", "name": cve,
+            "description": vulnerability(cve).description}
 
 
 def _product(s: ProductStatement) -> dict[str, Any]:
@@ -32,7 +36,7 @@ def _product(s: ProductStatement) -> dict[str, Any]:
 
 
 def _statement(s: ProductStatement, timestamp: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"vulnerability": VULNERABILITY, "timestamp": timestamp,
+    out: dict[str, Any] = {"vulnerability": _vulnerability(s.cve), "timestamp": timestamp,
                            "products": [_product(s)], "status": s.status.value,
                            "status_notes": s.evidence}
     if s.status in (Status.AFFECTED, Status.UNDER_INVESTIGATION) and s.advice:

@@ -1,7 +1,9 @@
 """What smcpatch knows about each product, stated once for every VEX format.
 
-A ProductStatement is one product with one status and the evidence behind it: a Debian package
-(its smc.ko judged from the binary), or an smc.ko smcpatch rebuilt for a kernel and verified.
+A ProductStatement is one product, one CVE of the series, one status and the evidence behind it:
+a Debian package (its smc.ko, or for CVE-2025-40149 its tls.ko, judged from the binary), or an
+smc.ko smcpatch rebuilt for a kernel and verified. A product has one statement per CVE; the fix
+without a CVE id (0b0e4d51c655) is no VEX statement (cve.vulnerabilities() leaves it out).
 A VexDocument is the statements plus what holds for the whole document (when, which tool, who
 publishes). The writers (openvex, csaf, cyclonedx) only spell these facts in their format, so a
 fourth format is one more small module over this one.
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..cve import CVE, DEBIAN_FIXED
+from ..cve import CVE, vulnerabilities, vulnerability
 from ..kernels.versions import series_of, upstream_of
 from .purl import Origin, purl
 
@@ -63,11 +65,11 @@ def status_of(verdict: str) -> Status:
     return _STATUS_OF_VERDICT.get(verdict, Status.UNDER_INVESTIGATION)
 
 
-def debian_fix_after(version: str) -> str | None:
-    """Debian's first fixed version of this version's series, when it is a later one (a kernel
-    at or past it that is still not fixed has no upgrade we know of)."""
+def debian_fix_after(version: str, cve: str = CVE) -> str | None:
+    """Debian's first version of this version's series that fixed `cve`, when it is a later one
+    (a kernel at or past it that is still not fixed has no upgrade we know of)."""
     upstream = upstream_of(version.split(":", 1)[-1])
-    fixed = DEBIAN_FIXED.get(series_of(upstream))
+    fixed = vulnerability(cve).debian_fixed.get(series_of(upstream))
     if fixed is None or _numbers(upstream) >= _numbers(upstream_of(fixed)):
         return None
     return fixed
@@ -98,8 +100,10 @@ class ProductStatement:
     justification: Justification | None = None  # not_affected only
     fixed_in: str | None = None  # the Debian version that fixed the series (affected: upgrade)
     action: str | None = None  # what to do short of upgrading (a workaround)
+    cve: str = CVE  # the CVE of the series this statement is about
 
     def __post_init__(self) -> None:
+        vulnerability(self.cve)  # a CVE of the series, or a ValueError
         if (self.status is Status.NOT_AFFECTED) != (self.justification is not None):
             raise ValueError(f"{self.purl}: a justification goes with not_affected, only")
         if self.status is Status.AFFECTED and not (self.action or self.fixed_in):
@@ -114,19 +118,22 @@ class ProductStatement:
     def debian(cls, package: str, version: str, arch: str, status: Status, evidence: str,
                deb_sha256: str = "", module: File | None = None,
                justification: Justification | None = None,
-               action: str | None = None) -> ProductStatement:
-        """A Debian package; Debian's fixed version of its series is looked up (cve.py)."""
+               action: str | None = None, cve: str = CVE) -> ProductStatement:
+        """A Debian package; Debian's version of its series that fixed `cve` is looked up
+        (cve.py, from the fix's signature)."""
         pool_version = version.split(":", 1)[-1]  # the pool's file name drops an epoch
         deb = File(f"{package}_{pool_version}_{arch}.deb", deb_sha256) if deb_sha256 else None
         return cls("debian", package, version, arch, status, evidence, deb, module,
-                   justification, debian_fix_after(version), action)
+                   justification, debian_fix_after(version, cve), action, cve)
 
     @classmethod
-    def rebuilt(cls, release: str, arch: str, module_sha256: str,
-                evidence: str) -> ProductStatement:
-        """An smc.ko smcpatch rebuilt with the fix for one kernel release and verified."""
-        return cls("smcpatch", "smc.ko", release, arch, Status.FIXED, evidence,
-                   File("smc.ko", module_sha256))
+    def rebuilt(cls, release: str, arch: str, module_sha256: str, evidence: str,
+                cve: str = CVE, status: Status = Status.FIXED,
+                action: str | None = None) -> ProductStatement:
+        """An smc.ko smcpatch rebuilt with the fix for one kernel release and verified: fixed
+        in every CVE whose fix it was built with (the others as our after-module is)."""
+        return cls("smcpatch", "smc.ko", release, arch, status, evidence,
+                   File("smc.ko", module_sha256), action=action, cve=cve)
 
     @property
     def purl(self) -> str:
@@ -192,15 +199,17 @@ class VexDocument:
     def __post_init__(self) -> None:
         if self.generated.tzinfo is None:
             raise ValueError("generated must be timezone-aware")
-        purls = [s.purl for s in self.statements]
-        if len(set(purls)) != len(purls):
-            raise ValueError(f"two statements for one product: {sorted(purls)}")
+        keys = [(s.cve, s.purl) for s in self.statements]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"two statements for one product and CVE: {sorted(keys)}")
 
     @classmethod
     def of(cls, statements: Iterable[ProductStatement], generated: datetime | None = None,
            publisher: Publisher | None = None) -> VexDocument:
-        """Ordered by purl: the same facts make the same document whatever their order."""
-        return cls(tuple(sorted(statements, key=lambda s: s.purl)),
+        """Ordered by purl, then CVE (the series' order): the same facts make the same document
+        whatever their order."""
+        order = list(vulnerabilities())
+        return cls(tuple(sorted(statements, key=lambda s: (s.purl, order.index(s.cve)))),
                    generated or datetime.now(UTC).replace(microsecond=0),
                    publisher or Publisher())
 
@@ -220,8 +229,26 @@ class VexDocument:
         document (version 1), and the same facts give the same id."""
         return f"SMCPATCH-{CVE}-{self.digest[:16].upper()}"
 
-    def with_status(self, status: Status) -> list[ProductStatement]:
-        return [s for s in self.statements if s.status is status]
+    @property
+    def cves(self) -> list[str]:
+        """The CVEs the document states something about, in the series' order."""
+        said = {s.cve for s in self.statements}
+        return [cve for cve in vulnerabilities() if cve in said]
+
+    def about(self, cve: str) -> list[ProductStatement]:
+        """The statements about one CVE."""
+        return [s for s in self.statements if s.cve == cve]
+
+    def products(self) -> dict[str, list[ProductStatement]]:
+        """product id -> its statements (one per CVE), in the document's order."""
+        out: dict[str, list[ProductStatement]] = {}
+        for s in self.statements:
+            out.setdefault(s.product_id, []).append(s)
+        return out
+
+    def with_status(self, status: Status, cve: str | None = None) -> list[ProductStatement]:
+        return [s for s in self.statements
+                if s.status is status and (cve is None or s.cve == cve)]
 
 
 # -- what to do; statements from scan's rows -----------------------------------------------------
@@ -235,11 +262,71 @@ VERIFIED = ("Load the smc.ko smcpatch rebuilt with the fix for this kernel and "
             "packages it for DKMS), " + NO_LOAD + ".")
 UNDECIDED = ("The binary alone did not settle it: run smcpatch verify --kernel {release}, which "
              "also builds the module with and without the fix and compares.")
+# a sibling CVE's fix is not in the series' default: --fix all builds the module with it
+REBUILD_FAMILY = ("Load an smc.ko rebuilt with every fix of the series for this exact kernel "
+                  "(smcpatch verify --kernel {release} --fix all builds and checks one; smcpatch "
+                  "dkms --kernel {release} --fix all --out DIR packages it for DKMS), " + NO_LOAD
+                  + ".")
+# tls.ko: smcpatch rebuilds no tls.ko; Debian's upgrade, or tls kept unloaded
+NO_TLS = ("Keep tls from loading where kernel TLS is not used (install tls /bin/false in "
+          "/etc/modprobe.d).")
+# our module built without some fix of the series (--fix chose others)
+REBUILD_ALL = ("Rebuild it with every fix of the series (smcpatch verify --kernel {release} "
+               "--fix all), " + NO_LOAD + ".")
 
 
 def from_scan(rows: Iterable[ScanRow]) -> list[ProductStatement]:
-    """One statement per image judged (a row that failed says nothing)."""
-    return [_scan_statement(row) for row in rows if row.error is None]
+    """Per image judged, one statement per CVE of the series it was judged for (a row that
+    failed says nothing; a row judged before per-fix verdicts says CVE-2025-40168 only)."""
+    return [s for row in rows if row.error is None for s in _scan_statements(row)]
+
+
+def _scan_statements(row: ScanRow) -> list[ProductStatement]:
+    if not row.fixes and not row.tls_module_path:  # judged before per-fix verdicts (or no
+        return [_scan_statement(row)]  # module of the series in it): CVE-2025-40168's word
+    out = []
+    for vuln in vulnerabilities().values():
+        judged = next((f for f in row.fixes if f.get("fix") == vuln.fix), None)
+        if vuln.module == "tls":
+            if judged is not None:
+                out.append(_scan_fix(row, vuln.cve, judged, row.tls_module_path,
+                                     row.tls_module_sha256))
+            elif row.fixes and not row.tls_module_path:  # judged today, and no tls.ko in it
+                out.append(_not_present(row, vuln.cve, "tls.ko"))
+        elif row.verdict == "not_affected":
+            out.append(_not_present(row, vuln.cve, "smc.ko"))
+        elif judged is not None:
+            out.append(_scan_fix(row, vuln.cve, judged, row.module_path, row.module_sha256))
+        elif vuln.cve == CVE:
+            out.append(_scan_statement(row))
+    return out
+
+
+def _scan_fix(row: ScanRow, cve: str, judged: dict[str, Any], path: str,
+              sha256: str) -> ProductStatement:
+    """One CVE of one image, from its fix's verdict in the module that carries it."""
+    status = status_of("unknown" if judged["verdict"] == "undecided" else str(judged["verdict"]))
+    reasons = [str(r) for r in judged.get("reasons", [])]
+    functions = ", ".join(vulnerability(cve).functions)
+    notes = (f"smcpatch inspected {path or 'the package'} of {row.package} {row.version} "
+             f"({row.suite}) for {cve} ({functions}): "
+             + " ".join(_sentence(r) for r in reasons[-1:] or [str(judged["verdict"])]))
+    if cve == CVE:
+        notes += " " + _changelog_note(row)
+    module = File(path, sha256) if sha256 else None
+    tls = vulnerability(cve).module == "tls"
+    action = (NO_TLS if tls and status is Status.AFFECTED
+              else None if tls else _action(status, row.release, cve))
+    return ProductStatement.debian(row.package, row.version, row.arch, status, notes.strip(),
+                                   row.deb_sha256, module, None, action, cve)
+
+
+def _not_present(row: ScanRow, cve: str, module: str) -> ProductStatement:
+    return ProductStatement.debian(
+        row.package, row.version, row.arch, Status.NOT_AFFECTED,
+        f"{row.package} {row.version} ({row.suite}) ships no {module}: the code of {cve} is not "
+        "in this kernel's modules.", row.deb_sha256,
+        justification=Justification.COMPONENT_NOT_PRESENT, cve=cve)
 
 
 def _scan_statement(row: ScanRow) -> ProductStatement:
@@ -261,11 +348,11 @@ def _changelog_note(row: ScanRow) -> str:
     return f"Debian's changelog of this package does not name {CVE}."
 
 
-def _action(status: Status, release: str) -> str | None:
+def _action(status: Status, release: str, cve: str = CVE) -> str | None:
     """What to do, for the kernel release (uname -r) the package holds: --kernel takes it and
     names the flavour too."""
     if status is Status.AFFECTED:
-        return REBUILD.format(release=release)
+        return (REBUILD if cve == CVE else REBUILD_FAMILY).format(release=release)
     if status is Status.UNDER_INVESTIGATION:
         return UNDECIDED.format(release=release)
     return None
@@ -273,67 +360,94 @@ def _action(status: Status, release: str) -> str | None:
 
 # -- from verify's reports -------------------------------------------------------------------------
 def from_verify(reports: Iterable[TargetReport]) -> list[ProductStatement]:
-    """Per target: Debian's image (its shipped module judged, or its having none) and our
-    rebuilt module, when every check of it passed and it can load into that kernel."""
+    """Per target and per CVE of the series its modules were judged for: Debian's image (its
+    shipped smc.ko judged, or its having none) and our rebuilt module, when every check of it
+    passed and it can load into that kernel. A report written before per-fix verdicts says
+    CVE-2025-40168 only."""
     out: list[ProductStatement] = []
     for report in reports:
         rebuilt = _rebuilt(report)
+        fixed_by_us = {s.cve: s for s in rebuilt if s.status is Status.FIXED}
         if report.shipped is not None:
-            out.append(_image(report, report.shipped, rebuilt))
+            out += [_image(report, report.shipped, cve, verdict, reasons, fixed_by_us.get(cve))
+                    for cve, verdict, reasons in _per_cve(report.shipped)]
         elif report.image_package and not report.image_module_path and report.error is None:
-            out.append(_image_without_module(report))
-        if rebuilt is not None:
-            out.append(rebuilt)
+            out += [_image_without_module(report, v.cve) for v in vulnerabilities().values()
+                    if v.module == "smc"]
+        out += rebuilt
     return out
 
 
-def _image_without_module(report: TargetReport) -> ProductStatement:
+def _per_cve(module: ModuleReport) -> list[tuple[str, str, list[str]]]:
+    """(CVE, verdict, reasons) for every CVE the module was judged for; the fix without a CVE
+    id is no VEX statement. A module judged before per-fix verdicts: its one verdict."""
+    if not module.fixes:
+        return [(CVE, module.verdict, list(module.reasons))]
+    known = vulnerabilities()
+    return [(str(f["cve"]), "unknown" if f["verdict"] == "undecided" else str(f["verdict"]),
+             [str(r) for r in f.get("reasons", [])])
+            for f in module.fixes if f.get("cve") in known]
+
+
+def _image_without_module(report: TargetReport, cve: str) -> ProductStatement:
     """Fetched, and no smc.ko in it: SMC is not built in that kernel (Debian's >= 6.18)."""
     return ProductStatement.debian(
         report.image_package, report.package_version, report.arch, Status.NOT_AFFECTED,
         f"Debian's {report.image_package} {report.package_version} ships no smc.ko: SMC is not "
         "built in this kernel.", report.image_sha256,
-        justification=Justification.COMPONENT_NOT_PRESENT)
+        justification=Justification.COMPONENT_NOT_PRESENT, cve=cve)
 
 
-def _image(report: TargetReport, shipped: ModuleReport,
-           rebuilt: ProductStatement | None) -> ProductStatement:
+def _image(report: TargetReport, shipped: ModuleReport, cve: str, verdict: str,
+           reasons: list[str], rebuilt: ProductStatement | None) -> ProductStatement:
     package = report.image_package or f"linux-image-{report.release}"
-    status = status_of(shipped.verdict)
+    status = status_of(verdict)
     sha256 = _file_sha256(shipped.path)
     inside = report.image_module_path or (f"lib/modules/{report.release}/kernel/net/smc/"
                                           f"{Path(shipped.path).name}")
-    action = _action(status, report.release)
+    action = _action(status, report.release, cve)
     if status is Status.AFFECTED and rebuilt is not None and rebuilt.file is not None:
         action = VERIFIED.format(purl=rebuilt.purl, sha256=rebuilt.file.sha256,
                                  release=report.release)
+    why = reasons[-1] if reasons else verdict
     return ProductStatement.debian(
         package, report.package_version, report.arch, status,
-        f"Debian's shipped smc.ko of {package} {report.package_version}: {_reason(shipped)}",
-        report.image_sha256, File(inside, sha256) if sha256 else None, None, action)
+        f"Debian's shipped smc.ko of {package} {report.package_version}, for {cve}: {why}",
+        report.image_sha256, File(inside, sha256) if sha256 else None, None, action, cve)
 
 
-def _rebuilt(report: TargetReport) -> ProductStatement | None:
+def _rebuilt(report: TargetReport) -> list[ProductStatement]:
+    """Our module, per CVE: fixed in each fix it was built with and verified (its per-fix
+    check passed); a CVE whose fix was not chosen (--fix) is stated as our module is."""
     if report.after is None or not report.ok or report.compile_only:  # compile_only: no load
-        return None
+        return []
     sha256 = _file_sha256(report.after.path)
     if not sha256:  # nothing to name the module by
-        return None
-    return ProductStatement.rebuilt(
-        report.release, report.arch, sha256,
-        f"smc.ko rebuilt by smcpatch {__version__} with the RCU fix for {report.release} "
-        f"({report.package_version}), all checks passed (vermagic, modversions, only the patched "
-        f"function changed): {_reason(report.after)}. It replaces the smc.ko of "
-        f"{report.image_package or 'linux-image-' + report.release}; it is not Debian's.")
+        return []
+    chosen = {label for _, label in report.chosen_fixes()} or {CVE}
+    out = []
+    for cve, verdict, reasons in _per_cve(report.after):
+        built_with = cve in chosen
+        status = Status.FIXED if built_with and verdict == "fixed" else status_of(verdict)
+        why = reasons[-1] if reasons else verdict
+        evidence = (f"smc.ko rebuilt by smcpatch {__version__} for {report.release} "
+                    f"({report.package_version}), for {cve}: "
+                    + (f"built with its fix, all checks passed (vermagic, modversions, only the "
+                       f"patched functions changed): {why}." if built_with else
+                       f"built without its fix (not chosen with --fix): {why}.")
+                    + f" It replaces the smc.ko of "
+                    f"{report.image_package or 'linux-image-' + report.release}; it is not "
+                    "Debian's.")
+        action = (REBUILD_ALL.format(release=report.release)
+                  if status in (Status.AFFECTED, Status.UNDER_INVESTIGATION) else None)
+        out.append(ProductStatement.rebuilt(report.release, report.arch, sha256, evidence,
+                                            cve, status, action))
+    return out
 
 
 def _sentence(text: str) -> str:
     text = text.strip()
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
-
-
-def _reason(module: ModuleReport) -> str:
-    return module.reasons[-1] if module.reasons else module.verdict
 
 
 def _file_sha256(path: str) -> str:

@@ -214,6 +214,7 @@ def print_summary(reports: list[TargetReport], console: Console) -> None:
                           "machines running them are exposed until they boot a fixed "
                       "Debian kernel or load our fixed module (--fail-on-vulnerable fails CI "
                       "on them)", len(vulnerable), len(reports)), soft_wrap=True)
+    _print_per_fix(reports, console)
     for r in reports:
         for problem in r.problems:
             console.print(fmt("[red]problem {} {}:[/] {}", r.package_version, r.flavour, problem),
@@ -221,6 +222,24 @@ def print_summary(reports: list[TargetReport], console: Console) -> None:
         for line in r.error_detail.splitlines():  # a build log's tail: its own lines
             console.print(fmt("[dim]{}[/]", line))
     _print_notes(reports, console)
+
+
+def _print_per_fix(reports: list[TargetReport], console: Console) -> None:
+    """One compact line per target judged per fix: Debian's module on each fix of the series,
+    and our after-module on each fix chosen (the table's columns are the first fix's)."""
+    for r in reports:
+        shipped = r.shipped_fixes()
+        ours = [(label, r.after.fix_verdict(commit) or "not judged")
+                for commit, label in r.chosen_fixes()] if r.after and r.after.fixes else []
+        if not shipped and not ours:
+            continue
+        parts = []
+        if shipped:
+            parts.append("Debian's module " + ", ".join(f"{label} {v}" for label, v in shipped))
+        if ours:
+            parts.append("our module " + ", ".join(f"{label} {v}" for label, v in ours))
+        console.print(fmt("per fix {} {}: {}", r.package_version, r.flavour, "; ".join(parts)),
+                      soft_wrap=True)
 
 
 def _print_notes(reports: list[TargetReport], console: Console) -> None:

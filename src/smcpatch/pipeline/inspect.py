@@ -12,6 +12,7 @@ from .. import inspection
 from ..data import FIXES_DIR
 from ..errors import BadInput, InspectError
 from ..plumbing.cache import Cache, atomic_dir, entry_is_current, hash_inputs, read_manifest
+from . import report as report_module  # what a module's report holds is part of the key
 from .build import BuildResult
 from .classify import FixState
 from .fetch import Workspace
@@ -32,7 +33,7 @@ def inspect_target(cache: Cache, ws: Workspace, built: BuildResult,
     code = sorted(Path(inspection.__file__).parent.glob("*.py"))  # the whole inspection package
     code += sorted(FIXES_DIR.glob("*.toml"))  # and the fix signatures it judges by
     inputs = [built.before.ko, built.after.ko, built.before.clc_object, built.after.clc_object,
-              ws.symvers, *code, Path(__file__)]
+              ws.symvers, *code, Path(__file__), Path(report_module.__file__)]
     if ws.shipped_module is not None:
         inputs.append(ws.shipped_module)
     key = hash_inputs([_file_identity(p) for p in inputs], ws.target.release,

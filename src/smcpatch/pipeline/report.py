@@ -3,12 +3,12 @@ able to fail. Written as JSON by outputs.jsonreport, shown by outputs.terminal."
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
-from ..inspection import ModuleInfo, evidence_json
+from ..inspection import ModuleInfo, evidence_json, load_fixes
 from ..kernels.targets import Target
 from .classify import FixState
 
@@ -23,6 +23,9 @@ class ModuleReport:
     vermagic: str | None
     has_dwarf: bool
     evidence: dict[str, Any]
+    # one verdict per fix of the series the module carries (inspection.FixResult.to_json);
+    # empty in reports written before per-fix verdicts
+    fixes: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_info(cls, info: ModuleInfo, path: Path) -> ModuleReport:
@@ -34,6 +37,7 @@ class ModuleReport:
             vermagic=info.vermagic,
             has_dwarf=info.has_dwarf,
             evidence=evidence_json(info),
+            fixes=[fix.to_json() for fix in info.fixes],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -42,14 +46,22 @@ class ModuleReport:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModuleReport:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        missing = [k for k in cls.__dataclass_fields__ if k not in known]
+        missing = [k for k, f in cls.__dataclass_fields__.items()
+                   if k not in known and f.default_factory is MISSING]
         if missing:
             raise BadInput(f"a module report lacks {', '.join(missing)}")
         for name, value in known.items():
             _check_type(name, value, cls.__dataclass_fields__[name].type)
         if known["verdict"] not in ("fixed", "vulnerable", "unknown"):
             raise BadInput(f"a module report's verdict is {known['verdict']!r}")
+        if not all(isinstance(f, dict) and isinstance(f.get("verdict"), str)
+                   for f in known.get("fixes", [])):
+            raise BadInput("a module report's fixes are not each an object with a verdict")
         return cls(**known)
+
+    def fix_verdict(self, fix: str) -> str | None:
+        """The verdict on one fix (its commit), None when the module was not judged for it."""
+        return next((str(f["verdict"]) for f in self.fixes if f.get("fix") == fix), None)
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,7 @@ class TargetReport:
                 sibling["before"] == "vulnerable" and sibling["after"] == "fixed",
                 f"{sibling['fix']}: {sibling['function']} is {sibling['before']} before and "
                 f"{sibling['after']} after"))
+        checks += self._per_fix_checks()
         if self.load is not None:
             checks.append(Check("after-module loads", self.load.get("loaded") is True,
                                 f"after-module load check: {self.load.get('detail', 'no result')}"))
@@ -178,6 +191,34 @@ class TargetReport:
         if self.source_state == "not-served":
             return [checks[0], *self._judged_only_checks()]
         return checks
+
+    def chosen_fixes(self) -> list[tuple[str, str]]:
+        """(commit, label) of each fix chosen for the build that has a signature (a fix of the
+        user's own series has none: its functions are judged by sibling_verdicts alone)."""
+        by_series = {sig.series_id: sig for sig in load_fixes() if sig.series_id}
+        return [(by_series[f["id"]].id, by_series[f["id"]].label) for f in self.fixes
+                if f.get("id") in by_series]
+
+    def _per_fix_checks(self) -> list[Check]:
+        """Per fix chosen: our after-module fixed and our before-module vulnerable in it, by
+        its signature (reports written before per-fix verdicts have none to check)."""
+        checks = []
+        for side, want in (("after", "fixed"), ("before", "vulnerable")):
+            module = self.after if side == "after" else self.before
+            if module is None or not module.fixes:
+                continue
+            for commit, label in self.chosen_fixes():
+                got = module.fix_verdict(commit)
+                checks.append(Check(f"{side}-module {want}: {label}", got == want,
+                                    f"{side}-module is {got or 'not judged'} for {label}"))
+        return checks
+
+    def shipped_fixes(self) -> list[tuple[str, str]]:
+        """Debian's module per fix: (label, verdict) of every fix it was judged for."""
+        if self.shipped is None:
+            return []
+        return [(str(f.get("cve") or f.get("fix")), str(f["verdict"]))
+                for f in self.shipped.fixes]
 
     def _judged_only_checks(self) -> list[Check]:
         """A kernel whose sources the mirrors do not serve: Debian's module judged, nothing

@@ -1,6 +1,7 @@
 """Scan every published Debian kernel image from its binary: list the linux-image packages of
 some suites and architectures from the archive's Packages indices, download only those debs,
-extract only smc.ko and the changelog, and judge the module with the inspector.
+extract only smc.ko, tls.ko and the changelog, and judge each fix of the series in them with the
+inspector (smc.ko: the four smc fixes; tls.ko: CVE-2025-40149).
 
 Each image's result is cached by the package's SHA256 (the index says it before any download),
 so a rescan reads the indices and the cached results only. Nothing is installed.
@@ -30,7 +31,8 @@ from ..plumbing.progress import Progress, silent
 from . import images
 
 CVE = "CVE-2025-40168"
-RESULT_RECIPE = 1  # bump when what a result holds changes: cached results are made again
+# bump when what a result holds changes: cached results are made again (2: per fix, tls.ko)
+RESULT_RECIPE = 2
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,11 @@ class ScanRow:
     from_cache: bool = False
     also_in: list[str] = field(default_factory=list)
     error: str | None = None
+    # every fix of the series judged in the image, each on its own (inspection.FixResult's
+    # JSON): smc.ko's four, then tls.ko's CVE-2025-40149; a module it lacks judges nothing
+    fixes: list[dict[str, Any]] = field(default_factory=list)
+    tls_module_path: str = ""  # inside the package; "" when it ships no tls.ko
+    tls_module_sha256: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,6 +167,7 @@ def scan_image(cache: Cache, apt: Apt, image: Image) -> ScanRow:
         deb.unlink()  # the result is what we keep, not the 60-100 MB package
         row.module_path = found.module_path
         _judge(row, found.module, found.changelog)
+        _judge_tls(row, found.tls_module, found.tls_module_path)
     except SmcpatchError as exc:
         row.error = exc.one_line()
         return row  # not cached: a failed download or extraction is retried next time
@@ -215,6 +223,7 @@ def _judge(row: ScanRow, module: Path | None, changelog: Path | None) -> None:
             row.reasons = [row.evidence]
         else:
             row.verdict = info.evidence.verdict
+            row.fixes = [fix.to_json() for fix in info.fixes]
             row.vermagic = (info.vermagic or "").strip()
             row.reasons = list(info.evidence.reasons)
             row.evidence = evidence_phrase(info)
@@ -225,6 +234,22 @@ def _judge(row: ScanRow, module: Path | None, changelog: Path | None) -> None:
         row.changelog = "silent"
     else:
         row.changelog = "disagree" if row.verdict == "vulnerable" else "agree"
+
+
+def _judge_tls(row: ScanRow, module: Path | None, inside: str) -> None:
+    """tls.ko's fix (CVE-2025-40149) judged like smc.ko's; a tls.ko that cannot be read is said
+    in the fix's reasons (undecided), the row's smc verdict stands."""
+    if module is None:
+        return
+    row.tls_module_path = inside
+    row.tls_module_sha256 = hashlib.sha256(module.read_bytes()).hexdigest()
+    try:
+        row.fixes += [fix.to_json() for fix in inspection.inspect_module(module).fixes]
+    except InspectError as exc:
+        row.fixes += [{"fix": sig.id, "cve": sig.cve or None, "title": sig.title,
+                       "module": sig.module, "functions": list(sig.functions),
+                       "verdict": "undecided", "reasons": [exc.one_line()], "judged": []}
+                      for sig in inspection.fixes_for_module("tls")]
 
 
 def evidence_phrase(info: ModuleInfo) -> str:
