@@ -101,7 +101,7 @@ def test_github_matrix_has_one_job_per_target() -> None:
     assert {"kernel": "6.12.107", "arch": "arm64", "flavour": "arm64",
             "package_version": "6.12.107-1~deb12u1", "release": "6.12.107+deb12-arm64"} in every
     text = kernels_cmd.matrix_text("text", "cloud", arches=["arm64"])
-    assert "inv verify --kernel 6.1.176 --arch arm64 --flavour cloud-arm64 " in text
+    assert "smcpatch verify --kernel 6.1.176 --arch arm64 --flavour cloud-arm64 " in text
 
 
 def test_interrupted_report_write_keeps_the_previous_report(

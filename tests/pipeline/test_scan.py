@@ -103,7 +103,7 @@ def _deb(tmp_path: Path, files: dict[str, Path]) -> Path:
         shutil.copy(source, root / inside)
     deb = tmp_path / "linux-image-r_6.12.107-1_amd64.deb"
     proc.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)],
-             check=True, capture_output=True)
+             check=True, capture_output=True, timeout=120)
     return deb
 
 
