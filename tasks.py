@@ -6,6 +6,7 @@ The same tasks as the installed `smcpatch` console script (smcpatch.cli: `inv ve
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def test(c: Context, quick: bool = False, k: str | None = None) -> None:
         args += ["tests", "--ignore=tests/integration"]
     if k:
         args += ["-k", k]
-    result = c.run(" ".join(args), pty=False, warn=True)
+    result = c.run(shlex.join(args), pty=False, warn=True)  # -k "a or b": one word
     if result is None or result.exited:
         raise Exit(code=result.exited if result else 1)
 
