@@ -19,6 +19,7 @@ from smcpatch.errors import InspectError
 from smcpatch.inspection import modcheck
 from smcpatch.outputs import jsonreport
 from tests.pipeline.test_report import _report
+from tests.elfobjs import require_tool
 from tests.test_hostile import refused, smcpatch
 
 
@@ -141,6 +142,8 @@ def test_stdout_to_dev_full_is_one_line(jobs: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                     reason="a private mount namespace needs root and unshare")
 def test_a_full_filesystem_keeps_the_old_file(tmp_path: Path, jobs: Path) -> None:
+    require_tool("unshare", "util-linux")
+    require_tool("mount", "mount")  # a fresh machine has neither
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     script = (f"mount -t tmpfs -o size=12k tmpfs {mnt} && echo old > {mnt}/r.json && "

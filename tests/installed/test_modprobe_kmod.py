@@ -91,6 +91,7 @@ def kmod(tmp_path_factory: pytest.TempPathFactory) -> Kmod:
     for command in ("modprobe", "depmod"):
         require_tool(command, "kmod")
     require_tool("unshare", "util-linux")
+    require_tool("mount", "mount")  # the bind mounts (a fresh machine has no mount package)
     gcc = require_gcc()
     if Path("/sys/module/smc").exists():
         pytest.skip("smc is loaded on this host: kmod's dry run would print nothing for it")
