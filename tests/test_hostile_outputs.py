@@ -18,8 +18,8 @@ import pytest
 from smcpatch.errors import InspectError
 from smcpatch.inspection import modcheck
 from smcpatch.outputs import jsonreport
-from tests.pipeline.test_report import _report
 from tests.elfobjs import require_tool
+from tests.pipeline.test_report import _report
 from tests.test_hostile import refused, smcpatch
 
 
