@@ -9,6 +9,7 @@ fmt Text; nothing else here builds markup from a value.
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -257,34 +258,42 @@ def _print_notes(reports: list[TargetReport], console: Console) -> None:
 
 
 # -- inspect ------------------------------------------------------------------------------------
+def _say(console: Console) -> Any:
+    """console.print for lines meant for grep: wrapped on a terminal only (piped, a line is
+    whole, so `grep signature` gets all of it)."""
+    return functools.partial(console.print, soft_wrap=not console.is_terminal)
+
+
 def print_inspect(data: dict[str, Any], console: Console) -> None:
+    say = _say(console)
     colour = {"fixed": "green", "vulnerable": "red"}.get(data["verdict"], "yellow")
-    console.print(fmt(f"[bold]{{}}[/]: [{colour}]{{}}[/]", data["module"], data["verdict"]))
-    console.print(fmt("  vermagic: {}   DWARF: {}", data["vermagic"],
-                      "yes" if data["has_dwarf"] else "no"))
-    console.print(fmt("  signature: {}", data.get("signature_text", "unsigned")))
+    say(fmt(f"[bold]{{}}[/]: [{colour}]{{}}[/]", data["module"], data["verdict"]))
+    vermagic = "none (no .modinfo vermagic)" if data["vermagic"] is None else data["vermagic"]
+    say(fmt("  vermagic: {}   DWARF: {}", vermagic, "yes" if data["has_dwarf"] else "no"))
+    say(fmt("  signature: {}", data.get("signature_text", "unsigned")))
     for fix in data.get("fixes", []):  # one line per fix of the series in the module
         shade = {"fixed": "green", "vulnerable": "red"}.get(fix["verdict"], "yellow")
         where = ", ".join(j["function"] for j in fix["judged"]) or ", ".join(fix["functions"])
-        console.print(fmt(f"  {{}} [{shade}]{{}}[/] {{}}", f"{fix['cve'] or fix['fix']:<16}",
+        say(fmt(f"  {{}} [{shade}]{{}}[/] {{}}", f"{fix['cve'] or fix['fix']:<16}",
                           f"{fix['verdict']:<10}", where))
     if data.get("fixes"):
         first = data["fixes"][0]
-        console.print(fmt("  {} in detail:", first["cve"] or first["fix"]))
+        say(fmt("  {} in detail:", first["cve"] or first["fix"]))
     for reason in data["reasons"]:
-        console.print(fmt("  - {}", reason))
+        say(fmt("  - {}", reason))
     ev = data["evidence"]
-    console.print(fmt("  fragments: {}",
+    say(fmt("  fragments: {}",
                       ", ".join(f"{k} ({v} B)" for k, v in ev["fragments"].items())))
     for key in ("rcu_read_lock_sites", "rcu_read_unlock_sites", "dst_reference_sites"):
         sites = ", ".join(f"{s['target']}@{s['fragment']}+{s['offset']:#x}" for s in ev[key])
-        console.print(fmt("  {}: {}", key.replace("_", " "), sites or "none"))
-    console.print(fmt("  call targets: {}", ", ".join(ev["call_targets"])))
+        say(fmt("  {}: {}", key.replace("_", " "), sites or "none"))
+    say(fmt("  call targets: {}", ", ".join(ev["call_targets"])))
     if ev.get("dwarf_inlined") is not None:
-        console.print(fmt("  DWARF inlined: {}", ", ".join(ev["dwarf_inlined"]) or "none"))
-    for key in ("vermagic_ok", "modversions_ok"):
+        say(fmt("  DWARF inlined: {}", ", ".join(ev["dwarf_inlined"]) or "none"))
+    for key, what in (("vermagic_ok", "vermagic matches --release"),
+                      ("modversions_ok", "CRCs match --symvers")):
         if key in data:
-            console.print(fmt("  {}: {}", key, data[key]))
+            say(fmt("  {}: {}", what, {True: "yes", False: "no"}.get(data[key], "not known")))
 
 
 # -- kernels, scan, dkms ------------------------------------------------------------------------
@@ -401,24 +410,25 @@ def _print_reports(run: Any, console: Console) -> None:
 
 
 def print_dkms(summary: dict[str, Any], console: Console) -> None:
+    say = _say(console)
     kind = "fixed sources" if summary.get("fixed_sources") else "DKMS package"
-    console.print(fmt("{} {} {} for kernels {}: {}", kind, summary["name"], summary["version"],
+    say(fmt("{} {} {} for kernels {}: {}", kind, summary["name"], summary["version"],
                       summary["release_regex"], summary["package"]))
     for f in summary["fixes"]:
         done = ("applied in the sources (patches/" + f["patch"] + ")"
                 if summary.get("fixed_sources") else "PATCH " + f["patch"]) if f["patch"] \
             else "no patch needed"
-        console.print(fmt("  {}: {} in Debian's source -> {}", f["id"], f["state"], done))
+        say(fmt("  {}: {} in Debian's source -> {}", f["id"], f["state"], done))
     if summary.get("fixed_sources"):
         # a command to copy and run: the directory is one shell word whatever its name, and
         # module_src/<release> names the release it is for
         package = summary["package"]
         build = f"/lib/modules/{package.rstrip('/').rsplit('/', 1)[-1]}/build"
-        console.print(fmt("  build: cd {} && make -C {} M=\"$PWD\"   (or dkms add \"$PWD\")",
+        say(fmt("  build: cd {} && make -C {} M=\"$PWD\"   (or dkms add \"$PWD\")",
                           shell_word(package), shell_word(build)))
     if summary["check"]:
         ck = summary["check"]
-        console.print(fmt("  dkms build ({}, {} s) for {}: smc.ko {}, vermagic {}, modversions "
+        say(fmt("  dkms build ({}, {} s) for {}: smc.ko {}, vermagic {}, modversions "
                           "{}, changed vs Debian's: {}; {}", ck["dkms"], ck["seconds"],
                           ck["release"], ck["verdict"], "ok" if ck["vermagic_ok"] else "MISMATCH",
                           "ok" if ck["modversions_ok"] else "MISMATCH",
